@@ -1,0 +1,239 @@
+"""K-FAC curvature statistics and the natural expansion score (torch only).
+
+Notation (``../shared/reference/growth-methods.md`` §1): for a linear layer ``c`` with
+augmented inputs ``a = [h, 1]`` (B × (d_in+1)) and per-sample output gradients
+``δ = ∂ℓ_n/∂y_n`` (B × d_out), the K-FAC factors of the empirical Fisher are
+``A = E[a aᵀ]`` and ``G = E[δ δᵀ]``, and the mean gradient is ``∇W = E[δ aᵀ]``.
+
+Source: Mitchell et al., "Self-Expanding Neural Networks", arXiv:2307.04526,
+Eq. (2) (natural expansion score), Theorem 3.2 (lower bound Δη'), and Martens & Grosse,
+"Optimizing Neural Networks with Kronecker-factored Approximate Curvature", ICML 2015 (K-FAC).
+All statistics are computed in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DampedFactor",
+    "LayerStats",
+    "KFACStats",
+    "collect_kfac",
+    "natural_expansion_score",
+    "residual",
+    "delta_eta_lower_bound",
+    "delta_eta_exact",
+    "delta_eta_heldout",
+]
+
+
+class DampedFactor:
+    """Cholesky factor of ``M + γ·mean(diag M)·I`` (Tikhonov damping relative to the diagonal).
+
+    ``M`` is a symmetric positive semi-definite (k × k) matrix. ``solve(X)`` returns
+    ``(M + γ·mean(diag M)·I)⁻¹ X`` for X of shape (k, m). A pseudo-inverse is never used; if the
+    damped matrix is numerically singular (e.g. ``M = 0``), an absolute jitter of 1e-12 is added.
+    """
+
+    def __init__(self, M: torch.Tensor, damping: float):
+        k = M.shape[0]
+        eye = torch.eye(k, dtype=M.dtype, device=M.device)
+        shift = damping * M.diagonal().mean().clamp_min(0.0) + 1e-12
+        L, info = torch.linalg.cholesky_ex(M + shift * eye)
+        jitter = 1e-10
+        while int(info) != 0:
+            L, info = torch.linalg.cholesky_ex(M + (shift + jitter) * eye)
+            jitter *= 100
+        self.L = L
+
+    def solve(self, X: torch.Tensor) -> torch.Tensor:
+        return torch.cholesky_solve(X, self.L)
+
+    def inverse(self) -> torch.Tensor:
+        return torch.cholesky_inverse(self.L)
+
+
+@dataclass
+class LayerStats:
+    """K-FAC statistics of one linear layer on a scoring batch.
+
+    a : (B, d_in + 1) augmented inputs; delta : (B, d_out) per-sample output gradients;
+    A : (d_in+1, d_in+1); G : (d_out, d_out); grad : (d_out, d_in+1) = E[δ aᵀ];
+    A_inv, G_inv : damped factors; eta : this layer's natural expansion score η_c.
+    """
+
+    a: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    G: torch.Tensor
+    grad: torch.Tensor
+    A_inv: DampedFactor
+    G_inv: DampedFactor
+    eta: float
+
+
+@dataclass
+class KFACStats:
+    """Statistics of a whole network: per-layer stats, total η = Σ_c η_c, and λ = E‖∂ℓ/∂y‖²."""
+
+    layers: list[LayerStats]
+    eta: float
+    lam: float
+    loss: float
+
+
+def natural_expansion_score(grad: torch.Tensor, A_inv: DampedFactor, G_inv: DampedFactor) -> float:
+    """Per-layer natural expansion score ``η_c = tr(∇Wᵀ A⁻¹ ∇W G⁻¹)`` (K-FAC form of gᵀF⁻¹g).
+
+    ``grad`` is (d_out, d_in) in the layer's weight layout (``∇W = E[δ aᵀ]``). Unitless (loss² per
+    natural step); ``η ≤ λ`` for the exact Fisher (arXiv:2307.04526, Eq. 2 and §3.2).
+    """
+    left = G_inv.solve(grad)  # G⁻¹ ∇W  (d_out, d_in)
+    right = A_inv.solve(grad.T)  # A⁻¹ ∇Wᵀ (d_in, d_out)
+    return float((left * right.T).sum())
+
+
+def collect_kfac(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    damping: float = 0.1,
+    fisher: str = "gauss_newton",
+    layers: list[nn.Linear] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> KFACStats:
+    """Collect K-FAC factors of every linear layer with forward hooks on one scoring batch.
+
+    ``A_c = E[a aᵀ]`` always. The output-side factor ``G_c`` depends on ``fisher``:
+
+    - ``"gauss_newton"`` (default): ``G_c = E[J_cᵀ J_c]`` with ``J_c = ∂y/∂s_c`` the Jacobian of
+      the network outputs w.r.t. the layer's pre-activations (one backward pass per output unit).
+      This is the Fisher of SENN's bound ``η ≤ λ = E‖∂ℓ/∂y‖²`` (for the output layer
+      ``G = I`` and ``η`` is the least-squares projection of the output gradients), so ``Δη'/λ``
+      is the share of output-gradient energy that an addition can reach.
+    - ``"empirical"``: ``G_c = E[δ δᵀ]`` (empirical Fisher). Then ``η ≤ 1`` is scale-free and
+      the absolute test against λ loses its meaning; offered for comparison.
+
+    Parameters
+    ----------
+    model : nn.Module whose output is (B, n_outputs) logits.
+    X : (B, ...) inputs; y : (B,) targets.
+    damping : γ in ``A + γ·mean(diag A)·I`` (same for G). Dimensionless, ≥ 0.
+    layers : the linear layers to collect (default: ``model.linears``).
+    loss_fn : per-sample loss summed over the batch; default ``cross_entropy(reduction="sum")``,
+        so output gradients are per-sample ``∂ℓ_n/∂y_n``.
+
+    Does not touch ``.grad`` of any parameter (uses :func:`torch.autograd.grad`).
+    """
+    layers = list(model.linears if layers is None else layers)
+    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t, reduction="sum"))
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+
+    def hook(idx):
+        def fn(module, args, out):
+            inputs[idx] = args[0].detach()
+            outputs[idx] = out
+        return fn
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            out = model(X)
+            loss = loss_fn(out, y)
+            outs = [outputs[i] for i in range(len(layers))]
+            grads = torch.autograd.grad(loss, outs, retain_graph=fisher == "gauss_newton")
+    finally:
+        for h in handles:
+            h.remove()
+    n = X.shape[0]
+    if fisher == "gauss_newton":
+        gram = [0.0] * len(layers)
+        for k in range(out.shape[1]):
+            jac = torch.autograd.grad(out[:, k].sum(), outs, retain_graph=k < out.shape[1] - 1)
+            for i, J in enumerate(jac):
+                J = J.reshape(n, -1).double()
+                gram[i] = gram[i] + J.T @ J / n
+    elif fisher != "empirical":
+        raise ValueError(f"fisher={fisher!r} is unknown; use 'gauss_newton' or 'empirical'")
+    stats = []
+    eta = 0.0
+    for i in range(len(layers)):
+        h = inputs[i].reshape(n, -1).double()
+        a = torch.cat([h, torch.ones(n, 1, dtype=h.dtype, device=h.device)], dim=1)
+        delta = grads[i].reshape(n, -1).double()
+        A = a.T @ a / n
+        G = gram[i] if fisher == "gauss_newton" else delta.T @ delta / n
+        grad = delta.T @ a / n
+        A_inv, G_inv = DampedFactor(A, damping), DampedFactor(G, damping)
+        eta_c = natural_expansion_score(grad, A_inv, G_inv)
+        eta += eta_c
+        stats.append(LayerStats(a, delta, A, G, grad, A_inv, G_inv, eta_c))
+    lam = float((grads[-1].double() ** 2).sum(dim=1).mean())
+    return KFACStats(stats, eta, lam, float(loss.detach()) / n)
+
+
+def residual(stats: LayerStats) -> torch.Tensor:
+    """Per-sample residual ``r_n = δ_n − ∇W A⁻¹ a_n`` (B, d_out).
+
+    The part of the consumer's output gradient that its current inputs cannot fit by least
+    squares (arXiv:2307.04526, Theorem 3.2).
+    """
+    return stats.delta - stats.a @ stats.A_inv.solve(stats.grad.T)
+
+
+def delta_eta_lower_bound(f: torch.Tensor, r: torch.Tensor, G_inv: DampedFactor, damping: float = 0.1) -> torch.Tensor:
+    """Lower bound ``Δη' = tr(Cᵀ A_f⁻¹ C G⁻¹)`` on the score gained by adding features ``f``.
+
+    ``f`` : (B, k) candidate features feeding the consumer layer; ``r`` : (B, d_out) consumer
+    residual from :func:`residual`; ``C = E[f rᵀ]`` (k, d_out); ``A_f = E[f fᵀ]`` damped like the
+    K-FAC factors. Differentiable in ``f``. Returns a 0-d tensor (arXiv:2307.04526, Theorem 3.2).
+    """
+    n = f.shape[0]
+    C = f.T @ r / n
+    A_f = DampedFactor(f.T @ f / n, damping)
+    return (A_f.solve(C) * G_inv.solve(C.T).T).sum()
+
+
+def delta_eta_exact(
+    f: torch.Tensor, r: torch.Tensor, a: torch.Tensor, A_inv: DampedFactor, G_inv: DampedFactor, damping: float = 0.1
+) -> torch.Tensor:
+    """Exact score increase ``Δη = tr(Cᵀ S⁻¹ C G⁻¹)`` with the Schur complement
+    ``S = A_f − E[f aᵀ] A⁻¹ E[a fᵀ]`` in place of ``A_f``.
+
+    ``f`` : (B, k), ``r`` : (B, d_out), ``a`` : (B, d_in+1) the consumer's augmented inputs.
+    With ``damping = 0`` this equals ``η(consumer with inputs [a, f]) − η(consumer)`` for the same
+    G; since ``S ⪯ A_f``, ``Δη ≥ Δη'`` (arXiv:2307.04526, Theorem 3.2).
+    """
+    n = f.shape[0]
+    C = f.T @ r / n
+    Fa = f.T @ a / n
+    S = f.T @ f / n - Fa @ A_inv.solve(Fa.T)
+    S = (S + S.T) / 2
+    return (DampedFactor(S, damping).solve(C) * G_inv.solve(C.T).T).sum()
+
+
+def delta_eta_heldout(f: torch.Tensor, r: torch.Tensor, G_inv: DampedFactor, damping: float = 0.1) -> float:
+    """Unbiased estimate of Δη' on held-out data (used to accept candidates).
+
+    ``Δη'`` is a quadratic form ``Q(C)`` of the batch mean ``C = mean_n z_n`` with
+    ``z_n = f_n r_nᵀ``; on B samples it carries a positive noise floor ``E‖z − μ‖²_Q / B`` (≈ λ/B
+    for a feature unrelated to the residual). Subtracting the sample estimate of that floor gives
+    ``Q̂ = Q(C)·B/(B−1) − Σ_n Q(z_n) / (B(B−1))`` with ``Q(z_n) = (f_nᵀ A_f⁻¹ f_n)(r_nᵀ G⁻¹ r_n)``,
+    whose expectation is ``Q(μ)`` for fixed ``A_f``, ``G``. May be negative for useless features.
+
+    ``f`` : (B, k), ``r`` : (B, d_out); B ≥ 2.
+    """
+    n = f.shape[0]
+    C = f.T @ r / n
+    A_f = DampedFactor(f.T @ f / n, damping)
+    q = float((A_f.solve(C) * G_inv.solve(C.T).T).sum())
+    per_sample = (f * A_f.solve(f.T).T).sum(1) * (r * G_inv.solve(r.T).T).sum(1)
+    return q * n / (n - 1) - float(per_sample.sum()) / (n * (n - 1))

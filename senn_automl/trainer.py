@@ -1,0 +1,360 @@
+"""The training loop that grows a network while it trains (torch and numpy only).
+
+``Trainer`` runs minibatch epochs with Adam/AdamW/SGD, asks its growth policy for a check after
+the epochs the policy names, applies accepted edits with a function-preservation check and
+optimiser surgery, tracks validation loss/accuracy for early stopping, and notifies callbacks at
+named points. Checkpoints hold weights, optimiser state, the architecture spec and the growth
+log, and load into a fresh process (:func:`load_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .modules import GrowingMLP
+from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, NaturalExpansionPolicy, make_policy
+from .surgery import apply_edit
+
+__all__ = ["TrainConfig", "Callback", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    max_epochs : epochs to run (≥ 1). batch_size : minibatch size (≥ 1). optimizer : "adam",
+    "adamw" or "sgd". lr : learning rate (> 0). weight_decay : L2 (adam/sgd) or decoupled (adamw)
+    decay (≥ 0). momentum : SGD momentum in [0, 1). patience : epochs without a better validation
+    loss before early stopping (None disables; growth resets the count). restore_best : load
+    the best-validation model at the end. scoring_batch_size : training rows used for growth
+    statistics (≥ 2). probe_size : rows of the function-preservation probe. probe_tolerance :
+    relative tolerance of that check. seed : seeds weights, shuffling and candidate search.
+    device : "auto", "cpu", "cuda", ... progress : show a progress bar (tqdm).
+
+    Raises ``ValueError`` from :meth:`validate`, naming the argument and the fix.
+    """
+
+    max_epochs: int = 100
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    patience: int | None = 30
+    restore_best: bool = True
+    scoring_batch_size: int = 1024
+    probe_size: int = 256
+    probe_tolerance: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = False
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name, fix):
+            raise ValueError(f"{name}={getattr(self, name)!r} is invalid: {fix}")
+
+        def whole(x):
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+        def number(x):
+            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+        if not (whole(self.max_epochs) and self.max_epochs >= 1):
+            bad("max_epochs", "use a whole number >= 1")
+        if not (whole(self.batch_size) and self.batch_size >= 1):
+            bad("batch_size", "use a whole number >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"choose one of: {', '.join(OPTIMIZERS)}")
+        if not (number(self.lr) and self.lr > 0):
+            bad("lr", "the learning rate must be a positive number, e.g. 3e-3")
+        if not (number(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "use a number >= 0")
+        if not (number(self.momentum) and 0 <= self.momentum < 1):
+            bad("momentum", "use a number in [0, 1)")
+        if self.patience is not None and not (whole(self.patience) and self.patience >= 1):
+            bad("patience", "use None (no early stopping) or a whole number of epochs >= 1")
+        if not (whole(self.scoring_batch_size) and self.scoring_batch_size >= 2):
+            bad("scoring_batch_size", "use a whole number >= 2")
+        if not (whole(self.probe_size) and self.probe_size >= 1):
+            bad("probe_size", "use a whole number >= 1")
+        if not (number(self.probe_tolerance) and self.probe_tolerance > 0):
+            bad("probe_tolerance", "use a positive number, e.g. 1e-4")
+        try:
+            resolve_device(self.device)
+        except (RuntimeError, ValueError):
+            bad("device", "use 'auto', 'cpu' or 'cuda'")
+
+
+class Callback:
+    """Hooks called by :class:`Trainer` at named points; override what you need.
+
+    ``on_fit_start(trainer)``, ``on_epoch_end(trainer, record)`` (record = the epoch's metrics
+    dict, also appended to ``trainer.history``), ``on_growth(trainer, events)`` (events of one
+    check, already applied; ``trainer.model`` is the grown model), ``on_fit_end(trainer)``.
+    """
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        pass
+
+    def on_growth(self, trainer: "Trainer", events: list[GrowthEvent]) -> None:
+        pass
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _as_tensor(a, dtype, device):
+    return torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a, dtype=dtype).to(device)
+
+
+class Trainer:
+    """Grow-while-training loop.
+
+    Parameters
+    ----------
+    model : GrowingMLP (or any module with the same edit API), mapping (B, d) to (B, n_classes) logits.
+    policy : a :class:`~senn_automl.policies.GrowthPolicy` (default: no growth).
+    config : :class:`TrainConfig`.
+    callbacks : iterable of :class:`Callback`.
+
+    After :meth:`fit`: ``history`` (one metrics dict per epoch), ``growth_log`` (list of
+    :class:`GrowthEvent`, step numbered over the whole run), ``timings`` (seconds spent in
+    ``train``, ``growth`` checks, ``eval``), ``epoch`` (epochs done), ``stopped_early``.
+    """
+
+    def __init__(self, model, policy: GrowthPolicy | None = None, config: TrainConfig | None = None, callbacks: Iterable[Callback] = ()):
+        self.config = config or TrainConfig()
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.policy = policy or FixedPolicy()
+        self.callbacks = list(callbacks)
+        self.optimizer = _make_optimizer(self.model.parameters(), self.config)
+        self.history: list[dict[str, Any]] = []
+        self.growth_log: list[GrowthEvent] = []
+        self.timings = {"train": 0.0, "growth": 0.0, "eval": 0.0}
+        self.epoch = 0
+        self.stopped_early = False
+        self.eta: float | None = None
+        self._best: tuple[float, dict] | None = None
+        self._since_best = 0
+        self.generator = torch.Generator().manual_seed(int(self.config.seed))
+
+    # ------------------------------------------------------------------ helpers
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the current model on (X, y)."""
+        was = self.model.training
+        self.model.eval()
+        losses, correct = 0.0, 0
+        for i in range(0, len(X), 4096):
+            out = self.model(X[i : i + 4096])
+            losses += float(F.cross_entropy(out, y[i : i + 4096], reduction="sum"))
+            correct += int((out.argmax(1) == y[i : i + 4096]).sum())
+        self.model.train(was)
+        n = max(len(X), 1)
+        return losses / n, correct / n
+
+    def _apply(self, probe):
+        def apply(edit):
+            return apply_edit(self.model, edit, probe=probe, optimizer=self.optimizer, tolerance=self.config.probe_tolerance)
+        return apply
+
+    def _snapshot(self) -> dict:
+        return {"spec": self.model.spec(), "state": copy.deepcopy(self.model.state_dict())}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X_train, y_train, X_val=None, y_val=None, *, epochs: int | None = None) -> "Trainer":
+        """Train for ``epochs`` more epochs (default: up to ``config.max_epochs`` in total).
+
+        X_* : (n, d) float arrays or tensors; y_* : (n,) integer class indices in [0, n_classes).
+        Without a validation split, early stopping and held-out growth scoring use the training
+        data. Returns ``self``.
+        """
+        cfg = self.config
+        dev = self.device
+        X = _as_tensor(X_train, torch.float32, dev)
+        y = _as_tensor(y_train, torch.long, dev)
+        has_val = X_val is not None and len(X_val) > 0
+        Xv = _as_tensor(X_val, torch.float32, dev) if has_val else X
+        yv = _as_tensor(y_val, torch.long, dev) if has_val else y
+        n = len(X)
+        score_idx = torch.randperm(n, generator=self.generator)[: cfg.scoring_batch_size].to(dev)
+        X_score, y_score = X[score_idx], y[score_idx]
+        probe = X_score[: cfg.probe_size]
+        last = self.epoch + epochs if epochs is not None else cfg.max_epochs
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=last - self.epoch, unit="epoch", leave=False, dynamic_ncols=True)
+        try:
+            while self.epoch < last and not self.stopped_early:
+                self._run_epoch(X, y, Xv, yv, X_score, y_score, probe, has_val, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if cfg.restore_best and self._best is not None:
+            self._restore(self._best[1])
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return self
+
+    def _run_epoch(self, X, y, Xv, yv, X_score, y_score, probe, has_val, bar):
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.model.train()
+        perm = torch.randperm(len(X), generator=self.generator).to(self.device)
+        total = 0.0
+        for i in range(0, len(X), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.model(X[idx]), y[idx])
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        t1 = time.perf_counter()
+        self.timings["train"] += t1 - t0
+        events: list[GrowthEvent] = []
+        if self.policy.should_check(self.epoch):
+            new = self.policy.grow(
+                self.model, X_score, y_score, epoch=self.epoch, apply=self._apply(probe),
+                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
+            )
+            events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
+            self.growth_log.extend(events)
+            self.eta = self.policy.last_eta
+        t2 = time.perf_counter()
+        self.timings["growth"] += t2 - t1
+        val_loss, val_acc = self.evaluate(Xv, yv)
+        self.timings["eval"] += time.perf_counter() - t2
+        record = {
+            "epoch": self.epoch,
+            "train_loss": total / len(X),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "n_params": self.model.n_params(),
+            "hidden": list(self.model.hidden),
+            "n_growth_events": len(self.growth_log),
+            "grew": len(events),
+            "eta": self.eta,
+        }
+        self.history.append(record)
+        if events:
+            self._since_best = 0
+            for cb in self.callbacks:
+                cb.on_growth(self, events)
+        if self._best is None or val_loss < self._best[0] - 1e-12:
+            self._best = (val_loss, self._snapshot())
+            self._since_best = 0
+        elif not events:
+            self._since_best += 1
+        self.epoch += 1
+        if bar is not None:
+            bar.set_postfix(val_acc=f"{val_acc:.3f}", params=record["n_params"], hidden=record["hidden"])
+            bar.update(1)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+        if cfg.patience is not None and self._since_best >= cfg.patience:
+            self.stopped_early = True
+
+    def _restore(self, snap: dict) -> None:
+        if snap["spec"] != self.model.spec():
+            self.model = GrowingMLP.from_spec(snap["spec"]).to(self.device)
+            self.optimizer = _make_optimizer(self.model.parameters(), self.config)
+        self.model.load_state_dict(snap["state"])
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: str | os.PathLike) -> Path:
+        """Write ``state.pt`` (weights, optimiser state, RNG, epoch) and ``arch.json`` (spec,
+        growth log, history, policy and train config) into ``directory``; returns its path."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch,
+                "generator": self.generator.get_state(),
+                "timings": self.timings,
+            },
+            d / "state.pt",
+        )
+        meta = {
+            "format": 1,
+            "spec": self.model.spec(),
+            "growth_log": [e.to_dict() for e in self.growth_log],
+            "history": self.history,
+            "policy": self.policy.config(),
+            "policy_state": self.policy.state_dict(),
+            "train_config": dataclasses.asdict(self.config),
+        }
+        (d / "arch.json").write_text(json.dumps(meta, indent=1))
+        return d
+
+
+def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callback] = (), **config_overrides) -> Trainer:
+    """Rebuild a :class:`Trainer` from a checkpoint directory written by :meth:`Trainer.save_checkpoint`.
+
+    The model is built from the saved spec first, then weights and optimiser state are loaded,
+    so training continues where it stopped (call ``fit`` with more epochs). ``config_overrides``
+    replace saved :class:`TrainConfig` fields (e.g. ``device="cpu"``, ``max_epochs=200``).
+
+    Raises ``FileNotFoundError`` if ``state.pt`` or ``arch.json`` is missing.
+    """
+    d = Path(directory)
+    for name in ("state.pt", "arch.json"):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"{d / name} not found: not a senn_automl checkpoint directory")
+    meta = json.loads((d / "arch.json").read_text())
+    cfg = TrainConfig(**{**meta["train_config"], **config_overrides})
+    policy_cfg = dict(meta["policy"])
+    policy = make_policy(policy_cfg.pop("policy"), **policy_cfg)
+    policy.load_state_dict(meta.get("policy_state", {}))
+    model = GrowingMLP.from_spec(meta["spec"])
+    trainer = Trainer(model, policy, cfg, callbacks)
+    state = torch.load(d / "state.pt", map_location=trainer.device, weights_only=True)
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.epoch = int(state["epoch"])
+    trainer.generator.set_state(state["generator"])
+    trainer.timings = dict(state["timings"])
+    trainer.history = meta["history"]
+    trainer.growth_log = [GrowthEvent.from_dict(e) for e in meta["growth_log"]]
+    return trainer
