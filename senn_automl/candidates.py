@@ -15,7 +15,7 @@ import torch
 from .curvature import LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
 from .modules import DEFAULT_ACTIVATION, rational
 
-__all__ = ["Candidate", "best_neuron_candidate", "layer_candidate", "heldout_score"]
+__all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score"]
 
 
 @dataclass
@@ -34,6 +34,25 @@ class Candidate:
     weight: torch.Tensor
     bias: torch.Tensor
     act_params: torch.Tensor
+    pool: "CandidatePool | None" = None
+
+
+@dataclass
+class CandidatePool:
+    """All ``P`` optimised neuron candidates of one layer: weight (P, d_in), bias (P,), act_params (P, 3)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    act_params: torch.Tensor
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """Candidate outputs (B, P) for layer inputs ``h`` (B, d_in), in ``h``'s dtype."""
+        W, b, theta = (t.to(h) for t in (self.weight, self.bias, self.act_params))
+        with torch.no_grad():
+            return _features(h, W, b, theta)
+
+    def candidate(self, p: int, layer: int, score: float) -> "Candidate":
+        return Candidate("neuron", layer, score, self.weight[p : p + 1], self.bias[p : p + 1], self.act_params[p : p + 1])
 
 
 def _features(h, W, b, theta):
@@ -98,7 +117,10 @@ def best_neuron_candidate(
         s = scores()
         s = torch.where(torch.isfinite(s), s, torch.zeros_like(s))
         p = int(torch.argmax(s))
-        return Candidate("neuron", layer, float(s[p]), W[p : p + 1].float(), b[p : p + 1].float(), theta[p : p + 1].float())
+        pool = CandidatePool(W.detach().float(), b.detach().float(), theta.detach().float())
+        best = pool.candidate(p, layer, float(s[p]))
+        best.pool = pool
+        return best
 
 
 def layer_candidate(

@@ -261,7 +261,8 @@ class GrowingMLP(nn.Module):
         Raises
         ------
         ValueError
-            If ``position`` is out of range, shapes mismatch, or capacity would be exceeded.
+            If ``position`` is out of range, shapes mismatch, capacity would be exceeded, or
+            ``weight`` is zero / not finite.
         """
         if not 0 <= position <= self.depth:
             raise ValueError(f"position={position} must be in [0, {self.depth}]")
@@ -275,6 +276,8 @@ class GrowingMLP(nn.Module):
             raise ValueError(f"layer candidate shapes {tuple(weight.shape)}, {tuple(bias.shape)} do not match width {d}")
         B = weight.double()
         U, S, Vh = torch.linalg.svd(B)
+        if not bool(torch.isfinite(S).all()) or float(S.mean()) <= 0:
+            raise ValueError("layer candidate weight is zero or not finite; it cannot be inverted by the consumer")
         S = S.clamp_min(rcond * S.mean())
         B = U @ torch.diag(S) @ Vh
         B_inv = Vh.T @ torch.diag(1.0 / S) @ U.T

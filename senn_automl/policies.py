@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate
-from .curvature import collect_kfac
+from .curvature import collect_kfac, delta_eta_heldout, residual
 from .modules import GrowingMLP, ParamChange
 
 __all__ = ["GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "POLICIES"]
@@ -206,8 +206,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
         held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.
 
-        Returns ``(stats, [(ratio, score, Candidate), ...])``: ``stats`` are the statistics the
-        thresholds are measured against; ``score`` includes the layer cost multiplier.
+        Returns ``(scoring, [(ratio, score, Candidate), ...])``: ``scoring.held`` are the
+        statistics the thresholds are measured against; ``score`` includes the layer cost multiplier.
         """
         stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher)
         with torch.no_grad():
@@ -241,45 +241,103 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 if model.can_insert_layer(p):
                     cand = layer_candidate(inputs[p], stats.layers[p], p, **kw)
                     proposals.append(rate(cand, p, self.layer_cost))
-        return held, proposals
+        return _Scoring(stats, inputs, held, held_inputs), proposals
+
+    def _passes(self, ratio: float, score: float, lam: float) -> bool:
+        return ratio > self.tau and score / max(lam, 1e-30) > self.alpha
+
+    def _more_neurons(self, model, first: Candidate, sc: "_Scoring", budget: int) -> list[tuple[Candidate, float, float, float]]:
+        """Greedy sequence of further neurons for the layer of ``first`` from its candidate pool.
+
+        A new neuron has zero outgoing weights, so the network function and every δ are
+        unchanged; only the consumer's inputs gain the feature ``f``. Recomputing the statistics
+        after an addition therefore reduces to projecting ``f`` out of the consumer residual
+        (on the scoring batch and on the held-out data), and η grows by the accepted score.
+        Each further neuron must pass both thresholds on held-out data like the first.
+        Returns ``[(candidate, score, ratio, eta_ref), ...]`` in order, ``first`` included.
+        """
+        layer, pool = first.where, first.pool
+        consumer_idx = layer + 1
+        held_is_train = sc.held is sc.stats
+        c_tr, c_h = sc.stats.layers[consumer_idx], sc.held.layers[consumer_idx]
+        F_tr = pool.features(sc.inputs[layer].double())
+        F_h = F_tr if held_is_train else pool.features(sc.held_inputs[layer].double())
+        r_tr, r_h = residual(c_tr), residual(c_h)
+        eta_ref = sc.held.eta if self.relative_to == "total" else c_h.eta
+        lam = sc.held.lam
+        available = torch.ones(F_tr.shape[1], dtype=torch.bool)
+        chosen = []
+        p = int(torch.nonzero((pool.weight == first.weight).all(1))[0])
+        while len(chosen) < budget and model.hidden[layer] + len(chosen) < model.max_width:
+            if chosen:  # rank the remaining pool on the scoring batch
+                n = F_tr.shape[0]
+                C = F_tr.T @ r_tr / n
+                s_tr = (C * c_tr.G_inv.solve(C.T).T).sum(1) / ((F_tr**2).mean(0) * (1 + self.damping) + 1e-30)
+                s_tr[~available] = -torch.inf
+                p = int(torch.argmax(s_tr))
+            if held_is_train:
+                f = F_h[:, p : p + 1]
+                C = f.T @ r_h / f.shape[0]
+                score = float((C * c_h.G_inv.solve(C.T).T).sum() / ((f**2).mean() * (1 + self.damping) + 1e-30))
+            else:
+                score = delta_eta_heldout(F_h[:, p : p + 1], r_h, c_h.G_inv, self.damping)
+            ratio = score / max(eta_ref, 1e-30)
+            if not self._passes(ratio, score, lam):
+                break
+            chosen.append((pool.candidate(p, layer, score), score, ratio, eta_ref))
+            available[p] = False
+            eta_ref += score
+            for F, r in ((F_tr, r_tr), (F_h, r_h)):
+                f = F[:, p : p + 1]
+                r -= f @ (f.T @ r) / (f.T @ f).clamp_min(1e-30)
+            if held_is_train:
+                r_h = r_tr
+        return chosen
 
     def grow(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
         events: list[GrowthEvent] = []
-        for _ in range(self.n_max):
-            stats, proposals = self.propose(model, X, y, X_val, y_val, generator)
+
+        def record(kind, where, score, ratio, sc, before, diff):
+            events.append(
+                GrowthEvent(
+                    step=len(events), epoch=epoch, kind=kind, where=where, score=score, eta=sc.held.eta,
+                    lam=sc.held.lam, ratio=ratio, tau=self.tau, alpha=self.alpha, params_before=before,
+                    params_after=model.n_params(), hidden_after=tuple(model.hidden), max_abs_diff=diff,
+                )
+            )
+
+        while len(events) < self.n_max:
+            sc, proposals = self.propose(model, X, y, X_val, y_val, generator)
             if not events:
-                self.last_eta = stats.eta
+                self.last_eta = sc.held.eta
             if not proposals:
                 break
             ratio, score, cand = max(proposals, key=lambda t: t[0])
-            if not (ratio > self.tau and score / max(stats.lam, 1e-30) > self.alpha):
+            if not self._passes(ratio, score, sc.held.lam):
                 break
-            before = model.n_params()
-            if cand.kind == "neuron":
-                _, diff = apply(lambda m, c=cand: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
-            else:
+            if cand.kind == "layer":
+                before = model.n_params()
                 _, diff = apply(lambda m, c=cand: m.insert_layer(c.where, c.weight, c.bias))
                 self._last_depth_check = self._checks
-            events.append(
-                GrowthEvent(
-                    step=len(events),
-                    epoch=epoch,
-                    kind=cand.kind,
-                    where=cand.where,
-                    score=score,
-                    eta=stats.eta,
-                    lam=stats.lam,
-                    ratio=ratio,
-                    tau=self.tau,
-                    alpha=self.alpha,
-                    params_before=before,
-                    params_after=model.n_params(),
-                    hidden_after=tuple(model.hidden),
-                    max_abs_diff=diff,
-                )
-            )
+                record("layer", cand.where, score, ratio, sc, before, diff)
+                continue
+            for c, c_score, c_ratio, _ in self._more_neurons(model, cand, sc, self.n_max - len(events)):
+                before = model.n_params()
+                _, diff = apply(lambda m, c=c: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
+                record("neuron", c.where, c_score, c_ratio, sc, before, diff)
         self._checks += 1
         return events
+
+
+@dataclass
+class _Scoring:
+    """Statistics of one proposal round: scoring-batch stats and layer inputs, and the held-out
+    ones the thresholds are measured against (the same objects without held-out data)."""
+
+    stats: Any
+    inputs: list
+    held: Any
+    held_inputs: list
 
 
 POLICIES: dict[str, type[GrowthPolicy]] = {"natural": NaturalExpansionPolicy, "fixed": FixedPolicy}

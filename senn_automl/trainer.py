@@ -47,7 +47,8 @@ class TrainConfig:
     "adamw" or "sgd". lr : learning rate (> 0). weight_decay : L2 (adam/sgd) or decoupled (adamw)
     decay (≥ 0). momentum : SGD momentum in [0, 1). patience : epochs without a better validation
     loss before early stopping (None disables; growth resets the count). restore_best : load
-    the best-validation model at the end. scoring_batch_size : training rows used for growth
+    the best-validation model when training ends (early stop or ``max_epochs``), not after a
+    partial ``fit(epochs=...)`` call. scoring_batch_size : training rows used for growth
     statistics (≥ 2). probe_size : rows of the function-preservation probe. probe_tolerance :
     relative tolerance of that check. seed : seeds weights, shuffling and candidate search.
     device : "auto", "cpu", "cuda", ... progress : show a progress bar (tqdm).
@@ -230,7 +231,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if cfg.restore_best and self._best is not None:
+        finished = self.stopped_early or self.epoch >= cfg.max_epochs
+        if cfg.restore_best and finished and self._best is not None:
             self._restore(self._best[1])
         for cb in self.callbacks:
             cb.on_fit_end(self)

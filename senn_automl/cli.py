@@ -1,0 +1,226 @@
+"""Command line: ``senn-automl fit | tune | compare`` (Typer)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Grow neural networks while they train, and tune how they grow.")
+
+
+@app.callback()
+def _root() -> None:
+    """senn-automl: grow neural networks while they train, and tune how they grow."""
+
+
+def parse_overrides(items: List[str] | None) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` strings; values are read as YAML scalars (``0.03``, ``true``, ``adam``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --set tau=0.05)", param_hint="--set")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _events_printer(write):
+    from .trainer import Callback
+
+    class PrintGrowth(Callback):
+        def on_growth(self, trainer, events):
+            for e in events:
+                what = f"+1 neuron in hidden layer {e.where}" if e.kind == "neuron" else f"+layer at position {e.where}"
+                write(
+                    f"epoch {e.epoch + 1:>4}  {what:<28} Δη'/η={e.ratio:.3f} Δη'/λ={e.score / max(e.lam, 1e-30):.4f}"
+                    f"  params {e.params_before} -> {e.params_after}  hidden {list(e.hidden_after)}"
+                )
+
+    return PrintGrowth()
+
+
+@app.command()
+def fit(
+    dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 100)."),
+    seed: int = typer.Option(0, help="Seed of the split, weights, shuffling and candidate search."),
+    out: Path = typer.Option(Path("runs/fit"), help="Output folder (checkpoint, history, plot)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Growth/training setting KEY=VALUE, repeatable (e.g. --set tau=0.05)."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Grow a network on a bundled dataset: prints growth events as they happen, then the final
+    architecture, parameter count and test accuracy, and writes a plot of the run."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import config as cfgmod
+    from .data import load_dataset
+    from .plotting import plot_growth
+    from .trainer import Trainer
+
+    overrides = parse_overrides(set_)
+    overrides["seed"] = seed
+    overrides.setdefault("progress", not quiet)
+    if epochs is not None:
+        overrides["max_epochs"] = epochs
+    try:
+        ds = load_dataset(dataset, seed=seed)
+        conf = cfgmod.resolve(overrides)
+        model, policy, train = cfgmod.build(conf, ds.n_features, ds.n_classes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"{ds.description}")
+    typer.echo(f"start: hidden {model.hidden}, {model.n_params()} parameters, policy {conf['policy']} on {train.device}")
+    trainer = Trainer(model, policy, train, [_events_printer(tqdm.write)])
+    t0 = time.perf_counter()
+    trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    seconds = time.perf_counter() - t0
+    Xt = torch.as_tensor(ds.X_test).to(trainer.device)
+    yt = torch.as_tensor(ds.y_test).to(trainer.device)
+    test_loss, test_acc = trainer.evaluate(Xt, yt)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(out / "checkpoint")
+    history = [dict(r) for r in trainer.history]
+    log = [e.to_dict() for e in trainer.growth_log]
+    plot = plot_growth(history, log, out / "growth.png", title=f"{ds.name}: growth during training (seed {seed})")
+    summary = {
+        "dataset": ds.name,
+        "hidden": trainer.model.hidden,
+        "n_params": trainer.model.n_params(),
+        "n_growth_events": len(log),
+        "width_events": sum(e["kind"] == "neuron" for e in log),
+        "depth_events": sum(e["kind"] == "layer" for e in log),
+        "epochs": trainer.epoch,
+        "stopped_early": trainer.stopped_early,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "seconds": seconds,
+        "seconds_in_growth_checks": trainer.timings["growth"],
+        "config": conf,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    typer.echo(
+        f"\nfinal architecture: {ds.n_features} -> {' -> '.join(map(str, trainer.model.hidden)) or '(no hidden layer)'} -> {ds.n_classes}"
+        f"\nparameters: {summary['n_params']}   growth events: {len(log)} ({summary['width_events']} width, {summary['depth_events']} depth)"
+        f"\nepochs: {trainer.epoch}{' (early stop)' if trainer.stopped_early else ''}   time: {seconds:.1f} s"
+        f" ({trainer.timings['growth']:.1f} s in growth checks)"
+        f"\ntest accuracy: {test_acc:.4f}   (best-validation model, {len(ds.y_test)} test samples)"
+        f"\nwrote {out / 'checkpoint'}, {out / 'summary.json'}, {plot}"
+    )
+
+
+def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
+    """Plain-text table of a DataFrame (no index)."""
+    if df is None or len(df) == 0:
+        write("(no rows)")
+        return
+    cells = [[str(c) for c in df.columns]]
+    for _, row in df.iterrows():
+        line = []
+        for name, v in zip(df.columns, row):
+            if isinstance(v, float):
+                fmt = "{:.1f}" if "seconds" in str(name) else floatfmt
+                line.append("" if v != v else (f"{v:.0f}" if abs(v) >= 100 else fmt.format(v)))
+            else:
+                line.append("" if v is None else str(v))
+        cells.append(line)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    for k, r in enumerate(cells):
+        write("  ".join(c.rjust(w) if k and c.replace(".", "").isdigit() else c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            write("  ".join("-" * w for w in widths))
+
+
+@app.command()
+def tune(
+    dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
+    search_space: str = typer.Option("quick", help="Bundled search space (quick, mlp) or a YAML file."),
+    num_samples: int = typer.Option(12, help="Number of trials."),
+    max_concurrent: int = typer.Option(2, help="Trials running at once (each gets cluster CPUs // this)."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/optuna.db)."),
+    study_name: Optional[str] = typer.Option(None, help="Optuna study / Tune experiment / MLflow parent run name (default senn-<dataset>)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster HOST:PORT or 'auto' (default: start a local Ray instance)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted search of the same study."),
+    multi_objective: bool = typer.Option(False, "--multi-objective", help="Optimise (max val_acc, min n_params); report the Pareto front."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs per trial (fractions allowed); errors if the cluster has none."),
+    out: Path = typer.Option(Path("runs/tune"), help="Output folder (Optuna db, Ray results, leaderboard)."),
+    seed: int = typer.Option(0, help="Seed of the data split and the TPE sampler."),
+    registered_model_name: Optional[str] = typer.Option(None, help="Registered model name (default senn-<dataset>)."),
+    experiment: str = typer.Option("senn-automl", help="MLflow experiment name."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Fix a setting in every trial, KEY=VALUE, repeatable (e.g. --set max_epochs=6)."),
+) -> None:
+    """Search growth hyperparameters with Ray Tune + Optuna (TPE, ASHA early stopping); every
+    growth checkpoint becomes a registered MLflow model version, and the best final model gets
+    the alias `champion`."""
+    from .tune import run_search
+
+    overrides = parse_overrides(set_)
+    typer.echo(f"senn-automl tune: {num_samples} trials of search space {search_space!r} on {dataset}, {max_concurrent} at a time")
+    t0 = time.perf_counter()
+    try:
+        res = run_search(
+            dataset=dataset, search_space=search_space, num_samples=num_samples, max_concurrent=max_concurrent,
+            tracking_uri=tracking_uri, storage=storage, study_name=study_name, address=address, resume=resume,
+            multi_objective=multi_objective, gpus_per_trial=gpus_per_trial, seed=seed, out=out,
+            registered_model_name=registered_model_name, experiment_name=experiment, progress=typer.echo,
+            trial_overrides=overrides or None,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    seconds = time.perf_counter() - t0
+    typer.echo(f"\nleaderboard ({len(res.leaderboard)} trials{', resumed' if res.resumed else ''}; Optuna: {res.optuna_states}):")
+    _print_table(res.leaderboard.drop(columns=["mlflow_run_id"]))
+    if res.pareto is not None:
+        typer.echo("\nPareto front (max val_acc, min n_params):")
+        _print_table(res.pareto)
+    if res.champion_version:
+        typer.echo(f"\nchampion: models:/{res.registered_model_name}@champion = version {res.champion_version} (trial {res.champion_trial})")
+    else:
+        typer.echo("\nno trial trained to its end: no champion set")
+    tracking = res.tracking_uri
+    typer.echo(
+        f"\ntime: {seconds:.1f} s"
+        f"\nleaderboard: {Path(res.out) / 'leaderboard.csv'} (also an artifact of MLflow run {res.parent_run_id})"
+        f"\nMLflow:  {'open ' + tracking if tracking.startswith('http') else 'mlflow ui --backend-store-uri ' + tracking}"
+        f"\nOptuna:  optuna-dashboard {res.storage}"
+        f"\nRay:     {res.experiment_path}"
+        f"\ncompare: senn-automl compare --tracking-uri {tracking} --experiment {experiment}"
+    )
+
+
+@app.command()
+def compare(
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."),
+    experiment: str = typer.Option("senn-automl", help="MLflow experiment of the tuning runs."),
+    out: Path = typer.Option(Path("runs/compare"), help="Output folder (policies.csv, accuracy_vs_params.png)."),
+    parent_run_id: Optional[str] = typer.Option(None, help="Only the trials of this study (parent run)."),
+) -> None:
+    """Compare growth policies over the trials in MLflow: best and median final accuracy, median
+    parameters and run time per policy, and a plot of accuracy against parameters."""
+    from .compare import compare as run_compare
+
+    try:
+        res = run_compare(tracking_uri, experiment=experiment, out=out, parent_run_id=parent_run_id)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    n = len(res.runs)
+    typer.echo(f"{n} trial runs in experiment {experiment!r} ({int(res.runs['complete'].sum()) if n else 0} trained to the end)\n")
+    _print_table(res.summary)
+    typer.echo(f"\nwrote {res.csv}, {res.png}" + (f"\nlogged to MLflow run {res.logged_to}" if res.logged_to else ""))
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Plots of a growing run (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+
+def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Write a PNG with parameters and validation accuracy against epochs, growth events marked.
+
+    ``history`` : per-epoch records with ``epoch``, ``n_params``, ``val_acc``; ``growth_log`` :
+    event dicts with ``epoch`` and ``kind`` ("neuron" or "layer"). Returns the path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] + 1 for r in history]
+    fig, (ax_p, ax_a) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, constrained_layout=True)
+    ax_p.step(epochs, [r["n_params"] for r in history], where="post", color="tab:blue")
+    ax_p.set_ylabel("parameters")
+    ax_a.plot(epochs, [r["val_acc"] for r in history], color="tab:green")
+    ax_a.set_ylabel("validation accuracy")
+    ax_a.set_xlabel("epoch")
+    styles = {"neuron": ("tab:orange", ":"), "layer": ("tab:red", "--")}
+    seen = set()
+    for ev in growth_log:
+        color, ls = styles.get(ev["kind"], ("gray", "-."))
+        label = None if ev["kind"] in seen else f"{ev['kind']} added"
+        seen.add(ev["kind"])
+        for ax in (ax_p, ax_a):
+            ax.axvline(ev["epoch"] + 1, color=color, linestyle=ls, alpha=0.7, label=label if ax is ax_p else None)
+    if seen:
+        ax_p.legend(loc="lower right")
+    if title:
+        ax_p.set_title(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

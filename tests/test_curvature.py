@@ -1,0 +1,297 @@
+"""Tests for senn_automl.curvature: K-FAC statistics, η and the Δη bounds (real computations, float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from senn_automl.curvature import (
+    DampedFactor,
+    collect_kfac,
+    delta_eta_exact,
+    delta_eta_heldout,
+    delta_eta_lower_bound,
+    natural_expansion_score,
+    residual,
+)
+from senn_automl.modules import GrowingMLP
+
+DAMPING = 0.1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # Tiny tensors: intra-op threading only adds overhead (and thrashes a shared 2-core box).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_problem(seed: int = 0, n: int = 16):
+    torch.manual_seed(seed)
+    model = GrowingMLP(3, 2, (4,)).double()
+    g = torch.Generator().manual_seed(seed + 100)
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,), generator=g)
+    return model, X, y
+
+
+def _damped(M: torch.Tensor, gamma: float) -> torch.Tensor:
+    return M + gamma * M.diagonal().mean() * torch.eye(M.shape[0], dtype=M.dtype)
+
+
+def _task(n: int, d: int, classes: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    score = torch.stack(
+        [X[:, 0] * X[:, 1], torch.sin(2 * X[:, 2]) + 0.5 * X[:, 3], X[:, 4] ** 2 - 1][:classes], dim=1
+    )
+    y = score.argmax(1)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small double-precision net trained for a while on a non-linear 3-class task."""
+    torch.manual_seed(3)
+    X, y = _task(256, 6, 3, seed=7)
+    model = GrowingMLP(6, 3, (5, 4)).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    return model, X, y
+
+
+# --------------------------------------------------------------------------- η vs dense K-FAC
+
+
+@pytest.mark.parametrize("fisher", ["gauss_newton", "empirical"])
+def test_eta_equals_dense_kronecker_quadratic_form(fisher):
+    model, X, y = _tiny_problem()
+    stats = collect_kfac(model, X, y, damping=DAMPING, fisher=fisher)
+    assert len(stats.layers) == 2
+    total = 0.0
+    for layer in stats.layers:
+        A_d = _damped(layer.A, DAMPING)
+        G_d = _damped(layer.G, DAMPING)
+        F_c = torch.kron(G_d, A_d)  # row-major vec of grad (d_out, d_in+1): index i*(d_in+1)+j
+        g = layer.grad.reshape(-1)
+        dense = float(g @ torch.linalg.solve(F_c, g))
+        assert dense > 0
+        assert layer.eta == pytest.approx(dense, rel=1e-6)
+        # the helper agrees with the stored per-layer score
+        assert natural_expansion_score(layer.grad, layer.A_inv, layer.G_inv) == pytest.approx(dense, rel=1e-6)
+        total += dense
+    assert stats.eta == pytest.approx(total, rel=1e-6)
+
+
+def test_factors_and_gradient_match_manual_autograd():
+    model, X, y = _tiny_problem()
+    n = X.shape[0]
+    stats_gn = collect_kfac(model, X, y, damping=DAMPING, fisher="gauss_newton")
+    stats_emp = collect_kfac(model, X, y, damping=DAMPING, fisher="empirical")
+
+    # mean-loss gradient of each linear layer, stacked as [W | b]
+    loss = F.cross_entropy(model(X), y)
+    params = [p for lin in model.linears for p in (lin.weight, lin.bias)]
+    grads = torch.autograd.grad(loss, params)
+    layer_inputs = model.layer_inputs(X)
+    for i, lin in enumerate(model.linears):
+        gW, gb = grads[2 * i], grads[2 * i + 1]
+        manual_grad = torch.cat([gW, gb[:, None]], dim=1)
+        a = torch.cat([layer_inputs[i].detach(), torch.ones(n, 1, dtype=X.dtype)], dim=1)
+        manual_A = a.T @ a / n
+        for stats in (stats_gn, stats_emp):
+            layer = stats.layers[i]
+            assert layer.grad.shape == (lin.out_features, lin.in_features + 1)
+            torch.testing.assert_close(layer.grad, manual_grad, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(layer.A, manual_A, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(layer.a, a, rtol=0, atol=0)
+
+    # Gauss-Newton G of the output layer is the identity
+    G_out = stats_gn.layers[-1].G
+    torch.testing.assert_close(G_out, torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-12)
+
+    # hidden-layer factors: GN = E[J^T J] with J = dy/ds, empirical = E[delta delta^T]
+    s = model.linears[0](X).detach().requires_grad_(True)
+    head = lambda s_: model.linears[1](model.activations[0](s_))  # noqa: E731
+    J = torch.func.vmap(torch.func.jacrev(head))(s.detach())  # (n, d_out, d_hidden)
+    G_gn = torch.einsum("nki,nkj->ij", J, J) / n
+    torch.testing.assert_close(stats_gn.layers[0].G, G_gn, rtol=1e-10, atol=1e-12)
+    (delta,) = torch.autograd.grad(F.cross_entropy(head(s), y, reduction="sum"), s)
+    torch.testing.assert_close(stats_emp.layers[0].G, delta.T @ delta / n, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(stats_emp.layers[0].delta, delta, rtol=1e-10, atol=1e-12)
+    # λ = E‖∂ℓ/∂y‖² is the same for both Fishers
+    out = model(X).detach().requires_grad_(True)
+    (dy,) = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), out)
+    assert stats_gn.lam == pytest.approx(float((dy**2).sum(1).mean()), rel=1e-10)
+    assert stats_emp.lam == pytest.approx(stats_gn.lam, rel=1e-12)
+
+
+def test_collect_kfac_does_not_touch_param_grads_and_rejects_unknown_fisher():
+    model, X, y = _tiny_problem()
+    collect_kfac(model, X, y)
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="fisher"):
+        collect_kfac(model, X, y, fisher="exact")
+
+
+def test_damped_factor_solves_damped_system():
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(20, 5, generator=g, dtype=torch.float64)
+    M = Z.T @ Z / 20
+    fac = DampedFactor(M, 0.3)
+    B = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(fac.solve(B), torch.linalg.solve(_damped(M, 0.3), B), rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(fac.inverse(), torch.linalg.inv(_damped(M, 0.3)), rtol=1e-8, atol=1e-12)
+    # a zero matrix still factorises (absolute jitter), no NaN
+    assert torch.isfinite(DampedFactor(torch.zeros(3, 3, dtype=torch.float64), 0.1).inverse()).all()
+
+
+# --------------------------------------------------------------------------- Δη' and Δη
+
+
+def _random_features(stats_layer, k, g, kind):
+    n = stats_layer.a.shape[0]
+    noise = torch.randn(n, k, generator=g, dtype=torch.float64)
+    if kind == "noise":
+        return noise
+    # features that overlap the consumer's current inputs (Schur complement matters)
+    a = stats_layer.a
+    mix = torch.randn(a.shape[1], k, generator=g, dtype=torch.float64)
+    return torch.tanh(a @ mix + 0.3 * noise)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lower_bound_never_exceeds_exact(trained, k):
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    g = torch.Generator().manual_seed(10 + k)
+    n_checked = 0
+    for consumer in stats.layers[1:]:
+        r = residual(consumer)
+        for t in range(40):
+            f = _random_features(consumer, k, g, "noise" if t % 2 else "mixed")
+            lb = float(delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING))
+            ex = float(delta_eta_exact(f, r, consumer.a, consumer.A_inv, consumer.G_inv, DAMPING))
+            assert lb >= 0
+            assert lb <= ex * (1 + 1e-9) + 1e-15, (t, lb, ex)
+            n_checked += 1
+    assert n_checked == 80
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_exact_delta_eta_equals_dense_augmented_eta_without_damping(trained, k):
+    model, X, y = trained
+    tiny = 1e-9
+    stats = collect_kfac(model, X, y, damping=tiny)
+    n = X.shape[0]
+    g = torch.Generator().manual_seed(20 + k)
+    for consumer in stats.layers[1:]:
+        r = residual(consumer)
+        G_inv = consumer.G_inv.inverse()
+        eta0 = float(torch.trace(torch.linalg.solve(consumer.A, consumer.grad.T) @ G_inv @ consumer.grad))
+        assert consumer.eta == pytest.approx(eta0, rel=1e-6)
+        for kind in ("noise", "mixed"):
+            f = _random_features(consumer, k, g, kind)
+            aug = torch.cat([consumer.a, f], dim=1)
+            A_aug = aug.T @ aug / n
+            grad_aug = consumer.delta.T @ aug / n
+            eta_aug = float(torch.trace(torch.linalg.solve(A_aug, grad_aug.T) @ G_inv @ grad_aug))
+            ex = float(delta_eta_exact(f, r, consumer.a, consumer.A_inv, consumer.G_inv, tiny))
+            assert ex > 0
+            assert ex == pytest.approx(eta_aug - eta0, rel=1e-5, abs=1e-12)
+
+
+def test_residual_is_orthogonal_to_consumer_inputs(trained):
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=1e-9)
+    n = X.shape[0]
+    for consumer in stats.layers:
+        r = residual(consumer)
+        assert r.shape == consumer.delta.shape
+        cross = r.T @ consumer.a / n
+        scale = float(consumer.grad.abs().max())
+        assert scale > 1e-6
+        assert float(cross.abs().max()) <= 1e-6 * scale
+    # with the default damping the residual is only approximately orthogonal, but much more so than δ
+    damped = collect_kfac(model, X, y, damping=DAMPING).layers[-1]
+    assert float((residual(damped).T @ damped.a / n).abs().max()) < float(damped.grad.abs().max())
+
+
+def test_lower_bound_gradient_matches_finite_difference(trained):
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    consumer = stats.layers[1]
+    r = residual(consumer)
+    g = torch.Generator().manual_seed(5)
+    f0 = _random_features(consumer, 2, g, "mixed") + 0.5 * r[:, :2]
+    f = f0.clone().requires_grad_(True)
+    val = delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING)
+    assert val.ndim == 0
+    (grad,) = torch.autograd.grad(val, f)
+    assert float(grad.abs().max()) > 0
+    eps = 1e-6
+    for trial in range(4):
+        v = torch.randn(f0.shape, generator=g, dtype=torch.float64)
+        plus = float(delta_eta_lower_bound(f0 + eps * v, r, consumer.G_inv, DAMPING))
+        minus = float(delta_eta_lower_bound(f0 - eps * v, r, consumer.G_inv, DAMPING))
+        fd = (plus - minus) / (2 * eps)
+        ad = float((grad * v).sum())
+        assert ad == pytest.approx(fd, rel=1e-5, abs=1e-10), trial
+    # single coordinates too
+    for n_idx, j in [(0, 0), (17, 1), (100, 0)]:
+        e = torch.zeros_like(f0)
+        e[n_idx, j] = 1.0
+        fd = (
+            float(delta_eta_lower_bound(f0 + eps * e, r, consumer.G_inv, DAMPING))
+            - float(delta_eta_lower_bound(f0 - eps * e, r, consumer.G_inv, DAMPING))
+        ) / (2 * eps)
+        assert float(grad[n_idx, j]) == pytest.approx(fd, rel=1e-4, abs=1e-9)
+
+
+def test_heldout_estimate_is_unbiased_for_useless_features_and_positive_for_useful(trained):
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    consumer = stats.layers[-1]
+    r = residual(consumer)
+    n = r.shape[0]
+    g = torch.Generator().manual_seed(99)
+    held, biased = [], []
+    for _ in range(400):
+        f = torch.randn(n, 1, generator=g, dtype=torch.float64)
+        held.append(delta_eta_heldout(f, r, consumer.G_inv, DAMPING))
+        biased.append(float(delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING)))
+    held_t, biased_t = torch.tensor(held), torch.tensor(biased)
+    assert float(biased_t.mean()) > 0
+    assert (held_t < 0).any()  # the debiased estimate may go negative, the biased one never does
+    assert (biased_t >= 0).all()
+    # mean of the debiased estimate is ≈ 0: far below the noise floor of the biased one and
+    # within a few standard errors of zero
+    se = float(held_t.std()) / len(held) ** 0.5
+    assert abs(float(held_t.mean())) < 0.1 * float(biased_t.mean())
+    assert abs(float(held_t.mean())) < 4 * se + 1e-12
+
+    # a feature that *is* a residual column is clearly useful
+    f_good = r[:, :1].clone()
+    good = delta_eta_heldout(f_good, r, consumer.G_inv, DAMPING)
+    assert good > 10 * float(biased_t.mean())
+    assert good > 0.5 * float(delta_eta_lower_bound(f_good, r, consumer.G_inv, DAMPING))
+
+
+def test_eta_bounded_by_lambda_for_gauss_newton(trained):
+    model, X, y = trained
+    for damping in (DAMPING, 1e-6):
+        stats = collect_kfac(model, X, y, damping=damping, fisher="gauss_newton")
+        assert stats.eta > 0 and stats.lam > 0
+        assert stats.eta <= stats.lam
+        # each layer alone is a (projected) share of the output-gradient energy
+        for layer in stats.layers:
+            assert 0 <= layer.eta <= stats.lam
+        # output layer: G = I, η_out is the least-squares projection of δ onto a: ≤ λ exactly
+        out = stats.layers[-1]
+        assert out.eta <= float((out.delta**2).sum(1).mean()) + 1e-15

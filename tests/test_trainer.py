@@ -1,0 +1,396 @@
+"""Tests for senn_automl.trainer and the optimiser surgery of senn_automl.surgery (real training, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from senn_automl.modules import GrowingMLP
+from senn_automl.policies import FixedPolicy, NaturalExpansionPolicy
+from senn_automl.surgery import apply_edit
+from senn_automl.trainer import Callback, TrainConfig, Trainer, load_checkpoint
+
+RECORD_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "n_params", "hidden", "n_growth_events", "eta"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- optimiser surgery
+
+
+def _toy_batch(seed=0, n=64, d=5, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    y = (X[:, 0] * X[:, 1] > 0).long() + (X[:, 2] > 0.5).long()
+    return X, y.clamp_max(classes - 1)
+
+
+def _step(model, opt, X, y, n=1):
+    for _ in range(n):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+
+
+def _snapshot_state(opt):
+    return {
+        id(p): (st, {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items()}) for p, st in opt.state.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_optimizer_state_carried_over_growth(kind):
+    torch.manual_seed(0)
+    X, y = _toy_batch()
+    model = GrowingMLP(5, 3, (4, 3), max_width=10, max_depth=4)
+    if kind == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        keys = ("exp_avg", "exp_avg_sq")
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+        keys = ("momentum_buffer",)
+    _step(model, opt, X, y, n=3)
+    old_params = list(model.parameters())
+    before = _snapshot_state(opt)
+    assert len(before) == len(old_params)
+
+    # ---- add two neurons to hidden layer 0
+    g = torch.Generator().manual_seed(1)
+    W, b, act = torch.randn(2, 5, generator=g), torch.randn(2, generator=g), torch.randn(2, 3, generator=g)
+    changes, diff = apply_edit(model, lambda m: m.add_neurons(0, W, b, act), probe=X, optimizer=opt)
+    assert diff <= 1e-5
+    assert len(changes) == 6
+    new_params = list(model.parameters())
+    group = opt.param_groups[0]["params"]
+    assert len(group) == len(new_params) and all(a is b for a, b in zip(group, new_params))
+    changed_new = {id(ch.new) for ch in changes}
+    for ch in changes:
+        assert ch.old is not None and ch.old is not ch.new
+        assert ch.old not in opt.state  # state moved off the old Parameter
+        state = opt.state[ch.new]
+        old_obj, old_vals = before[id(ch.old)]
+        for key in keys:
+            grown = state[key]
+            assert grown.shape == ch.new.shape
+            assert torch.equal(grown[ch.index], old_vals[key])
+            mask = torch.ones_like(grown, dtype=torch.bool)
+            mask[ch.index] = False
+            assert mask.any()
+            assert torch.equal(grown[mask], torch.zeros(int(mask.sum())))
+        if kind == "adam":
+            assert float(state["step"]) == float(old_vals["step"]) == 3.0
+    untouched = [p for p in new_params if id(p) not in changed_new]
+    assert len(untouched) == len(new_params) - 6 > 0
+    for p in untouched:
+        assert any(p is q for q in old_params)
+        assert opt.state[p] is before[id(p)][0]  # same state object, not a copy
+
+    # the new zero outgoing weights are trained by the next step
+    consumer = model.linears[1]
+    new_cols = consumer.weight.detach()[:, -2:].clone()
+    assert torch.equal(new_cols, torch.zeros_like(new_cols))
+    _step(model, opt, X, y)
+    assert float(consumer.weight.detach()[:, -2:].abs().max()) > 0
+    # incoming weights get no gradient while the outgoing ones are zero; from the next step on they do
+    assert torch.equal(model.linears[0].weight.detach()[-2:], W)
+    _step(model, opt, X, y)
+    assert float(model.linears[0].weight.detach()[-2:].sub(W).abs().max()) > 0
+
+    # ---- insert a layer: new Parameters join the param group, the consumer keeps its state
+    consumer = model.linears[2]
+    consumer_state = opt.state[consumer.weight]
+    B = torch.eye(3) + 0.1 * torch.randn(3, 3, generator=g)
+    changes, _ = apply_edit(model, lambda m: m.insert_layer(2, B, 0.1 * torch.randn(3, generator=g)), probe=X, optimizer=opt)
+    assert len(changes) == 5 and all(ch.old is None for ch in changes)
+    assert model.linears[3] is consumer and opt.state[consumer.weight] is consumer_state
+    group = opt.param_groups[0]["params"]
+    assert all(a is b for a, b in zip(group, model.parameters())) and len(group) == len(list(model.parameters()))
+    for ch in changes:
+        assert any(ch.new is p for p in group)
+        assert len(opt.state.get(ch.new, {})) == 0
+    new_lin = model.linears[2]
+    w0 = new_lin.weight.detach().clone()
+    _step(model, opt, X, y)
+    assert not torch.equal(new_lin.weight.detach(), w0)
+    for ch in changes:
+        for key in keys:
+            assert key in opt.state[ch.new]
+
+
+# --------------------------------------------------------------------------- end-to-end on digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    y = y.astype(np.int64)
+    idx = np.random.RandomState(0).permutation(len(X))
+    tr, va = idx[:1200], idx[1200:]
+    return X[tr], y[tr], X[va], y[va]
+
+
+def _policy(**kw):
+    params = dict(
+        tau=0.03, alpha=2.5e-3, expansion_interval=2, n_candidates=16, candidate_steps=15,
+        max_additions=2, depth_cooldown=0, layer_cost=1.0,
+    )
+    params.update(kw)
+    return NaturalExpansionPolicy(**params)
+
+
+def _config(**kw):
+    params = dict(
+        max_epochs=6, batch_size=64, lr=1e-2, seed=0, device="cpu", patience=None, restore_best=False,
+        scoring_batch_size=512, probe_size=128,
+    )
+    params.update(kw)
+    return TrainConfig(**params)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return GrowingMLP(64, 10, (4,), max_width=16, max_depth=2)
+
+
+class Counter(Callback):
+    def __init__(self):
+        self.calls = {"on_fit_start": 0, "on_epoch_end": 0, "on_growth": 0, "on_fit_end": 0}
+        self.records, self.growth_events, self.hidden_at_growth = [], [], []
+
+    def on_fit_start(self, trainer):
+        self.calls["on_fit_start"] += 1
+
+    def on_epoch_end(self, trainer, record):
+        self.calls["on_epoch_end"] += 1
+        self.records.append(record)
+
+    def on_growth(self, trainer, events):
+        self.calls["on_growth"] += 1
+        self.growth_events.extend(events)
+        self.hidden_at_growth.append(list(trainer.model.hidden))
+
+    def on_fit_end(self, trainer):
+        self.calls["on_fit_end"] += 1
+
+
+@pytest.fixture(scope="module")
+def grown(digits):
+    Xtr, ytr, Xv, yv = digits
+    counter = Counter()
+    trainer = Trainer(_model(), _policy(), _config(), callbacks=[counter])
+    trainer.fit(Xtr, ytr, Xv, yv)
+    return trainer, counter
+
+
+def test_trainer_end_to_end_grows_and_records(grown):
+    trainer, counter = grown
+    cfg = trainer.config
+    assert trainer.epoch == cfg.max_epochs and not trainer.stopped_early
+    assert len(trainer.history) == cfg.max_epochs
+    for i, rec in enumerate(trainer.history):
+        assert RECORD_KEYS <= set(rec)
+        assert rec["epoch"] == i
+        assert np.isfinite(rec["train_loss"]) and np.isfinite(rec["val_loss"])
+        assert 0.0 <= rec["val_acc"] <= 1.0
+        assert rec["hidden"] == list(rec["hidden"]) and all(h >= 1 for h in rec["hidden"])
+    # growth happened, was logged and is reflected in the records
+    log = trainer.growth_log
+    assert len(log) > 0
+    assert [e.step for e in log] == list(range(len(log)))
+    assert trainer.history[-1]["n_growth_events"] == len(log)
+    assert trainer.history[-1]["n_params"] == trainer.model.n_params() > trainer.history[0]["n_params"] - 1
+    assert trainer.model.n_params() > _model().n_params()
+    assert list(log[-1].hidden_after) == trainer.model.hidden
+    counts = [r["n_growth_events"] for r in trainer.history]
+    assert counts == sorted(counts)
+    for e in log:
+        assert e.kind in ("neuron", "layer")
+        assert e.params_after > e.params_before
+        assert e.ratio > e.tau and e.score / e.lam > e.alpha
+        assert e.max_abs_diff <= cfg.probe_tolerance * 100
+        assert (e.epoch + 1) % 2 == 0  # expansion_interval=2
+    # η is recorded after the first check
+    assert trainer.history[0]["eta"] is None
+    assert all(r["eta"] is not None and r["eta"] > 0 for r in trainer.history[1:])
+    # learned something
+    assert trainer.history[-1]["val_acc"] > 0.7
+    assert trainer.history[-1]["val_loss"] < trainer.history[0]["val_loss"]
+
+    # callbacks
+    assert counter.calls["on_fit_start"] == 1 and counter.calls["on_fit_end"] == 1
+    assert counter.calls["on_epoch_end"] == len(trainer.history)
+    assert counter.records == trainer.history
+    epochs_with_growth = {e.epoch for e in log}
+    assert counter.calls["on_growth"] == len(epochs_with_growth) >= 1
+    assert counter.growth_events == log
+    for hidden, epoch in zip(counter.hidden_at_growth, sorted(epochs_with_growth)):
+        assert hidden == trainer.history[epoch]["hidden"]
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from senn_automl.trainer import load_checkpoint
+    d = sys.argv[1]
+    tr = load_checkpoint(d + "/ckpt", device="cpu")
+    X = torch.load(d + "/inputs.pt")
+    tr.model.eval()
+    with torch.no_grad():
+        out = tr.model(X)
+    torch.save(out, d + "/child_out.pt")
+    sd = tr.optimizer.state_dict()
+    torch.save(sd, d + "/child_opt.pt")
+    info = {
+        "hidden": tr.model.hidden, "epoch": tr.epoch, "n_history": len(tr.history),
+        "n_growth": len(tr.growth_log), "policy": type(tr.policy).__name__,
+        "state_keys": sorted(int(k) for k in sd["state"]),
+        "per_param_keys": {str(k): sorted(v) for k, v in sd["state"].items()},
+        "group_params": sd["param_groups"][0]["params"],
+    }
+    data = np.load(d + "/data.npz")
+    tr.fit(data["Xtr"], data["ytr"], data["Xv"], data["yv"], epochs=2)
+    info["epoch_after"] = tr.epoch
+    info["n_history_after"] = len(tr.history)
+    info["val_loss_after"] = tr.history[-1]["val_loss"]
+    info["n_params_after"] = tr.model.n_params()
+    info["opt_keys_after"] = sorted(tr.optimizer.state_dict()["state"])
+    info["n_params_model_after"] = len(list(tr.model.parameters()))
+    print(json.dumps(info))
+    """
+)
+
+
+def test_checkpoint_round_trip_in_fresh_process(grown, digits, tmp_path):
+    trainer, _ = grown
+    assert len(trainer.growth_log) > 0
+    Xtr, ytr, Xv, yv = digits
+    path = trainer.save_checkpoint(tmp_path / "ckpt")
+    assert (path / "state.pt").is_file() and (path / "arch.json").is_file()
+    meta = json.loads((path / "arch.json").read_text())
+    assert meta["spec"]["hidden"] == trainer.model.hidden
+    X = 3 * torch.randn(40, 64, generator=torch.Generator().manual_seed(5))
+    torch.save(X, tmp_path / "inputs.pt")
+    np.savez(tmp_path / "data.npz", Xtr=Xtr, ytr=ytr, Xv=Xv, yv=yv)
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(X)
+    saved_opt = trainer.optimizer.state_dict()
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    out = torch.load(tmp_path / "child_out.pt")
+    assert torch.equal(out, expected)
+    assert info["hidden"] == trainer.model.hidden
+    assert info["epoch"] == trainer.epoch
+    assert info["n_history"] == len(trainer.history)
+    assert info["n_growth"] == len(trainer.growth_log)
+    assert info["policy"] == "NaturalExpansionPolicy"
+    # same optimiser state keys, per-parameter keys and values
+    assert info["state_keys"] == sorted(saved_opt["state"])
+    assert info["per_param_keys"] == {str(k): sorted(v) for k, v in saved_opt["state"].items()}
+    assert info["group_params"] == saved_opt["param_groups"][0]["params"]
+    child_opt = torch.load(tmp_path / "child_opt.pt")
+    for k, st in saved_opt["state"].items():
+        for key, val in st.items():
+            assert torch.equal(child_opt["state"][k][key], val), (k, key)
+    # continued training
+    assert info["epoch_after"] == trainer.epoch + 2
+    assert info["n_history_after"] == len(trainer.history) + 2
+    assert np.isfinite(info["val_loss_after"])
+    assert info["n_params_after"] >= trainer.model.n_params()
+    assert info["opt_keys_after"] == list(range(info["n_params_model_after"]))
+
+
+def test_load_checkpoint_missing_files_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path)
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_determinism_by_seed(digits):
+    Xtr, ytr, Xv, yv = digits
+    runs = []
+    for seed in (0, 0, 1):
+        tr = Trainer(_model(0), _policy(), _config(max_epochs=4, seed=seed))
+        tr.fit(Xtr, ytr, Xv, yv)
+        runs.append(tr)
+    a, b, c = runs
+    assert len(a.growth_log) > 0
+    assert a.history == b.history
+    assert [e.to_dict() for e in a.growth_log] == [e.to_dict() for e in b.growth_log]
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.history != c.history
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_epochs", 0),
+        ("lr", -1),
+        ("lr", 0),
+        ("optimizer", "rmsprop"),
+        ("patience", 0),
+        ("batch_size", 0),
+        ("max_epochs", 2.5),
+        ("momentum", 1.0),
+        ("weight_decay", -0.1),
+        ("scoring_batch_size", 1),
+        ("probe_tolerance", 0),
+        ("lr", float("nan")),
+    ],
+)
+def test_train_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_accepts_good_values():
+    cfg = TrainConfig(max_epochs=1, lr=1e-3, optimizer="sgd", patience=None, batch_size=1, device="cpu")
+    assert cfg.optimizer == "sgd" and cfg.patience is None
+
+
+def test_early_stopping_with_tiny_lr(digits):
+    Xtr, ytr, Xv, yv = digits
+    cfg = _config(max_epochs=20, lr=1e-12, patience=2, restore_best=True)
+    tr = Trainer(_model(0), FixedPolicy(), cfg)
+    tr.fit(Xtr[:300], ytr[:300], Xv, yv)
+    assert tr.stopped_early
+    # nothing can improve at lr=1e-12 (float32 weights do not move): stop right after `patience` epochs
+    assert 3 <= len(tr.history) <= 5 < cfg.max_epochs
+    assert tr.epoch == len(tr.history)
+    best = min(r["val_loss"] for r in tr.history[:-2])
+    assert all(r["val_loss"] >= best - 1e-12 for r in tr.history[-2:])
+    assert tr.growth_log == []
+    # a further fit call does not run more epochs once stopped
+    tr.fit(Xtr[:300], ytr[:300], Xv, yv, epochs=3)
+    assert len(tr.history) == tr.epoch
