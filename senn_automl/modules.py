@@ -183,14 +183,15 @@ class GrowingMLP(nn.Module):
         """
         if spec.get("type") != "GrowingMLP":
             raise ValueError(f"spec type {spec.get('type')!r} is not 'GrowingMLP'")
-        return cls(
-            spec["in_features"],
-            spec["out_features"],
-            spec["hidden"],
-            max_width=spec["max_width"],
-            max_depth=spec["max_depth"],
-            activation_init=spec.get("activation_init", DEFAULT_ACTIVATION),
-        )
+        with torch.random.fork_rng(devices=[]):  # weights are overwritten next; leave the global RNG alone
+            return cls(
+                spec["in_features"],
+                spec["out_features"],
+                spec["hidden"],
+                max_width=spec["max_width"],
+                max_depth=spec["max_depth"],
+                activation_init=spec.get("activation_init", DEFAULT_ACTIVATION),
+            )
 
     # ------------------------------------------------------------------ growth edits
     def can_add_neurons(self, layer: int, k: int = 1) -> bool:
@@ -287,7 +288,7 @@ class GrowingMLP(nn.Module):
         b_new = consumer.bias.double() - W_new @ s
         consumer.weight.copy_(W_new.to(consumer.weight))
         consumer.bias.copy_(b_new.to(consumer.bias))
-        new_lin = nn.Linear(d, d).to(consumer.weight)
+        new_lin = nn.utils.skip_init(nn.Linear, d, d, device=consumer.weight.device, dtype=consumer.weight.dtype)
         new_lin.weight.copy_(B.to(consumer.weight))
         new_lin.bias.copy_(s.to(consumer.weight))
         new_act = RationalActivation(d, IDENTITY).to(consumer.weight)

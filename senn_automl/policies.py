@@ -8,6 +8,7 @@ accepted change becomes an immutable :class:`GrowthEvent`.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -150,10 +151,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             raise ValueError(f"{name}={value!r} is invalid: {fix}")
 
         def number(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
         def whole(x):
-            return isinstance(x, int) and not isinstance(x, bool)
+            return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
         if not (number(self.tau) and self.tau > 0):
             bad("tau", self.tau, "the relative threshold must be a positive number, e.g. 0.03")

@@ -140,7 +140,9 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _as_tensor(a, dtype, device):
-    return torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a, dtype=dtype).to(device)
+    if torch.is_tensor(a):
+        return a.to(device=device, dtype=dtype)
+    return torch.tensor(np.asarray(a), dtype=dtype, device=device)  # copies: read-only arrays are fine
 
 
 class Trainer:

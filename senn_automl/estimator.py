@@ -1,0 +1,457 @@
+"""scikit-learn estimator: :class:`SENNClassifier`, a classifier whose network grows while it trains.
+
+It wraps :class:`~senn_automl.modules.GrowingMLP`, :class:`~senn_automl.trainer.Trainer` and a
+growth policy (:class:`~senn_automl.policies.NaturalExpansionPolicy` or
+:class:`~senn_automl.policies.FixedPolicy`) behind the scikit-learn 1.9 estimator API, so it works
+in ``Pipeline``, ``clone``, ``GridSearchCV``, ``cross_val_score`` and passes
+``sklearn.utils.estimator_checks``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .modules import GrowingMLP
+from .policies import POLICIES, FixedPolicy, GrowthEvent, NaturalExpansionPolicy
+from .trainer import OPTIMIZERS, Callback, TrainConfig, Trainer, resolve_device
+
+__all__ = ["SENNClassifier"]
+
+#: Rows per forward pass at inference.
+_INFER_CHUNK = 8192
+#: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
+_PICKLED_MODEL = "__senn_pickled_GrowingMLP__"
+
+
+class _GrowthPrinter(Callback):
+    """Prints each accepted growth event with ``tqdm.write`` (keeps a progress bar intact)."""
+
+    def on_growth(self, trainer, events: list[GrowthEvent]) -> None:
+        from tqdm.auto import tqdm
+
+        for e in events:
+            tqdm.write(
+                f"[SENNClassifier] epoch {e.epoch + 1}: added a {e.kind} at {e.where} "
+                f"(score/eta={e.ratio:.4g}, params {e.params_before} -> {e.params_after}, hidden {list(e.hidden_after)})"
+            )
+
+
+def _whole(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _plain(x):
+    """numpy scalars -> Python scalars (GridSearchCV may hand numpy ints/floats to the params)."""
+    return x.item() if isinstance(x, (np.integer, np.floating)) else x
+
+
+class SENNClassifier(ClassifierMixin, BaseEstimator):
+    """Self-expanding neural network classifier (SENN, Mitchell et al., arXiv:2307.04526).
+
+    An MLP with per-neuron rational activations that starts at ``hidden_layer_sizes`` and, every
+    ``expansion_interval`` epochs, adds neurons or whole hidden layers when the natural expansion
+    score says the addition would reduce the loss enough: a proposal is accepted when
+    ``Δη'/η > tau`` **and** ``Δη'/λ > alpha`` (arXiv:2307.04526, §3.3, Theorem 3.1). Every edit is
+    function-preserving, so training continues smoothly after growth.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(10,)
+        Start widths (neurons) of the hidden layers, input side first. ``()`` starts with zero
+        hidden layers (a linear model); depth can still grow up to ``max_depth``.
+    max_width : int, default=64
+        Capacity of every hidden layer, in neurons; growth never makes a layer wider, and a layer
+        can only be inserted where the incoming width is at most ``max_width``. Must be at least
+        ``max(hidden_layer_sizes)``.
+    max_depth : int, default=3
+        Capacity in hidden layers. Must be at least ``len(hidden_layer_sizes)``.
+    policy : {"natural", "fixed"}, default="natural"
+        ``"natural"``: SENN's natural expansion policy. ``"fixed"``: no growth (baseline). The
+        growth parameters below are validated either way, so switching policy never reveals a
+        latent error.
+    tau : float, default=0.03
+        Relative threshold τ > 0 (dimensionless): accept an addition only if it raises the
+        natural expansion score η by more than the fraction ``tau`` of the reference η
+        (arXiv:2307.04526, §3.3; official MNIST value 0.03).
+    alpha : float, default=2.5e-3
+        Absolute threshold α in (0, 1) (dimensionless): the increase Δη' must also exceed
+        ``alpha`` times λ = E‖∂ℓ/∂y‖² (arXiv:2307.04526, Theorem 3.1; official 2.5e-3). Together
+        τ and α bound the additions per check by ⌈1 + ln(1/α)/ln(1+τ)⌉.
+    relative_to : {"total", "layer"}, default="total"
+        Reference η of the ``tau`` test: the whole network's (Theorem 3.1) or the consuming
+        layer's (as in the official code).
+    layer_cost : float, default=20.0
+        Depth cost multiplier ≥ 1 (dimensionless): a layer proposal's score is divided by it.
+    expansion_interval : int, default=10
+        Epochs between growth checks, ≥ 1.
+    depth_cooldown : int, default=3
+        Growth checks without layer proposals after a layer insertion, ≥ 0.
+    n_candidates : int, default=100
+        Random neuron candidates optimised per hidden layer at each check, ≥ 1.
+    candidate_steps : int, default=50
+        Gradient-ascent steps on each candidate's score, ≥ 0.
+    damping : float, default=0.1
+        Damping γ > 0 added to the K-FAC curvature factors (dimensionless).
+    optimizer : {"adam", "adamw", "sgd"}, default="adam"
+        Weight optimiser (SGD uses momentum 0.9).
+    lr : float, default=3e-3
+        Learning rate > 0.
+    weight_decay : float, default=0.0
+        L2 penalty (adam, sgd) or decoupled decay (adamw), ≥ 0.
+    batch_size : int, default=64
+        Minibatch size in samples, ≥ 1.
+    max_epochs : int, default=100
+        Maximum number of passes over the training data, ≥ 1.
+    patience : int or None, default=30
+        Early stopping: stop after this many epochs without a lower validation loss (an epoch
+        with growth resets the count). ``None`` disables early stopping. The model with the
+        lowest validation loss is restored at the end.
+    validation_fraction : float, default=0.15
+        Fraction in [0, 1) of the training samples held out (stratified when every class has ≥ 2
+        samples and the split holds ≥ 1 sample of every class) for early stopping and for
+        scoring growth proposals. With ``0`` or fewer than 10 samples no split is made and the
+        training data is used for both.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, weight initialisation, minibatch shuffling and candidate
+        search. An int gives reproducible fits; the global torch RNG is never touched.
+    device : str, default="auto"
+        Torch device for training: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:1"``, ... The fitted model is always moved back to the CPU.
+    verbose : int, default=0
+        ``> 0``: show a progress bar (tqdm) and print every growth event.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (sorted).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, only when ``X`` had string column names.
+    model_ : GrowingMLP
+        The trained (possibly grown) network, on CPU, in eval mode; ``n_classes`` outputs
+        (2 for a binary problem). It is the model of the epoch with the lowest validation loss,
+        so it may be smaller than the last architecture in ``growth_history_``.
+    growth_history_ : list of dict
+        Every accepted growth event during training (:meth:`GrowthEvent.to_dict`: ``step``,
+        ``epoch``, ``kind``, ``where``, ``score``, ``eta``, ``lam``, ``ratio``, ``tau``,
+        ``alpha``, ``params_before``, ``params_after``, ``hidden_after``, ``max_abs_diff``).
+    history_ : list of dict
+        One record per epoch (``train_loss``, ``val_loss``, ``val_acc``, ``n_params``,
+        ``hidden``, ...), from :attr:`Trainer.history`.
+    n_iter_ : int
+        Number of epochs run (≥ 1).
+    n_params_ : int
+        Number of trainable parameters of ``model_``.
+
+    Notes
+    -----
+    All parameters are checked at the start of :meth:`fit`, before any fitted attribute is set;
+    a failing fit (bad parameter or bad data) raises ``ValueError`` naming the argument and
+    leaves a previously fitted estimator exactly as it was.
+
+    References
+    ----------
+    R. Mitchell, R. Menzenbach, K. Kersting, M. Mundt, "Self-Expanding Neural Networks",
+    arXiv:2307.04526.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from senn_automl.estimator import SENNClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SENNClassifier(max_epochs=10, n_candidates=16, candidate_steps=10, random_state=0).fit(X, y)
+    >>> clf.predict(X[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(10,),
+        max_width=64,
+        max_depth=3,
+        policy="natural",
+        tau=0.03,
+        alpha=2.5e-3,
+        relative_to="total",
+        layer_cost=20.0,
+        expansion_interval=10,
+        depth_cooldown=3,
+        n_candidates=100,
+        candidate_steps=50,
+        damping=0.1,
+        optimizer="adam",
+        lr=3e-3,
+        weight_decay=0.0,
+        batch_size=64,
+        max_epochs=100,
+        patience=30,
+        validation_fraction=0.15,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.max_width = max_width
+        self.max_depth = max_depth
+        self.policy = policy
+        self.tau = tau
+        self.alpha = alpha
+        self.relative_to = relative_to
+        self.layer_cost = layer_cost
+        self.expansion_interval = expansion_interval
+        self.depth_cooldown = depth_cooldown
+        self.n_candidates = n_candidates
+        self.candidate_steps = candidate_steps
+        self.damping = damping
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        # Fits are reproducible for a fixed random_state (all randomness is seeded from it).
+        tags.non_deterministic = False
+        return tags
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self) -> tuple[list[int], Any, TrainConfig]:
+        """Validate every parameter (no data needed); return (hidden, policy, train config)."""
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise ValueError(
+                f"hidden_layer_sizes={hidden!r} is invalid: use a tuple of positive ints, e.g. (10,), or () for no hidden layer"
+            )
+        hidden = list(hidden)
+        if not all(_whole(h) and h >= 1 for h in hidden):
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} is invalid: every width must be a whole number >= 1"
+            )
+        hidden = [int(h) for h in hidden]
+        if not (_whole(self.max_width) and self.max_width >= 1):
+            raise ValueError(f"max_width={self.max_width!r} is invalid: use a whole number of neurons >= 1")
+        if not (_whole(self.max_depth) and self.max_depth >= 0):
+            raise ValueError(f"max_depth={self.max_depth!r} is invalid: use a whole number of hidden layers >= 0")
+        if hidden and self.max_width < max(hidden):
+            raise ValueError(
+                f"max_width={self.max_width!r} is below the start width {max(hidden)} of hidden_layer_sizes="
+                f"{self.hidden_layer_sizes!r}; raise max_width or shrink hidden_layer_sizes"
+            )
+        if self.max_depth < len(hidden):
+            raise ValueError(
+                f"max_depth={self.max_depth!r} is below the start depth {len(hidden)} of hidden_layer_sizes="
+                f"{self.hidden_layer_sizes!r}; raise max_depth or use fewer hidden layers"
+            )
+        if not (isinstance(self.policy, str) and self.policy in POLICIES):
+            raise ValueError(f"policy={self.policy!r} is unknown; choose one of: {', '.join(map(repr, POLICIES))}")
+        if not (isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS):
+            raise ValueError(f"optimizer={self.optimizer!r} is unknown; choose one of: {', '.join(map(repr, OPTIMIZERS))}")
+        vf = _plain(self.validation_fraction)
+        if not (isinstance(vf, (int, float)) and not isinstance(vf, bool) and math.isfinite(vf) and 0 <= vf < 1):
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction!r} is invalid: use a fraction in [0, 1), e.g. 0.15 (0 = no split)"
+            )
+        if not (_whole(self.verbose) or isinstance(self.verbose, bool)):
+            raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
+        # Built for validation even when policy="fixed" (raises ValueError naming the argument).
+        natural = NaturalExpansionPolicy(
+            tau=_plain(self.tau),
+            alpha=_plain(self.alpha),
+            relative_to=self.relative_to,
+            layer_cost=_plain(self.layer_cost),
+            expansion_interval=_plain(self.expansion_interval),
+            depth_cooldown=_plain(self.depth_cooldown),
+            n_candidates=_plain(self.n_candidates),
+            candidate_steps=_plain(self.candidate_steps),
+            damping=_plain(self.damping),
+        )
+        policy = natural if self.policy == "natural" else FixedPolicy()
+        config = TrainConfig(
+            max_epochs=_plain(self.max_epochs),
+            batch_size=_plain(self.batch_size),
+            optimizer=self.optimizer,
+            lr=_plain(self.lr),
+            weight_decay=_plain(self.weight_decay),
+            patience=_plain(self.patience),
+            restore_best=True,
+            seed=0,  # replaced by the seed drawn from random_state in fit
+            device=self.device,
+            progress=bool(self.verbose and self.verbose > 0),
+        )
+        if resolve_device(config.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} is invalid: CUDA is not available here; use 'auto' or 'cpu'")
+        return hidden, policy, config
+
+    def _validate_fit_data(self, X, y):
+        try:
+            X, y = validate_data(self, X, y, dtype=np.float32)
+        except ValueError as exc:
+            msg = str(exc)
+            if "inconsistent numbers of samples" in msg:
+                raise ValueError(f"X and y have inconsistent numbers of samples ({msg}); y needs one label per row of X") from exc
+            _reraise_clear_X_error(exc)
+            raise
+        check_classification_targets(y)
+        return X, y
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Train (and grow) the network on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,).
+
+        Returns ``self``. Raises ``ValueError`` naming the argument for bad parameters or data; a
+        failing fit leaves the estimator's previous fitted state unchanged.
+        """
+        saved = dict(self.__dict__)
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            # validate_data sets n_features_in_/feature_names_in_ early: undo any partial change.
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit(self, X, y):
+        hidden, policy, config = self._check_params()
+        X, y = self._validate_fit_data(X, y)
+        classes, y_enc = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has a single class (found 1 class, {classes.tolist()[0]!r}, in {len(y)} sample(s)); "
+                "a classifier needs at least 2 classes: pass samples of at least two classes"
+            )
+        y_enc = y_enc.astype(np.int64).reshape(-1)
+        try:
+            rng = check_random_state(self.random_state)
+        except ValueError as exc:
+            raise ValueError(
+                f"random_state={self.random_state!r} is invalid: use None, an int or a numpy RandomState ({exc})"
+            ) from exc
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        split_seed = int(rng.randint(np.iinfo(np.int32).max))
+        config.seed = seed
+        X_tr, y_tr, X_val, y_val = self._split(X, y_enc, len(classes), split_seed)
+
+        device = resolve_device(config.device)
+        fork_devices = []
+        if device.type == "cuda":
+            fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=fork_devices):
+            # Seed only the CPU generator (torch.manual_seed would also reseed every CUDA
+            # generator process-wide); the model is built on CPU, so this fixes weight init.
+            torch.default_generator.manual_seed(seed)
+            model = GrowingMLP(
+                X.shape[1], len(classes), hidden, max_width=int(self.max_width), max_depth=int(self.max_depth)
+            )
+            callbacks = [_GrowthPrinter()] if config.progress else []
+            trainer = Trainer(model, policy, config, callbacks)
+            # Inside fork_rng too: layer insertion builds an nn.Linear (global RNG init, then overwritten).
+            val = (None, None) if X_val is None else (_tensor(X_val), _tensor(y_val))
+            trainer.fit(_tensor(X_tr), _tensor(y_tr), *val)
+
+        model = trainer.model.cpu().eval()
+        # Set all fitted attributes together, only after everything succeeded.
+        self.classes_ = classes
+        self.model_ = model
+        self.growth_history_ = [e.to_dict() for e in trainer.growth_log]
+        self.history_ = [dict(r) for r in trainer.history]
+        self.n_iter_ = int(trainer.epoch)
+        self.n_params_ = int(model.n_params())
+        return self
+
+    def _split(self, X, y, n_classes: int, seed: int):
+        """Hold out ``validation_fraction`` of the rows; returns (X_tr, y_tr, X_val | None, y_val | None)."""
+        frac = float(_plain(self.validation_fraction))
+        n = len(y)
+        if frac == 0 or n < 10:
+            return X, y, None, None
+        n_val = math.ceil(frac * n)
+        n_tr = n - n_val
+        if n_tr < 1:
+            return X, y, None, None
+        counts = np.bincount(y, minlength=n_classes)
+        stratify = y if (counts.min() >= 2 and n_val >= n_classes and n_tr >= n_classes) else None
+        X_tr, X_val, y_tr, y_val = train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
+        return X_tr, y_tr, X_val, y_val
+
+    # ------------------------------------------------------------------ inference
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``.
+
+        Computed in float64 on a float64 copy of the model (the fitted model is not modified).
+        """
+        check_is_fitted(self)
+        try:
+            X = validate_data(self, X, dtype=np.float64, reset=False)
+        except ValueError as exc:
+            _reraise_clear_X_error(exc)
+            raise
+        model = copy.deepcopy(self.model_).cpu().double().eval()
+        Xt = torch.tensor(X, dtype=torch.float64)
+        with torch.no_grad():
+            out = [torch.softmax(model(Xt[i : i + _INFER_CHUNK]), dim=1) for i in range(0, len(Xt), _INFER_CHUNK)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        """Predicted class labels, shape (n_samples,)."""
+        proba = self.predict_proba(X)  # first: raises NotFittedError before classes_ is touched
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        # A copy: object.__getstate__ (used by BaseEstimator's) returns self.__dict__ itself.
+        state = dict(super().__getstate__())
+        model = state.get("model_")
+        if isinstance(model, GrowingMLP):
+            state["model_"] = {
+                _PICKLED_MODEL: True,
+                "spec": model.spec(),
+                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
+        return state
+
+    def __setstate__(self, state):
+        model = state.get("model_")
+        if isinstance(model, dict) and model.get(_PICKLED_MODEL):
+            state = dict(state)
+            with torch.random.fork_rng(devices=[]):  # from_spec initialises weights with the global RNG
+                rebuilt = GrowingMLP.from_spec(model["spec"])
+            rebuilt.load_state_dict(model["state_dict"])
+            state["model_"] = rebuilt.eval()
+        super().__setstate__(state)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    # A copy: the input may be a read-only memmap, which torch.as_tensor would warn about.
+    return torch.tensor(np.ascontiguousarray(a))
+
+
+def _reraise_clear_X_error(exc: ValueError) -> None:
+    """Re-raise validate_data messages that do not say which input is wrong, naming X."""
+    msg = str(exc)
+    if "could not convert" in msg:
+        raise ValueError(
+            f"X must be numeric: {msg}. Encode string/categorical features first, e.g. with OneHotEncoder or OrdinalEncoder"
+        ) from exc
+    if "0 sample(s)" in msg:
+        raise ValueError(f"X is empty: {msg}") from exc
+    if "0 feature(s)" in msg:
+        raise ValueError(f"X has no features: {msg}") from exc

@@ -1,0 +1,348 @@
+"""Tests for senn_automl.estimator.SENNClassifier on real scikit-learn data sets (no mocks).
+
+Runs on tiny data use a fast configuration (short training, few and short candidate searches);
+the estimator's defaults are for real use, not for these tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from senn_automl.estimator import SENNClassifier
+from senn_automl.modules import GrowingMLP
+from senn_automl.policies import GrowthEvent
+
+# Short training (a higher learning rate and smaller batches make up for fewer epochs) and a cheap
+# candidate search; the growth thresholds (tau, alpha, layer_cost, ...) stay at their defaults.
+FAST = dict(
+    max_epochs=30, expansion_interval=5, n_candidates=16, candidate_steps=10, lr=1e-2, batch_size=32, random_state=0, device="cpu"
+)
+GROWTH_EVENT_KEYS = {f for f in GrowthEvent.__dataclass_fields__}
+
+
+def _fast(**kw) -> SENNClassifier:
+    return SENNClassifier(**{**FAST, **kw})
+
+
+def _scaled(loader):
+    X, y = loader(return_X_y=True)
+    return StandardScaler().fit_transform(X).astype(np.float32), y
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Run these tiny models on one intra-op thread, restored afterwards.
+
+    The networks here have at most a few thousand parameters, so a second thread brings nothing,
+    and on a shared machine OpenMP's waiting threads made the file 3-10x slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- sklearn estimator checks
+@parametrize_with_checks(
+    [_fast()],
+    # None expected: all 55 checks pass (check_array_api_input skips itself without SCIPY_ARRAY_API=1).
+    # The fast configuration reaches the accuracy check_classifiers_train asks for, so
+    # classifier_tags.poor_score is not needed; inference runs in float64 on a copy of the model,
+    # so check_methods_subset_invariance passes without mutating it.
+    expected_failed_checks=lambda est: {},
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+def test_tags():
+    tags = SENNClassifier().__sklearn_tags__()
+    assert tags.input_tags.allow_nan is False
+    assert tags.non_deterministic is False
+    assert tags.classifier_tags.poor_score is False
+    assert tags.estimator_type == "classifier"
+
+
+def test_init_stores_params_verbatim():
+    hidden = (7, 3)
+    est = SENNClassifier(hidden_layer_sizes=hidden, tau=-1.0, policy="nonsense")  # validated in fit, not here
+    assert est.hidden_layer_sizes is hidden
+    assert est.get_params()["tau"] == -1.0 and est.get_params()["policy"] == "nonsense"
+    assert not [k for k in vars(est) if k.endswith("_")]
+
+
+# ---------------------------------------------------------------------- shared fitted estimators
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted_iris(iris):
+    X, y = iris
+    return make_pipeline(StandardScaler(), _fast()).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def fitted_wine():
+    X, y = _scaled(load_wine)
+    return _fast(max_epochs=10).fit(X, y), X, y
+
+
+# ---------------------------------------------------------------------- ecosystem
+def test_iris_heldout_accuracy(iris):
+    X, y = iris
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    pipe = Pipeline([("scale", StandardScaler()), ("senn", _fast())]).fit(X_tr, y_tr)
+    acc = pipe.score(X_te, y_te)
+    assert acc >= 0.9, acc
+    proba = pipe.predict_proba(X_te)
+    assert proba.shape == (len(X_te), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(pipe.predict(X_te), pipe.classes_[proba.argmax(1)])
+
+
+def test_fitted_attributes(fitted_iris, iris):
+    X, y = iris
+    est = fitted_iris[-1]
+    np.testing.assert_array_equal(est.classes_, [0, 1, 2])
+    assert est.n_features_in_ == 4
+    assert isinstance(est.model_, GrowingMLP)
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in est.model_.parameters())
+    assert est.model_.out_features == 3 and est.model_.in_features == 4
+    assert 1 <= est.n_iter_ <= FAST["max_epochs"]
+    assert len(est.history_) == est.n_iter_
+    assert {"epoch", "train_loss", "val_loss", "val_acc", "n_params", "hidden"} <= set(est.history_[0])
+    assert est.n_params_ == est.model_.n_params() == sum(p.numel() for p in est.model_.parameters())
+    assert isinstance(est.growth_history_, list)
+    for rec in est.growth_history_:
+        assert set(rec) == GROWTH_EVENT_KEYS
+    # inference does not convert or move the fitted model
+    fitted_iris.predict_proba(X)
+    assert all(p.dtype == torch.float32 for p in est.model_.parameters())
+
+
+def test_unfitted_predict_raises():
+    with pytest.raises(NotFittedError):
+        SENNClassifier().predict(np.zeros((2, 3)))
+
+
+def test_clone_gives_unfitted_copy_with_same_params(fitted_iris):
+    est = fitted_iris[-1]
+    c = clone(est)
+    assert c.get_params() == est.get_params()
+    assert not hasattr(c, "model_") and not hasattr(c, "classes_")
+
+
+def test_cross_val_score_in_pipeline(iris):
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(), _fast(max_epochs=15))
+    scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(3, shuffle=True, random_state=0))
+    assert scores.shape == (3,)
+    assert scores.mean() >= 0.8, scores
+
+
+def test_grid_search_over_tau(iris):
+    X, y = iris
+    pipe = Pipeline([("scale", StandardScaler()), ("senn", _fast(max_epochs=10))])
+    grid = GridSearchCV(pipe, {"senn__tau": [0.01, 0.5]}, cv=2).fit(X, y)
+    assert grid.best_params_["senn__tau"] in (0.01, 0.5)
+    assert len(grid.cv_results_["mean_test_score"]) == 2
+    assert grid.best_estimator_[-1].tau == grid.best_params_["senn__tau"]
+    assert grid.score(X, y) > 0.6
+
+
+def test_numpy_scalar_params_from_a_grid(iris):
+    # ParameterGrid over numpy ranges hands numpy scalars to the estimator.
+    X, y = iris
+    est = _fast(max_epochs=np.int64(5), expansion_interval=np.int64(5), tau=np.float64(0.05), validation_fraction=np.float64(0.2))
+    est.fit(StandardScaler().fit_transform(X), y)
+    assert est.n_iter_ >= 1
+
+
+def test_pickle_round_trip(fitted_iris, iris):
+    X, _ = iris
+    before = torch.random.get_rng_state()
+    blob = pickle.dumps(fitted_iris)
+    loaded = pickle.loads(blob)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted_iris.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), fitted_iris.predict(X))
+    est, got = fitted_iris[-1], loaded[-1]
+    assert got.model_.spec() == est.model_.spec()
+    assert got.growth_history_ == est.growth_history_ and got.n_iter_ == est.n_iter_
+    # the pickle holds the spec and CPU weights, not the module (so a CUDA-fitted model loads on CPU);
+    # pickling does not alter the live estimator
+    state = est.__getstate__()
+    assert not isinstance(state["model_"], torch.nn.Module)
+    assert state["model_"]["spec"] == est.model_.spec()
+    assert all(t.device.type == "cpu" for t in state["model_"]["state_dict"].values())
+    assert isinstance(est.model_, GrowingMLP)
+
+
+def test_string_class_labels():
+    X, y = _scaled(load_wine)
+    names = np.array(["barolo", "grignolino", "barbera"])
+    y_str = names[y]
+    est = _fast(max_epochs=15).fit(X, y_str)
+    np.testing.assert_array_equal(est.classes_, np.sort(names))
+    pred = est.predict(X)
+    assert pred.dtype.kind == "U" and set(pred) <= set(names)
+    assert est.score(X, y_str) >= 0.9
+
+
+def test_binary_uses_two_outputs_and_zero_hidden_layers():
+    X, y = _scaled(load_breast_cancer)
+    est = _fast(hidden_layer_sizes=(), max_epochs=10).fit(X, y)
+    assert est.model_.out_features == 2
+    assert est.predict_proba(X).shape == (len(X), 2)
+    assert est.score(X, y) >= 0.9
+    assert all(len(r["hidden_after"]) <= est.max_depth for r in est.growth_history_)
+
+
+def test_fixed_policy_never_grows(fitted_wine):
+    _, X, y = fitted_wine
+    est = _fast(policy="fixed", hidden_layer_sizes=(5, 4), max_epochs=10).fit(X, y)
+    assert est.growth_history_ == []
+    assert est.model_.hidden == [5, 4]
+    assert all(r["hidden"] == [5, 4] for r in est.history_)
+
+
+def test_growth_on_digits_with_default_growth_settings(capsys):
+    X, y = _scaled(load_digits)
+    # Default tau / alpha / relative_to / layer_cost / n_candidates / candidate_steps / damping;
+    # only the schedule is shortened to a single growth check after epoch 5.
+    est = SENNClassifier(max_epochs=5, expansion_interval=5, random_state=0, device="cpu", verbose=1).fit(X, y)
+    hist = est.growth_history_
+    assert hist, "no growth on digits with the default growth settings"
+    for rec in hist:
+        assert set(rec) == GROWTH_EVENT_KEYS
+        assert rec["kind"] in ("neuron", "layer")
+        assert rec["params_after"] > rec["params_before"]
+        assert rec["ratio"] > rec["tau"] == est.tau and rec["alpha"] == est.alpha
+        assert rec["score"] > 0 and isinstance(rec["where"], int)
+    assert hist[-1]["hidden_after"] != [10]
+    assert "added a " in capsys.readouterr().out  # verbose prints every growth event
+
+
+def test_small_data_paths_fit():
+    # < 10 samples (no split), a class with 1 sample (no stratification), validation_fraction=0
+    X, y = _scaled(load_iris)
+    idx = np.r_[0:5, 50:53, 100]  # class sizes 5, 3, 1
+    for vf in (0.15, 0.0):
+        est = _fast(max_epochs=3, validation_fraction=vf).fit(X[idx], y[idx])
+        assert est.predict(X[idx]).shape == (9,)
+    idx = np.r_[0:20, 50:60, 100]  # 31 samples, one class with a single sample: non-stratified split
+    est = _fast(max_epochs=3).fit(X[idx], y[idx])
+    np.testing.assert_array_equal(est.classes_, [0, 1, 2])
+
+
+# ---------------------------------------------------------------------- bad input
+def _bad_data(X, y):
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    Xi = X.copy()
+    Xi[0, 0] = np.inf
+    Xs = X.astype(object)
+    Xs[2, 2] = "high"
+    return {
+        "nan": ((Xn, y), {}, r"X contains NaN"),
+        "inf": ((Xi, y), {}, r"X contains infinity"),
+        "empty": ((X[:0], y[:0]), {}, r"X is empty"),
+        "lengths": ((X, y[:-1]), {}, r"X and y have inconsistent numbers of samples"),
+        "single_class": ((X, np.zeros_like(y)), {}, r"y has a single class.*at least 2"),
+        "strings": ((Xs, y), {}, r"X must be numeric"),
+        "negative_tau": ((X, y), {"tau": -0.1}, r"tau=-0.1"),
+        "alpha_high": ((X, y), {"alpha": 1.5}, r"alpha=1.5"),
+        "alpha_zero": ((X, y), {"alpha": 0.0}, r"alpha=0.0"),
+        "max_width": ((X, y), {"hidden_layer_sizes": (10,), "max_width": 5}, r"max_width=5 is below the start width 10"),
+        "max_depth": ((X, y), {"hidden_layer_sizes": (4, 4), "max_depth": 1}, r"max_depth=1 is below the start depth 2"),
+        "optimizer": ((X, y), {"optimizer": "rmsprop"}, r"optimizer='rmsprop'"),
+        "policy": ((X, y), {"policy": "random"}, r"policy='random'"),
+        "validation_fraction": ((X, y), {"validation_fraction": 1.0}, r"validation_fraction=1.0"),
+        "hidden_layer_sizes": ((X, y), {"hidden_layer_sizes": (4, 0)}, r"hidden_layer_sizes"),
+        "lr": ((X, y), {"lr": 0.0}, r"lr=0.0"),
+        "device": ((X, y), {"device": "toaster"}, r"device='toaster'"),
+        "random_state": ((X, y), {"random_state": "seven"}, r"random_state='seven'"),
+        "max_epochs": ((X, y), {"max_epochs": 0}, r"max_epochs=0"),
+    }
+
+
+BAD_CASES = list(_bad_data(np.zeros((4, 3)), np.zeros(4)))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_failed_fit_raises_and_keeps_fitted_state(case, fitted_wine):
+    fitted, X, y = fitted_wine
+    est = copy.deepcopy(fitted)
+    (Xb, yb), params, match = _bad_data(X, y)[case]
+    est.set_params(**params)
+    before_proba = fitted.predict_proba(X)
+    attrs = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    with pytest.raises(ValueError, match=match):
+        est.fit(Xb, yb)
+    # nothing half-fitted: the same fitted attribute objects, the same predictions
+    assert {k for k in vars(est) if k.endswith("_")} == set(attrs)
+    assert all(getattr(est, k) is v for k, v in attrs.items())
+    np.testing.assert_array_equal(est.predict_proba(X), before_proba)
+
+
+@pytest.mark.parametrize("case", ["negative_tau", "nan", "single_class", "max_depth"])
+def test_failed_fit_on_fresh_estimator_sets_nothing(case, fitted_wine):
+    _, X, y = fitted_wine
+    (Xb, yb), params, match = _bad_data(X, y)[case]
+    est = _fast(**params)
+    with pytest.raises(ValueError, match=match):
+        est.fit(Xb, yb)
+    assert not [k for k in vars(est) if k.endswith("_")]
+
+
+def test_failed_fit_keeps_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = _scaled(load_wine)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    est = _fast(max_epochs=3).fit(df, y)
+    names = est.feature_names_in_.copy()
+    other = df.rename(columns=lambda c: "g" + c[1:]).iloc[:, :5]
+    with pytest.raises(ValueError, match="y has a single class"):
+        est.fit(other, np.zeros(len(other)))
+    np.testing.assert_array_equal(est.feature_names_in_, names)
+    assert est.n_features_in_ == X.shape[1]
+
+
+def test_wrong_feature_count_at_predict(fitted_wine):
+    est, X, _ = fitted_wine
+    with pytest.raises(ValueError, match=r"X has 5 features, but SENNClassifier is expecting 13"):
+        est.predict(X[:, :5])
+    with pytest.raises(ValueError, match=r"X contains NaN"):
+        est.predict_proba(np.full_like(X[:2], np.nan))
+
+
+# ---------------------------------------------------------------------- determinism
+def test_same_random_state_same_model_and_global_rng_untouched():
+    X, y = _scaled(load_wine)
+    torch.manual_seed(1234)
+    rng_before = torch.random.get_rng_state()
+    # a config that grows, so growth (and layer insertion) runs under the RNG guard too
+    kw = dict(max_epochs=10, expansion_interval=2, tau=0.01, alpha=1e-3, layer_cost=1.0, random_state=7)
+    a = _fast(**kw).fit(X, y)
+    assert torch.equal(torch.random.get_rng_state(), rng_before), "fit changed the global torch RNG"
+    b = _fast(**kw).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.growth_history_ == b.growth_history_ and a.history_ == b.history_
+    assert any(r["kind"] == "layer" for r in a.growth_history_), "this configuration is meant to insert a layer"
+    c = _fast(**{**kw, "random_state": 8}).fit(X, y)
+    assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))

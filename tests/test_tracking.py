@@ -1,0 +1,345 @@
+"""MLflow tracking/registry integration, against a real `mlflow server` (mlflow/start_server.sh)
+and a real sqlite store. No mocks.
+
+The server is started once per session (bash mlflow/start_server.sh on a free loopback port with
+a tmp root) and stopped by pid at the end. It boots in the background (5-15 s) while the tests
+that do not need it run first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+sklearn_datasets = pytest.importorskip("sklearn.datasets")
+
+import torch  # noqa: E402
+
+from senn_automl import config as cfgmod  # noqa: E402
+from senn_automl.trainer import Callback, Trainer  # noqa: E402
+from senn_automl.tracking import (  # noqa: E402
+    MLflowCallback,
+    check_tracking_uri,
+    end_parent_run,
+    resolve_tracking_uri,
+    set_champion,
+    start_parent_run,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(uri + "/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------- fixtures
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Intra-op threads thrash on a shared 2-core box (growth checks 10-40x slower): use one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def server_process(tmp_path_factory):
+    """`bash mlflow/start_server.sh` as a subprocess (started, not yet waited for)."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    env = {
+        **os.environ,
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_ROOT": str(root),
+        "MLFLOW_PYTHON": sys.executable,
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "mlflow" / "start_server.sh")],
+        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    yield proc, f"http://127.0.0.1:{port}", root / "server.log"
+    proc.terminate()  # the script exec'd the server: this is its pid
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    try:  # the uvicorn worker is in the session/process group we created (pgid == proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def server_uri(server_process):
+    proc, uri, log = server_process
+    deadline = time.monotonic() + 60
+    while not _healthy(uri):
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"mlflow server not healthy after 60 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def digits():
+    X, y = sklearn_datasets.load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    y = y.astype(np.int64)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(X))
+    tr, va, te = idx[:1200], idx[1200:1500], idx[1500:]
+    return X[tr], y[tr], X[va], y[va], X[te], y[te]
+
+
+def _growing_config(**kw):
+    base = dict(max_epochs=12, expansion_interval=3, n_candidates=16, candidate_steps=10, patience=None, device="cpu")
+    return cfgmod.resolve(**{**base, **kw})
+
+
+def _checks_with_growth(trainer) -> list[int]:
+    """Epochs whose growth check accepted at least one edit (one on_growth call each)."""
+    return sorted({e.epoch for e in trainer.growth_log})
+
+
+@pytest.fixture(scope="module")
+def grown_run(server_uri, digits):
+    """A growing GrowingMLP trained on digits with MLflowCallback, against the real server."""
+    Xtr, ytr, Xva, yva, _, _ = digits
+    name = f"senn-digits-{uuid.uuid4().hex[:8]}"
+    exp_id, parent = start_parent_run(server_uri, "senn-tests", "study-test", {"purpose": "test"})
+    conf = _growing_config()
+    model, policy, train = cfgmod.build(conf, 64, 10)
+    cb = MLflowCallback(server_uri, exp_id, parent_run_id=parent, run_name="trial-0",
+                        params=conf, registered_model_name=name, tags={"study": "study-test"})
+    trainer = Trainer(model, policy, train, [cb])
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(Xtr, ytr, Xva, yva)
+    except SystemExit:
+        cb.close("FINISHED")
+        raise
+    except BaseException:
+        cb.close("FAILED")
+        raise
+    seconds = time.perf_counter() - t0
+    end_parent_run(parent, "FINISHED")
+    client = mlflow.MlflowClient(server_uri)
+    return dict(cb=cb, trainer=trainer, name=name, exp_id=exp_id, parent=parent, client=client, uri=server_uri,
+                seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------- no server needed
+def test_sqlite_store_works_without_server(tmp_path, monkeypatch, digits, server_process):
+    # (requests server_process only so that the server boots while this test runs)
+    monkeypatch.chdir(tmp_path)  # MLflow's own default for sqlite artifacts is ./mlruns
+    Xtr, ytr, Xva, yva, Xte, _ = digits
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-sqlite", "study-sqlite", {})
+    assert (tmp_path / "store").is_dir()
+    name = "senn-sqlite"
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=2, expansion_interval=100), 64, 10)  # growth: test 1
+    # as under `mlflow run`: MLFLOW_RUN_ID must not make start_run() resume that run; it becomes the parent
+    monkeypatch.setenv("MLFLOW_RUN_ID", parent)
+    cb = MLflowCallback(uri, exp_id, run_name="sqlite-trial", registered_model_name=name)
+    trainer = Trainer(model, policy, train, [cb])
+    with cb:
+        trainer.fit(Xtr, ytr, Xva, yva)
+    assert "MLFLOW_RUN_ID" not in os.environ
+    end_parent_run(parent, "FINISHED")
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(cb.run_id)
+    assert cb.run_id != parent
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert "max_epochs" in run.data.params  # default params: policy + train config
+    assert len(client.get_metric_history(cb.run_id, "val_acc")) == 2
+    assert len(cb.versions) == 1 and cb.versions[0][1]["final"] == "true"
+    assert cb.final_version == cb.versions[-1][0]
+    # start_parent_run keeps a sqlite store's artifacts next to the database, not in ./mlruns
+    assert (tmp_path / "store" / "mlartifacts" / "senn-sqlite").is_dir()
+    assert not (tmp_path / "mlruns").exists()
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{cb.final_version}")
+    P = loaded.predict(Xte[:7])
+    assert P.shape == (7, 10)
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-6)
+
+
+def test_resolve_and_check_tracking_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert resolve_tracking_uri(None).startswith("sqlite:////")  # absolute path
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:1"
+    assert resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
+
+    port = _free_port()  # bound then released: nothing listens there
+    with pytest.raises(ValueError, match=rf"tracking server http://127.0.0.1:{port} is unreachable: .*start_server.sh"):
+        check_tracking_uri(f"http://127.0.0.1:{port}")
+    with pytest.raises(ValueError, match="unreachable"):
+        start_parent_run(f"http://127.0.0.1:{port}", "x", "y", {})
+
+    check_tracking_uri(f"sqlite:///{tmp_path}/a/b/mlflow.db")
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+# ---------------------------------------------------------------------------------- real server
+def test_run_metrics_growth_models_and_registry(grown_run):
+    cb, trainer, client, name = grown_run["cb"], grown_run["trainer"], grown_run["client"], grown_run["name"]
+    run = client.get_run(cb.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == grown_run["parent"]
+    assert run.data.tags["mlflow.runName"] == "trial-0"
+    assert client.get_run(grown_run["parent"]).info.status == "FINISHED"
+    assert run.data.params["expansion_interval"] == "3"
+
+    # per-epoch metrics
+    for key in ("val_acc", "val_loss", "train_loss", "n_params", "n_growth_events"):
+        hist = client.get_metric_history(cb.run_id, key)
+        assert sorted(m.step for m in hist) == list(range(12)), key
+    n_params = {m.step: m.value for m in client.get_metric_history(cb.run_id, "n_params")}
+    assert n_params[11] > n_params[0]  # it grew
+
+    # growth log artifact
+    checks = _checks_with_growth(trainer)
+    assert checks, "the config must make the network grow"
+    events = mlflow.artifacts.load_dict(f"runs:/{cb.run_id}/growth/events.json")
+    assert events == [e.to_dict() for e in trainer.growth_log]
+
+    # one LoggedModel per growth check + the final one
+    logged = mlflow.search_logged_models(experiment_ids=[grown_run["exp_id"]], output_format="list",
+                                         filter_string=f"source_run_id = '{cb.run_id}'")
+    names = sorted(m.name for m in logged)
+    assert names == sorted(["final"] + [f"growth-{max(e.step for e in trainer.growth_log if e.epoch == ep):03d}"
+                                         for ep in checks])
+
+    # one registered version per growth check + the final one, with tags
+    versions = client.search_model_versions(f"name='{name}'")
+    assert len(versions) == len(checks) + 1 == len(cb.versions)
+    by_version = {v.version: v for v in versions}
+    history = {r["epoch"]: r for r in trainer.history}
+    for (version, tags), epoch in zip(cb.versions[:-1], checks):
+        mv = by_version[version]
+        for key in ("trial", "policy", "epoch", "growth_step", "n_params", "val_acc"):
+            assert key in mv.tags, key
+        assert mv.tags["trial"] == "trial-0"
+        assert mv.tags["policy"] == "natural"
+        assert mv.tags["epoch"] == str(epoch)
+        assert float(mv.tags["val_acc"]) == pytest.approx(history[epoch]["val_acc"])
+        assert int(mv.tags["n_params"]) == history[epoch]["n_params"]
+        assert "final" not in mv.tags
+        assert mv.tags == tags
+    final = by_version[cb.final_version]
+    assert final.tags["final"] == "true"
+    assert int(final.tags["n_params"]) == trainer.model.n_params()
+    assert [int(v) for v, _ in cb.versions] == sorted(int(v) for v in by_version)
+
+
+def test_champion_loads_in_fresh_process(grown_run, digits, tmp_path):
+    cb, trainer, client, name = grown_run["cb"], grown_run["trainer"], grown_run["client"], grown_run["name"]
+    set_champion(name, cb.final_version, client=client)
+    assert client.get_model_version_by_alias(name, "champion").version == cb.final_version
+
+    Xte = digits[4][:50]
+    np.save(tmp_path / "X.npy", Xte)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, pandas as pd, mlflow.pyfunc
+        X = np.load({str(tmp_path / 'X.npy')!r})
+        m = mlflow.pyfunc.load_model("models:/{name}@champion")
+        P = m.predict(X)
+        Q = m.predict(pd.DataFrame(X))
+        assert np.array_equal(P, Q)
+        np.save({str(tmp_path / 'P.npy')!r}, P)
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": grown_run["uri"], "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+           "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    P = np.load(tmp_path / "P.npy")
+    assert P.shape == (50, 10) and P.dtype.kind == "f"
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-6)
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = torch.softmax(trainer.model(torch.as_tensor(Xte)), 1).numpy()
+    np.testing.assert_allclose(P, expected, atol=1e-5)
+
+
+class _StopAt(Callback):
+    """Stands in for Ray Tune, which stops a trial by raising SystemExit inside a callback."""
+
+    def __init__(self, epoch, exc):
+        self.epoch, self.exc = epoch, exc
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.epoch:
+            raise self.exc
+
+
+def test_systemexit_ends_run_finished_and_errors_failed(server_uri, digits):
+    Xtr, ytr, Xva, yva, _, _ = digits
+    conf = _growing_config(max_epochs=6, expansion_interval=100)  # no growth check: fast
+    client = mlflow.MlflowClient(server_uri)
+    exp_id = client.get_experiment_by_name("senn-tests")
+    exp_id = exp_id.experiment_id if exp_id else client.create_experiment("senn-tests")
+
+    model, policy, train = cfgmod.build(conf, 64, 10)
+    cb = MLflowCallback(server_uri, exp_id, run_name="stopped", registered_model_name=f"senn-stop-{uuid.uuid4().hex[:6]}")
+    trainer = Trainer(model, policy, train, [cb, _StopAt(2, SystemExit(0))])
+    with pytest.raises(SystemExit):
+        try:
+            trainer.fit(Xtr, ytr, Xva, yva)
+        except SystemExit:
+            cb.close()
+            raise
+    run = client.get_run(cb.run_id)
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(cb.run_id, "val_acc")) == [0, 1, 2]
+    assert cb.final_version is None and cb.versions == []
+    cb.close()  # idempotent
+    assert mlflow.active_run() is None
+
+    # other exceptions: FAILED (context-manager form)
+    model, policy, train = cfgmod.build(conf, 64, 10)
+    cb2 = MLflowCallback(server_uri, exp_id, run_name="crashed")
+    trainer = Trainer(model, policy, train, [cb2, _StopAt(1, RuntimeError("boom"))])
+    with pytest.raises(RuntimeError, match="boom"):
+        with cb2:
+            trainer.fit(Xtr, ytr, Xva, yva)
+    assert client.get_run(cb2.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None
