@@ -120,6 +120,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
     n_candidates, candidate_steps : P neuron candidates per layer and their ascent steps.
     damping : γ of the K-FAC factors, > 0.
     fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
+    accept_on : "validation" (default): thresholds are tested on the validation split with the
+        debiased held-out Δη'; "scoring": on the training scoring batch, as in the paper (more
+        growth: candidates fitted on those rows look better there than they generalise).
     max_additions : optional cap on additions per check, below the Theorem 3.1 bound.
     grow_width, grow_depth : enable neuron / layer proposals.
 
@@ -137,6 +140,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
     candidate_steps: int = 50
     damping: float = 0.1
     fisher: str = "gauss_newton"
+    accept_on: str = "validation"
     max_additions: int | None = None
     grow_width: bool = True
     grow_depth: bool = True
@@ -176,6 +180,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         if self.fisher not in ("gauss_newton", "empirical"):
             bad("fisher", self.fisher, "use 'gauss_newton' or 'empirical'")
+        if self.accept_on not in ("validation", "scoring"):
+            bad("accept_on", self.accept_on, "use 'validation' or 'scoring'")
         if self.max_additions is not None and not (whole(self.max_additions) and self.max_additions >= 1):
             bad("max_additions", self.max_additions, "use None (Theorem 3.1 bound) or an integer >= 1")
 
@@ -214,7 +220,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         with torch.no_grad():
             inputs = model.layer_inputs(X)
         held, held_inputs = stats, inputs
-        if X_val is not None and len(X_val) >= 2:
+        if self.accept_on == "validation" and X_val is not None and len(X_val) >= 2:
             held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)

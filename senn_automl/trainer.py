@@ -45,8 +45,10 @@ class TrainConfig:
 
     max_epochs : epochs to run (≥ 1). batch_size : minibatch size (≥ 1). optimizer : "adam",
     "adamw" or "sgd". lr : learning rate (> 0). weight_decay : L2 (adam/sgd) or decoupled (adamw)
-    decay (≥ 0). momentum : SGD momentum in [0, 1). patience : epochs without a better validation
-    loss before early stopping (None disables; growth resets the count). restore_best : load
+    decay (≥ 0). momentum : SGD momentum in [0, 1). patience : epochs without a better monitored
+    validation value before early stopping (None disables; growth resets the count). monitor :
+    "val_loss" (lower is better) or "val_acc" (higher is better, ties broken by loss) for early
+    stopping and the best model. restore_best : load
     the best-validation model when training ends (early stop or ``max_epochs``), not after a
     partial ``fit(epochs=...)`` call. scoring_batch_size : training rows used for growth
     statistics (≥ 2). probe_size : rows of the function-preservation probe. probe_tolerance :
@@ -63,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     patience: int | None = 30
+    monitor: str = "val_loss"
     restore_best: bool = True
     scoring_batch_size: int = 1024
     probe_size: int = 256
@@ -96,6 +99,8 @@ class TrainConfig:
             bad("weight_decay", "use a number >= 0")
         if not (number(self.momentum) and 0 <= self.momentum < 1):
             bad("momentum", "use a number in [0, 1)")
+        if self.monitor not in ("val_loss", "val_acc"):
+            bad("monitor", "use 'val_loss' or 'val_acc'")
         if self.patience is not None and not (whole(self.patience) and self.patience >= 1):
             bad("patience", "use None (no early stopping) or a whole number of epochs >= 1")
         if not (whole(self.scoring_batch_size) and self.scoring_batch_size >= 2):
@@ -284,8 +289,9 @@ class Trainer:
             self._since_best = 0
             for cb in self.callbacks:
                 cb.on_growth(self, events)
-        if self._best is None or val_loss < self._best[0] - 1e-12:
-            self._best = (val_loss, self._snapshot())
+        key = (val_loss,) if self.config.monitor == "val_loss" else (-val_acc, val_loss)
+        if self._best is None or key < self._best[0]:
+            self._best = (key, self._snapshot())
             self._since_best = 0
         elif not events:
             self._since_best += 1
