@@ -67,8 +67,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", dest="set_", action="append", default=[], help="KEY=VALUE config override")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rec = run(args.dataset, args.epochs, args.seed, parse_overrides(args.set_))
     print(
         f"{rec['dataset']}: {rec['epochs']} epochs on {rec['device']} ({rec['torch_threads']} threads)\n"
