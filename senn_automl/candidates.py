@@ -70,6 +70,15 @@ def _init(k, d_in, generator, dtype, device, identity_weight: bool):
     return [t.to(device).requires_grad_(True) for t in (W, b, theta)]
 
 
+def _ascend(params: list[torch.Tensor], loss_fn, steps: int, lr: float) -> None:
+    """``steps`` Adam steps minimising ``loss_fn()`` over ``params`` (in place)."""
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+
+
 def best_neuron_candidate(
     h_in: torch.Tensor,
     consumer: LayerStats,
@@ -99,7 +108,6 @@ def best_neuron_candidate(
     G_inv_rT = consumer.G_inv.solve(r64.T).float()  # (d_out, B)
     n = h.shape[0]
     W, b, theta = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
-    opt = torch.optim.Adam([W, b, theta], lr=lr)
 
     def scores():
         f = _features(h, W, b, theta)  # (B, P)
@@ -108,11 +116,10 @@ def best_neuron_candidate(
         A_f = (f * f).mean(0) * (1 + damping) + 1e-12
         return CGC / A_f
 
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = -torch.log(scores() + 1e-30).sum() + prior * 0.5 * ((W**2).sum() + (b**2).sum() + (theta**2).sum())
-        loss.backward()
-        opt.step()
+    def loss():
+        return -torch.log(scores() + 1e-30).sum() + prior * 0.5 * ((W**2).sum() + (b**2).sum() + (theta**2).sum())
+
+    _ascend([W, b, theta], loss, steps, lr)
     with torch.no_grad():
         s = scores()
         s = torch.where(torch.isfinite(s), s, torch.zeros_like(s))
@@ -142,16 +149,15 @@ def layer_candidate(
     h = h_in.double()
     r = residual(consumer)
     W, b, theta = _init(h.shape[1], h.shape[1], generator, h.dtype, h.device, identity_weight=True)
-    opt = torch.optim.Adam([W, b, theta], lr=lr)
+    eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
 
     def score():
         return delta_eta_lower_bound(_features(h, W, b, theta), r, consumer.G_inv, damping)
 
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = -torch.log(score() + 1e-30) + prior * 0.5 * (((W - torch.eye(W.shape[0], dtype=W.dtype, device=W.device)) ** 2).sum() + (b**2).sum())
-        loss.backward()
-        opt.step()
+    def loss():
+        return -torch.log(score() + 1e-30) + prior * 0.5 * (((W - eye) ** 2).sum() + (b**2).sum())
+
+    _ascend([W, b, theta], loss, steps, lr)
     with torch.no_grad():
         s = float(score())
     if not s == s:  # NaN
@@ -159,11 +165,9 @@ def layer_candidate(
     return Candidate("layer", position, s, W.detach().float(), b.detach().float(), theta.detach().float())
 
 
-
 def heldout_score(cand: Candidate, h_in: torch.Tensor, consumer: LayerStats, damping: float = 0.1) -> float:
     """Debiased Δη' of ``cand`` on held-out inputs ``h_in`` (B, d_in) against the consumer's
     held-out statistics; see :func:`senn_automl.curvature.delta_eta_heldout`."""
     h = h_in.double()
-    W, b, theta = (t.to(h) for t in (cand.weight, cand.bias, cand.act_params))
-    with torch.no_grad():
-        return delta_eta_heldout(_features(h, W, b, theta), residual(consumer), consumer.G_inv, damping)
+    f = CandidatePool(cand.weight, cand.bias, cand.act_params).features(h)
+    return delta_eta_heldout(f, residual(consumer), consumer.G_inv, damping)
