@@ -126,6 +126,8 @@ def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
         for name, v in zip(df.columns, row):
             if isinstance(v, float):
                 fmt = "{:.1f}" if "seconds" in str(name) else floatfmt
+                if v == v and v.is_integer() and "acc" not in str(name):
+                    fmt = "{:.0f}"
                 line.append("" if v != v else (f"{v:.0f}" if abs(v) >= 100 else fmt.format(v)))
             else:
                 line.append("" if v is None else str(v))
@@ -141,7 +143,7 @@ def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
 def tune(
     dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
     search_space: str = typer.Option("quick", help="Bundled search space (quick, mlp) or a YAML file."),
-    num_samples: int = typer.Option(12, help="Number of trials."),
+    num_samples: int = typer.Option(20, help="Number of trials."),
     max_concurrent: int = typer.Option(2, help="Trials running at once (each gets cluster CPUs // this)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///<out>/optuna.db)."),

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .modules import GrowingMLP
-from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, NaturalExpansionPolicy, make_policy
+from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, make_policy
 from .surgery import apply_edit
 
 __all__ = ["TrainConfig", "Callback", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]

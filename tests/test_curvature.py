@@ -20,14 +20,6 @@ from senn_automl.modules import GrowingMLP
 DAMPING = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensors: intra-op threading only adds overhead (and thrashes a shared 2-core box).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _tiny_problem(seed: int = 0, n: int = 16):
     torch.manual_seed(seed)

@@ -41,19 +41,6 @@ def _scaled(loader):
     return StandardScaler().fit_transform(X).astype(np.float32), y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Run these tiny models on one intra-op thread, restored afterwards.
-
-    The networks here have at most a few thousand parameters, so a second thread brings nothing,
-    and on a shared machine OpenMP's waiting threads made the file 3-10x slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------- sklearn estimator checks
 @parametrize_with_checks(
     [_fast()],

@@ -12,13 +12,6 @@ from senn_automl.modules import IDENTITY, GrowingMLP, ParamChange, RationalActiv
 from senn_automl.surgery import FunctionNotPreservedError, apply_edit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _outputs(model: GrowingMLP, X: torch.Tensor) -> torch.Tensor:
     was = model.training

@@ -8,7 +8,6 @@ that do not need it run first.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -58,14 +57,6 @@ def _healthy(uri: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Intra-op threads thrash on a shared 2-core box (growth checks 10-40x slower): use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="session")
 def server_process(tmp_path_factory):

@@ -21,13 +21,6 @@ from senn_automl.trainer import Callback, TrainConfig, Trainer, load_checkpoint
 RECORD_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "n_params", "hidden", "n_growth_events", "eta"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # --------------------------------------------------------------------------- optimiser surgery
 

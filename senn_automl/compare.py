@@ -1,0 +1,193 @@
+"""Compare growth policies across tuning runs recorded in MLflow (``senn-automl compare``).
+
+Reads the child runs (one per trial, see :mod:`senn_automl.tune`) of an experiment, summarises
+them per growth policy (best and median final validation accuracy, median parameter count,
+median run time, number of runs) and draws accuracy against parameters, one colour per policy,
+with the Pareto front (most accurate for its size) as a step line. The figure and the summary are
+logged to the study's parent run, or to a new ``compare`` run when the runs belong to several
+studies.
+
+Accuracy is the final model's (metric ``final_val_acc``, logged by the Tune trainable after the
+best-model restore; else the last epoch's ``val_acc``). A run counts as *complete* when it logged
+its final model (metric ``final_n_params``); runs that
+ASHA stopped early are counted but their truncated accuracy is left out of the statistics, unless
+no run of that policy completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_child_runs", "summarise_policies", "plot_accuracy_vs_params", "compare", "CompareResult"]
+
+DEFAULT_EXPERIMENT = "senn-automl"
+
+
+@dataclasses.dataclass
+class CompareResult:
+    """``summary``: DataFrame, one row per policy. ``runs``: the child runs used. ``png``/``csv``:
+    written files. ``logged_to``: run id the figure was logged to."""
+
+    summary: Any
+    runs: Any
+    png: str
+    csv: str
+    logged_to: str | None
+    experiment_id: str
+
+
+def load_child_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, parent_run_id: str | None = None):
+    """Child runs (trials) of ``experiment`` as a DataFrame with columns ``run_id, parent_run_id,
+    trial, policy, val_acc, n_params, seconds, complete, status``.
+
+    Raises ``ValueError`` if the experiment does not exist.
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"experiment {experiment!r} not found in {tracking_uri}; experiments there: {names or 'none'}")
+    mlflow.set_tracking_uri(tracking_uri)
+    filt = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
+    df = mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=filt, max_results=50000, output_format="pandas")
+    cols = ["run_id", "parent_run_id", "trial", "policy", "val_acc", "n_params", "seconds", "complete", "status"]
+    if df is None or len(df) == 0 or "tags.mlflow.parentRunId" not in df:
+        return pd.DataFrame(columns=cols), exp.experiment_id
+    df = df[df["tags.mlflow.parentRunId"].notna() & (df["tags.mlflow.parentRunId"] != "")]
+
+    def col(name, default=float("nan")):
+        return df[name] if name in df else pd.Series(default, index=df.index)
+
+    n_params = col("metrics.final_n_params").fillna(col("metrics.n_params"))
+    seconds = (col("end_time") - col("start_time")).dt.total_seconds() if "end_time" in df else col("x")
+    out = pd.DataFrame({
+        "run_id": df["run_id"],
+        "parent_run_id": df["tags.mlflow.parentRunId"],
+        "trial": col("tags.mlflow.runName", ""),
+        "policy": col("params.policy", "natural").fillna("natural"),
+        "val_acc": pd.to_numeric(col("metrics.final_val_acc").fillna(col("metrics.val_acc")), errors="coerce"),
+        "n_params": pd.to_numeric(n_params, errors="coerce"),
+        "seconds": pd.to_numeric(seconds, errors="coerce"),
+        "complete": col("metrics.final_n_params").notna(),
+        "status": col("status", ""),
+    })
+    return out.reset_index(drop=True), exp.experiment_id
+
+
+def summarise_policies(runs):
+    """Per policy: ``runs, complete, best_val_acc, median_val_acc, median_n_params, median_seconds``
+    (statistics over complete runs when a policy has any, else over all of its runs)."""
+    import pandas as pd
+
+    rows = []
+    for policy, g in runs.groupby("policy", sort=True):
+        use = g[g["complete"]] if g["complete"].any() else g
+        rows.append({
+            "policy": policy,
+            "runs": int(len(g)),
+            "complete": int(g["complete"].sum()),
+            "best_val_acc": float(use["val_acc"].max()),
+            "median_val_acc": float(use["val_acc"].median()),
+            "median_n_params": float(use["n_params"].median()),
+            "median_seconds": float(use["seconds"].median()),
+        })
+    cols = ["policy", "runs", "complete", "best_val_acc", "median_val_acc", "median_n_params", "median_seconds"]
+    return pd.DataFrame(rows, columns=cols).sort_values("best_val_acc", ascending=False).reset_index(drop=True)
+
+
+def _pareto(points):
+    """Non-dominated (min params, max acc) points, sorted by params."""
+    pts = sorted(points, key=lambda p: (p[0], -p[1]))
+    front, best = [], -math.inf
+    for x, y in pts:
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot_accuracy_vs_params(runs, path: str | os.PathLike, title: str = "accuracy against parameters") -> Path:
+    """Scatter of final validation accuracy against parameters, one colour per policy (filled:
+    complete runs, hollow: stopped early by ASHA), and the Pareto front of the complete runs as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    data = runs.dropna(subset=["val_acc", "n_params"])
+    for i, (policy, g) in enumerate(data.groupby("policy", sort=True)):
+        c = colours[i % len(colours)]
+        done = g[g["complete"]]
+        early = g[~g["complete"]]
+        ax.scatter(done["n_params"], done["val_acc"], color=c, s=36, label=f"{policy} ({len(done)} complete)", zorder=3)
+        if len(early):
+            ax.scatter(early["n_params"], early["val_acc"], facecolors="none", edgecolors=c, s=36,
+                       label=f"{policy} ({len(early)} stopped early)", zorder=3)
+    base = data[data["complete"]] if data["complete"].any() else data
+    front = _pareto(list(zip(base["n_params"], base["val_acc"])))
+    if front:
+        xs, ys = (list(v) for v in zip(*front))
+        right = float(data["n_params"].max())
+        if right > xs[-1]:  # carry the last step to the right edge: nothing beyond it is better
+            xs.append(right)
+            ys.append(ys[-1])
+        ax.step(xs, ys, where="post", color="black", lw=1.2, ls="--", label="Pareto front (complete runs)", zorder=2)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("final validation accuracy")
+    if len(data) and data["n_params"].max() / max(data["n_params"].min(), 1) > 20:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(data):
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def compare(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, out: str | os.PathLike = "runs/compare",
+            parent_run_id: str | None = None, log: bool = True) -> CompareResult:
+    """Summarise policies, write ``<out>/policies.csv`` and ``<out>/accuracy_vs_params.png`` and
+    log both to the parent run (when all runs share one) or a new ``compare`` run."""
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import check_tracking_uri, resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri)
+    runs, experiment_id = load_child_runs(tracking_uri, experiment, parent_run_id)
+    summary = summarise_policies(runs)
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "policies.csv"
+    summary.to_csv(csv, index=False)
+    png = plot_accuracy_vs_params(runs, out / "accuracy_vs_params.png",
+                                  title=f"{experiment}: {len(runs)} runs, {int(runs['complete'].sum()) if len(runs) else 0} complete")
+    logged_to = None
+    if log:
+        client = MlflowClient(tracking_uri=tracking_uri)
+        parents = sorted(set(runs["parent_run_id"])) if len(runs) else []
+        if len(parents) == 1:
+            logged_to = parents[0]
+        else:
+            logged_to = client.create_run(experiment_id, run_name="compare", tags={"senn.kind": "compare"}).info.run_id
+        client.log_artifact(logged_to, str(png), "compare")
+        client.log_artifact(logged_to, str(csv), "compare")
+        if len(parents) != 1:
+            client.set_terminated(logged_to, "FINISHED")
+    return CompareResult(summary=summary, runs=runs, png=str(png), csv=str(csv), logged_to=logged_to, experiment_id=str(experiment_id))

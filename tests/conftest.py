@@ -1,0 +1,140 @@
+"""Shared test setup: quiet, auth-free loopback Ray, short temp dirs, process helpers.
+
+Environment variables are set before Ray is imported anywhere (they are also inherited by the
+Ray workers and the `senn-automl` subprocesses the tests start).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback test clusters; same value on every ray command
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_INIT", "1")  # a forgotten ray.init fails instead of starting a cluster
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.pop("RAY_ADDRESS", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def short_tmp(prefix: str) -> str:
+    """A short, unique directory under /tmp (Ray's AF_UNIX socket paths must stay < 107 bytes)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def pids_mentioning(marker: str) -> list[int]:
+    """Pids of this user's processes whose command line contains ``marker`` (a unique temp dir)."""
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me and marker in _cmdline(int(name)):
+            out.append(int(name))
+    return out
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # zombies are dead
+    except (OSError, IndexError):
+        return False
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """``pids`` and all their descendants (read from /proc; no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            pp = _ppid(int(name))
+            if pp is not None:
+                children.setdefault(pp, []).append(int(name))
+    seen: set[int] = set()
+    todo = [p for p in pids if _alive(p)]
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    return sorted(seen)
+
+
+def kill_pids(pids: list[int], timeout: float = 5.0) -> None:
+    """SIGTERM each pid, wait up to ``timeout`` s, then SIGKILL the survivors (by pid only)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def ray_tmp():
+    """A unique short Ray temp dir; every process that still mentions it is ended by pid afterwards."""
+    import shutil
+
+    d = short_tmp("sr")
+    yield d
+    kill_pids(descendants(pids_mentioning(d)))
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_torch_thread():
+    """Tiny tensors: intra-op threading only adds overhead (and thrashes a shared 2-core box)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,0 +1,336 @@
+"""End-to-end tests of `senn_automl.tune` on a real local Ray instance, a real sqlite MLflow store
+and a real Optuna RDB study (no mocks). Budget: about 2.5 minutes on 2 cores."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import descendants, free_port, kill_pids, pids_mentioning, wait_for
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("ray.tune")
+mlflow = pytest.importorskip("mlflow")
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from senn_automl.tune import SearchSetupError, run_search  # noqa: E402
+
+MAX_EPOCHS = 6
+
+
+def _versions(client, name, run_ids=None):
+    vs = client.search_model_versions(f"name='{name}'", max_results=10000)
+    return [v for v in vs if run_ids is None or v.run_id in run_ids]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    """One small search (3 trials of the quick space, 6 epochs) shared by the assertions below."""
+    import shutil
+
+    from conftest import short_tmp
+
+    tmp = tmp_path_factory.mktemp("search")
+    ray_dir = short_tmp("srt")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    lines: list[str] = []
+    try:
+        res = run_search(
+            "digits", "quick", num_samples=3, max_concurrent=2, tracking_uri=uri, out=tmp / "out",
+            ray_temp_dir=ray_dir, trial_overrides={"max_epochs": MAX_EPOCHS}, progress=lines.append, seed=0,
+        )
+    finally:
+        kill_pids(descendants(pids_mentioning(ray_dir)))
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    return res, uri, lines
+
+
+def test_search_leaderboard_and_progress(search):
+    res, _, lines = search
+    lb = res.leaderboard
+    assert len(lb) == 3
+    assert set(lb.columns) >= {"trial", "policy", "val_acc", "n_params", "growth_events", "seconds", "status"}
+    assert set(lb["status"]) <= {"complete", "pruned"}
+    assert (lb["status"] == "complete").any()
+    assert lb["val_acc"].between(0, 1).all() and (lb["n_params"] > 0).all()
+    # pruned trials stopped before max_epochs, complete ones reached it
+    assert (lb.loc[lb["status"] == "pruned", "epochs"] < MAX_EPOCHS).all()
+    assert (lb.loc[lb["status"] == "complete", "epochs"] == MAX_EPOCHS).all()
+    assert any("started" in line for line in lines) and any("val_acc" in line for line in lines)
+    assert Path(res.out, "leaderboard.csv").is_file()
+
+
+def test_search_mlflow_runs_versions_and_champion(search):
+    res, uri, _ = search
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([res.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(runs) == 3
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert "leaderboard.csv" in [a.path for a in client.list_artifacts(res.parent_run_id)]
+
+    versions = _versions(client, res.registered_model_name, {r.info.run_id for r in runs})
+    by_trial = collections.defaultdict(list)
+    for v in versions:
+        by_trial[v.tags["ray.trial_id"]].append(v)
+    for _, row in res.leaderboard.iterrows():
+        vs = by_trial.get(row["trial"], [])
+        growth = [v for v in vs if v.tags.get("final") != "true"]
+        finals = [v for v in vs if v.tags.get("final") == "true"]
+        # one version per growth check, each tagged with the number of growth events it added
+        assert sum(int(v.tags["n_events"]) for v in growth) == row["growth_events"], row["trial"]
+        assert len({v.tags["growth_step"] for v in growth}) == len(growth)
+        for v in growth:
+            assert {"trial", "policy", "epoch", "growth_step", "n_params", "val_acc"} <= set(v.tags)
+        assert len(finals) == (1 if row["status"] == "complete" else 0), row["trial"]
+
+    champ = client.get_model_version_by_alias(res.registered_model_name, "champion")
+    assert str(champ.version) == res.champion_version
+    assert champ.tags["final"] == "true"
+    best = res.leaderboard[res.leaderboard["status"] == "complete"].iloc[0]
+    assert champ.tags["ray.trial_id"] == best["trial"]
+
+
+def test_search_optuna_study_prunes_asha_stops(search):
+    res, _, _ = search
+    study = optuna.load_study(study_name=res.study_name, storage=res.storage)
+    states = collections.Counter(t.state.name for t in study.trials)
+    assert sum(states.values()) == 3
+    lb = res.leaderboard
+    assert states["COMPLETE"] == (lb["status"] == "complete").sum()
+    assert states["PRUNED"] == (lb["status"] == "pruned").sum()
+    assert states["RUNNING"] == 0
+
+
+def test_compare_policies_from_mlflow(search, tmp_path):
+    """`senn-automl compare` reads the child runs back from MLflow, summarises per policy, writes
+    the accuracy-vs-parameters PNG and logs it to the study's parent run."""
+    from typer.testing import CliRunner
+
+    from senn_automl.cli import app
+
+    res, uri, _ = search
+    out = tmp_path / "compare"
+    r = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "3 trial runs" in r.output and "best_val_acc" in r.output
+    import pandas as pd
+
+    summary = pd.read_csv(out / "policies.csv")
+    assert summary["runs"].sum() == 3
+    assert set(summary["policy"]) == set(res.leaderboard["policy"])
+    lb = res.leaderboard[res.leaderboard["status"] == "complete"]
+    # complete runs: compare's accuracy is the final model's, the same as the leaderboard's
+    assert abs(summary["best_val_acc"].max() - lb["val_acc"].max()) < 1e-9
+    png = out / "accuracy_vs_params.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    client = MlflowClient(tracking_uri=uri)
+    assert {"compare/accuracy_vs_params.png", "compare/policies.csv"} <= {
+        a.path for a in client.list_artifacts(res.parent_run_id, "compare")}
+
+    bad = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--experiment", "nope"])
+    assert bad.exit_code == 2 and "not found" in bad.output
+
+
+# --------------------------------------------------------------------------- validation
+def _no_trial_started(tmp_path: Path, uri: str) -> None:
+    assert not (tmp_path / "out" / "ray_results").exists()
+    db = tmp_path / "out" / "optuna.db"
+    if db.exists():
+        assert optuna.get_all_study_names(f"sqlite:///{db}") == [] or all(
+            not s.trials for s in (optuna.load_study(study_name=n, storage=f"sqlite:///{db}")
+                                   for n in optuna.get_all_study_names(f"sqlite:///{db}")))
+    if uri.startswith("sqlite") and (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(tracking_uri=uri)
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _bad_space(tmp_path: Path) -> str:
+    p = tmp_path / "bad.yaml"
+    p.write_text("params:\n  taus: {type: float, low: 0.01, high: 0.1}\n")
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster"],
+)
+def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(num_samples=2, max_concurrent=1, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp, progress=False)
+    if case == "unknown dataset":
+        kw["dataset"], match = "no-such-set", "dataset"
+    elif case == "bad search space":
+        kw["search_space"], match = _bad_space(tmp_path), "taus"
+    elif case == "unreachable tracking server":
+        kw["tracking_uri"] = uri = f"http://127.0.0.1:{free_port()}"
+        match = "unreachable"
+    elif case == "unreachable ray address":
+        kw["address"], match = f"127.0.0.1:{free_port()}", "unreachable"
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        kw["gpus_per_trial"], match = 1, "GPU"
+    t0 = time.time()
+    with pytest.raises(ValueError, match=match):
+        run_search(**kw)
+    assert time.time() - t0 < 60
+    _no_trial_started(tmp_path, uri)
+
+
+def test_search_setup_error_is_value_error():
+    assert issubclass(SearchSetupError, ValueError)
+
+
+# --------------------------------------------------------------------------- resume after SIGKILL
+def test_resume_after_driver_killed(tmp_path, ray_tmp):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "senn_automl.cli", "tune", "--dataset", "digits", "--search-space", "quick",
+        "--num-samples", "4", "--max-concurrent", "2", "--tracking-uri", uri, "--out", str(out),
+        "--study-name", "resume-test", "--set", "max_epochs=8", "--seed", "1",
+    ]
+    # TMPDIR: temporary checkpoint dirs of processes killed below land in tmp_path, not /tmp
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "SENN_RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)}
+    log1 = tmp_path / "first.log"
+    with open(log1, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: "epoch" in log1.read_text() or proc.poll() is not None, timeout=150, what="the first trial report")
+        assert proc.poll() is None, log1.read_text()[-3000:]
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        # Ray daemons that left the session (orphans of the killed driver): end them by pid
+        kill_pids(descendants(pids_mentioning(ray_tmp)))
+
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    before = optuna.load_study(study_name="resume-test", storage=storage)
+    assert len(before.trials) >= 1
+
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "resumed" in done.stdout
+
+    study = optuna.load_study(study_name="resume-test", storage=storage)
+    states = collections.Counter(t.state.name for t in study.trials)
+    assert sum(states.values()) == 4, states
+    assert states["RUNNING"] == 0, states
+    # no configuration was sampled twice (the restored sampler does not replay its RNG)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+
+    import pandas as pd
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = _versions(client, "senn-digits")
+    growth = [(v.tags["trial"], v.tags["growth_step"]) for v in versions if v.tags.get("final") != "true"]
+    assert len(growth) == len(set(growth)), sorted(growth)
+    finals = [v.tags["trial"] for v in versions if v.tags.get("final") == "true"]
+    assert len(finals) == len(set(finals))
+    assert client.get_model_version_by_alias("senn-digits", "champion").tags["final"] == "true"
+    exp = client.get_experiment_by_name("senn-automl")
+    running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    assert running == []
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.study = 'resume-test'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the resumed search reopened its parent run
+    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    trials = set(pd.read_csv(out / "leaderboard.csv")["trial"])
+    assert len(trials) == 4
+    assert {r.data.tags["ray.trial_id"] for r in kids} >= trials  # every trial has its run(s) under it
+    # runs of trials the killed driver started after its last snapshot: ended KILLED, not in the registry
+    orphans = [r for r in kids if r.data.tags["ray.trial_id"] not in trials]
+    assert all(r.info.status == "KILLED" for r in orphans)
+    assert {v.tags["ray.trial_id"] for v in versions} <= trials
+    assert "leaderboard.csv" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
+
+
+# --------------------------------------------------------------------------- multi-objective + study continuation
+def test_multi_objective_pareto_and_study_continuation(tmp_path, ray_tmp):
+    """Multi-objective search reports the Optuna Pareto front; a --resume without a restorable Tune
+    experiment starts a new Tuner that continues the same Optuna study up to num_samples."""
+    import shutil
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(num_samples=2, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp,
+              progress=False, multi_objective=True, study_name="mo-test", trial_overrides={"max_epochs": 4})
+    res = run_search("digits", "quick", **kw)
+    assert res.pareto is not None and len(res.pareto) >= 1
+    assert {"optuna_trial", "val_acc", "n_params"} <= set(res.pareto.columns)
+    front = list(zip(res.pareto["n_params"], res.pareto["val_acc"]))
+    for p in front:  # no point of the front dominates another
+        assert not any(q != p and q[0] <= p[0] and q[1] >= p[1] for q in front)
+    study = optuna.load_study(study_name="mo-test", storage=res.storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 2
+
+    shutil.rmtree(res.experiment_path)  # nothing for Tuner.restore: --resume continues the Optuna study
+    res2 = run_search("digits", "quick", **{**kw, "num_samples": 3}, resume=True)
+    assert not res2.resumed and len(res2.leaderboard) == 1
+    study = optuna.load_study(study_name="mo-test", storage=res.storage)
+    assert len(study.trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    assert res2.parent_run_id == res.parent_run_id  # the study keeps one parent run
+
+    with pytest.raises(ValueError, match="multi-objective"):  # same study name, other objective count
+        run_search("digits", "quick", **{**kw, "multi_objective": False})
+
+
+# --------------------------------------------------------------------------- trial retry from a growth checkpoint
+class KillTrialWorkerAfterFirstGrowthCheckpoint(__import__("ray").tune.Callback):
+    """Driver-side Tune callback: SIGKILL the worker process of the first trial that registers a
+    growth checkpoint before its end (a real crash; Tune then retries it from that checkpoint)."""
+
+    def __init__(self):
+        self.killed: dict = {}
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        r = trial.last_result or {}
+        if self.killed or r.get("final") or not r.get("n_growth_events"):
+            return
+        self.killed = {"trial_id": trial.trial_id, "pid": int(r["pid"]), "epoch": int(r["epoch"])}
+        os.kill(int(r["pid"]), signal.SIGKILL)
+
+
+def test_crashed_trial_resumes_from_growth_checkpoint(tmp_path, ray_tmp, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the Ray workers inherit TMPDIR: the killed worker's temporary checkpoint dir stays in tmp_path
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    killer = KillTrialWorkerAfterFirstGrowthCheckpoint()
+    res = run_search(
+        "digits", "quick", num_samples=2, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp,
+        progress=False, scheduler="fifo", callbacks=[killer],
+        # low thresholds and a check every 2 epochs: both trials grow early
+        trial_overrides={"policy": "natural", "expansion_interval": 2, "tau": 0.01, "alpha": 5e-4, "max_epochs": 10},
+    )
+    assert killer.killed, "no growth checkpoint was registered"
+    lb = res.leaderboard
+    assert list(lb["status"]) == ["complete", "complete"], lb
+    tid = killer.killed["trial_id"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([res.experiment_id], filter_string=f"tags.`ray.trial_id` = '{tid}'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]  # the crashed attempt, then the retry
+    retry = next(r for r in runs if r.info.status == "FINISHED")
+    steps = [m.step for m in client.get_metric_history(retry.info.run_id, "val_acc")]
+    assert min(steps) > 0 and max(steps) == 9  # continued from the checkpoint, not from epoch 0
+    row = lb[lb["trial"] == tid].iloc[0]
+    vs = [v for v in _versions(client, res.registered_model_name) if v.tags.get("ray.trial_id") == tid]
+    growth = [v for v in vs if v.tags.get("final") != "true"]
+    assert len({v.tags["growth_step"] for v in growth}) == len(growth)
+    assert sum(int(v.tags["n_events"]) for v in growth) == row["growth_events"]
+    assert len([v for v in vs if v.tags.get("final") == "true"]) == 1
