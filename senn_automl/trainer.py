@@ -296,13 +296,13 @@ class Trainer:
         elif not events:
             self._since_best += 1
         self.epoch += 1
+        if cfg.patience is not None and self._since_best >= cfg.patience:
+            self.stopped_early = True  # set before the callbacks, so they know this is the last epoch
         if bar is not None:
             bar.set_postfix(val_acc=f"{val_acc:.3f}", params=record["n_params"], hidden=record["hidden"])
             bar.update(1)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
-        if cfg.patience is not None and self._since_best >= cfg.patience:
-            self.stopped_early = True
 
     def _restore(self, snap: dict) -> None:
         if snap["spec"] != self.model.spec():
@@ -323,6 +323,8 @@ class Trainer:
                 "epoch": self.epoch,
                 "generator": self.generator.get_state(),
                 "timings": self.timings,
+                "best": self._best,
+                "since_best": self._since_best,
             },
             d / "state.pt",
         )
@@ -365,6 +367,8 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     trainer.epoch = int(state["epoch"])
     trainer.generator.set_state(state["generator"])
     trainer.timings = dict(state["timings"])
+    trainer._best = state.get("best")
+    trainer._since_best = int(state.get("since_best", 0))
     trainer.history = meta["history"]
     trainer.growth_log = [GrowthEvent.from_dict(e) for e in meta["growth_log"]]
     return trainer

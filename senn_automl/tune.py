@@ -124,12 +124,7 @@ class TuneReportCallback(Callback):
 
     @staticmethod
     def _is_last(trainer) -> bool:
-        cfg = trainer.config
-        if trainer.epoch >= cfg.max_epochs:
-            return True
-        # The trainer decides early stopping right after the callbacks; predict it the same way.
-        since = getattr(trainer, "_since_best", 0)
-        return cfg.patience is not None and since >= cfg.patience
+        return trainer.epoch >= trainer.config.max_epochs or trainer.stopped_early
 
     def _report(self, trainer, metrics: dict[str, Any], checkpoint: bool) -> None:
         if not checkpoint:
