@@ -30,6 +30,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def healthy(url: str, timeout: float = 2.0) -> bool:
+    """True if ``GET <url>/health`` answers 200 (an MLflow tracking server is up)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def short_tmp(prefix: str) -> str:
     """A short, unique directory under /tmp (Ray's AF_UNIX socket paths must stay < 107 bytes)."""
     import tempfile

@@ -11,12 +11,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import descendants, free_port, kill_pids, pids_mentioning, short_tmp, wait_for
+from conftest import descendants, free_port, healthy, kill_pids, pids_mentioning, short_tmp, wait_for
 
 pytest.importorskip("ray.tune")
 pytest.importorskip("mlflow")
@@ -67,14 +66,6 @@ def cluster():
             shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow_server")
@@ -85,7 +76,7 @@ def mlflow_server(tmp_path_factory):
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _healthy(url) or proc.poll() is not None, timeout=90, what="mlflow server /health")
+        wait_for(lambda: healthy(url) or proc.poll() is not None, timeout=90, what="mlflow server /health")
         assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
         yield url
     finally:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -38,22 +36,10 @@ from senn_automl.tracking import (  # noqa: E402
     start_parent_run,
 )
 
+from conftest import free_port, healthy  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(uri + "/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -62,7 +48,7 @@ def _healthy(uri: str) -> bool:
 def server_process(tmp_path_factory):
     """`bash mlflow/start_server.sh` as a subprocess (started, not yet waited for)."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")
     env = {
         **os.environ,
@@ -94,7 +80,7 @@ def server_process(tmp_path_factory):
 def server_uri(server_process):
     proc, uri, log = server_process
     deadline = time.monotonic() + 60
-    while not _healthy(uri):
+    while not healthy(uri, timeout=1):
         if proc.poll() is not None:
             pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
@@ -197,7 +183,7 @@ def test_resolve_and_check_tracking_uri(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None) == "http://127.0.0.1:1"
     assert resolve_tracking_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"
 
-    port = _free_port()  # bound then released: nothing listens there
+    port = free_port()  # bound then released: nothing listens there
     with pytest.raises(ValueError, match=rf"tracking server http://127.0.0.1:{port} is unreachable: .*start_server.sh"):
         check_tracking_uri(f"http://127.0.0.1:{port}")
     with pytest.raises(ValueError, match="unreachable"):
