@@ -30,21 +30,6 @@ def parse_overrides(items: List[str] | None) -> dict[str, Any]:
     return out
 
 
-def _events_printer(write):
-    from .trainer import Callback
-
-    class PrintGrowth(Callback):
-        def on_growth(self, trainer, events):
-            for e in events:
-                what = f"+1 neuron in hidden layer {e.where}" if e.kind == "neuron" else f"+layer at position {e.where}"
-                write(
-                    f"epoch {e.epoch + 1:>4}  {what:<28} Δη'/η={e.ratio:.3f} Δη'/λ={e.score / max(e.lam, 1e-30):.4f}"
-                    f"  params {e.params_before} -> {e.params_after}  hidden {list(e.hidden_after)}"
-                )
-
-    return PrintGrowth()
-
-
 @app.command()
 def fit(
     dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
@@ -57,12 +42,11 @@ def fit(
     """Grow a network on a bundled dataset: prints growth events as they happen, then the final
     architecture, parameter count and test accuracy, and writes a plot of the run."""
     import torch
-    from tqdm.auto import tqdm
 
     from . import config as cfgmod
     from .data import load_dataset
     from .plotting import plot_growth
-    from .trainer import Trainer
+    from .trainer import PrintGrowth, Trainer
 
     overrides = parse_overrides(set_)
     overrides["seed"] = seed
@@ -77,7 +61,7 @@ def fit(
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{ds.description}")
     typer.echo(f"start: hidden {model.hidden}, {model.n_params()} parameters, policy {conf['policy']} on {train.device}")
-    trainer = Trainer(model, policy, train, [_events_printer(tqdm.write)])
+    trainer = Trainer(model, policy, train, [PrintGrowth()])
     t0 = time.perf_counter()
     trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
     seconds = time.perf_counter() - t0

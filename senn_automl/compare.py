@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_child_runs", "summarise_policies", "plot_accuracy_vs_params", "compare", "CompareResult"]
+__all__ = ["load_child_runs", "summarise_policies", "pareto_front", "plot_accuracy_vs_params", "compare", "CompareResult"]
 
 DEFAULT_EXPERIMENT = "senn-automl"
 
@@ -103,15 +103,15 @@ def summarise_policies(runs):
     return pd.DataFrame(rows, columns=cols).sort_values("best_val_acc", ascending=False).reset_index(drop=True)
 
 
-def _pareto(points):
-    """Non-dominated (min params, max acc) points, sorted by params."""
-    pts = sorted(points, key=lambda p: (p[0], -p[1]))
-    front, best = [], -math.inf
-    for x, y in pts:
-        if y > best:
-            front.append((x, y))
-            best = y
-    return front
+def pareto_front(df, x: str = "n_params", y: str = "val_acc"):
+    """Rows of ``df`` not dominated in (min ``x``, max ``y``), sorted by ``x``."""
+    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    keep, best = [], -math.inf
+    for idx, row in d.iterrows():
+        if row[y] > best:
+            keep.append(idx)
+            best = row[y]
+    return d.loc[keep]
 
 
 def plot_accuracy_vs_params(runs, path: str | os.PathLike, title: str = "accuracy against parameters") -> Path:
@@ -136,9 +136,9 @@ def plot_accuracy_vs_params(runs, path: str | os.PathLike, title: str = "accurac
             ax.scatter(early["n_params"], early["val_acc"], facecolors="none", edgecolors=c, s=36,
                        label=f"{policy} ({len(early)} stopped early)", zorder=3)
     base = data[data["complete"]] if data["complete"].any() else data
-    front = _pareto(list(zip(base["n_params"], base["val_acc"])))
-    if front:
-        xs, ys = (list(v) for v in zip(*front))
+    front = pareto_front(base)
+    if len(front):
+        xs, ys = list(front["n_params"]), list(front["val_acc"])
         right = float(data["n_params"].max())
         if right > xs[-1]:  # carry the last step to the right edge: nothing beyond it is better
             xs.append(right)

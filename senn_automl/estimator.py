@@ -22,8 +22,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .modules import GrowingMLP
-from .policies import POLICIES, FixedPolicy, GrowthEvent, NaturalExpansionPolicy
-from .trainer import OPTIMIZERS, Callback, TrainConfig, Trainer, resolve_device
+from .policies import POLICIES, FixedPolicy, NaturalExpansionPolicy
+from .trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
 
 __all__ = ["SENNClassifier"]
 
@@ -31,19 +31,6 @@ __all__ = ["SENNClassifier"]
 _INFER_CHUNK = 8192
 #: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
 _PICKLED_MODEL = "__senn_pickled_GrowingMLP__"
-
-
-class _GrowthPrinter(Callback):
-    """Prints each accepted growth event with ``tqdm.write`` (keeps a progress bar intact)."""
-
-    def on_growth(self, trainer, events: list[GrowthEvent]) -> None:
-        from tqdm.auto import tqdm
-
-        for e in events:
-            tqdm.write(
-                f"[SENNClassifier] epoch {e.epoch + 1}: added a {e.kind} at {e.where} "
-                f"(score/eta={e.ratio:.4g}, params {e.params_before} -> {e.params_after}, hidden {list(e.hidden_after)})"
-            )
 
 
 def _whole(x) -> bool:
@@ -263,8 +250,6 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             )
         if not (isinstance(self.policy, str) and self.policy in POLICIES):
             raise ValueError(f"policy={self.policy!r} is unknown; choose one of: {', '.join(map(repr, POLICIES))}")
-        if not (isinstance(self.optimizer, str) and self.optimizer in OPTIMIZERS):
-            raise ValueError(f"optimizer={self.optimizer!r} is unknown; choose one of: {', '.join(map(repr, OPTIMIZERS))}")
         vf = _plain(self.validation_fraction)
         if not (isinstance(vf, (int, float)) and not isinstance(vf, bool) and math.isfinite(vf) and 0 <= vf < 1):
             raise ValueError(
@@ -361,7 +346,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             model = GrowingMLP(
                 X.shape[1], len(classes), hidden, max_width=int(self.max_width), max_depth=int(self.max_depth)
             )
-            callbacks = [_GrowthPrinter()] if config.progress else []
+            callbacks = [PrintGrowth(prefix="[SENNClassifier] ")] if config.progress else []
             trainer = Trainer(model, policy, config, callbacks)
             # Inside fork_rng too: layer insertion builds an nn.Linear (global RNG init, then overwritten).
             val = (None, None) if X_val is None else (_tensor(X_val), _tensor(y_val))

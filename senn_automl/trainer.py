@@ -27,7 +27,7 @@ from .modules import GrowingMLP
 from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, make_policy
 from .surgery import apply_edit
 
-__all__ = ["TrainConfig", "Callback", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
+__all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -134,6 +134,25 @@ class Callback:
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         pass
+
+
+class PrintGrowth(Callback):
+    """Prints each accepted growth event with ``tqdm.write`` (keeps a progress bar intact):
+    epoch, what was added where, Δη'/η, Δη'/λ, parameters before → after, hidden widths."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def on_growth(self, trainer: "Trainer", events: list[GrowthEvent]) -> None:
+        from tqdm.auto import tqdm
+
+        for e in events:
+            where = f"hidden layer {e.where}" if e.kind == "neuron" else f"position {e.where}"
+            tqdm.write(
+                f"{self.prefix}epoch {e.epoch + 1:>4}: added a {e.kind} at {where}  Δη'/η={e.ratio:.3f}"
+                f" Δη'/λ={e.score / max(e.lam, 1e-30):.4f}  params {e.params_before} -> {e.params_after}"
+                f"  hidden {list(e.hidden_after)}"
+            )
 
 
 def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

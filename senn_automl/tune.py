@@ -33,6 +33,7 @@ import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from .compare import pareto_front
 from .trainer import Callback
 
 __all__ = [
@@ -861,17 +862,6 @@ def _fail_zombie_trials(optuna, rdb, study_name: str) -> None:
             rdb.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         except Exception:
             pass
-
-
-def pareto_front(df, x: str = "n_params", y: str = "val_acc"):
-    """Rows of ``df`` not dominated in (min ``x``, max ``y``), sorted by ``x``."""
-    d = df.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
-    keep, best = [], -math.inf
-    for idx, row in d.iterrows():
-        if row[y] > best:
-            keep.append(idx)
-            best = row[y]
-    return d.loc[keep]
 
 
 def _summarise(*, grid, optuna, storage, study_name, tracking_uri, experiment_id, parent_run_id, registered_model_name,
