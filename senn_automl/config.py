@@ -12,13 +12,30 @@ from typing import Any
 import torch
 
 from .modules import GrowingMLP
-from .policies import GrowthPolicy, NaturalExpansionPolicy, make_policy
+from .policies import POLICIES, GrowthPolicy, make_policy, policy_class, policy_params
 from .trainer import TrainConfig
 
 __all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "build", "resolve"]
 
 MODEL_KEYS = ("start_width", "start_depth", "max_width", "max_depth")
-POLICY_KEYS = tuple(f.name for f in dataclasses.fields(NaturalExpansionPolicy) if not f.name.startswith("_"))
+
+def _policy_defaults() -> dict[str, Any]:
+    """Defaults of every policy parameter; a key shared by several policies takes the natural
+    policy's default (each policy receives only its own keys, see :func:`build`)."""
+    out: dict[str, Any] = {}
+    for name in reversed(list(POLICIES)):
+        try:
+            cls = policy_class(name)
+        except ImportError:  # policy module not available in this build
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name in policy_params(name):
+                out[f.name] = f.default
+    return out
+
+
+_POLICY_DEFAULTS = _policy_defaults()
+POLICY_KEYS = tuple(_POLICY_DEFAULTS)
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 #: Defaults of every key. Model: one hidden layer of 10 neurons, capacity 64 wide × 3 deep.
@@ -28,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "start_depth": 1,
     "max_width": 64,
     "max_depth": 3,
-    **{f.name: f.default for f in dataclasses.fields(NaturalExpansionPolicy) if not f.name.startswith("_")},
+    **_POLICY_DEFAULTS,
     **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
 }
 
@@ -55,7 +72,7 @@ def build(config: dict[str, Any], n_features: int, n_classes: int) -> tuple[Grow
     for key in ("start_width", "start_depth"):
         if not isinstance(c[key], int) or c[key] < (1 if key == "start_width" else 0):
             raise ValueError(f"{key}={c[key]!r} is invalid: use a whole number >= {1 if key == 'start_width' else 0}")
-    policy = make_policy(c["policy"], **{k: c[k] for k in POLICY_KEYS})
+    policy = make_policy(c["policy"], **{k: c[k] for k in policy_params(c["policy"])})
     train = TrainConfig(**{k: c[k] for k in TRAIN_KEYS})
     with torch.random.fork_rng(devices=[]):  # weight init seeded without touching the global RNG
         torch.manual_seed(int(c["seed"]))

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["RationalActivation", "GrowingMLP", "ParamChange", "IDENTITY", "DEFAULT_ACTIVATION"]
+__all__ = ["RationalActivation", "GrowingMLP", "ParamChange", "IDENTITY", "DEFAULT_ACTIVATION", "model_from_spec", "MODEL_TYPES"]
 
 #: (v, c, l) at which the rational activation is exactly the identity.
 IDENTITY = (0.0, 0.0, 1.0)
@@ -295,3 +295,28 @@ class GrowingMLP(nn.Module):
         self.linears.insert(position, new_lin)
         self.activations.insert(position, new_act)
         return [ParamChange(None, p) for p in (*new_lin.parameters(), *new_act.parameters())]
+
+
+#: spec "type" -> "module:class" of every growable model; :func:`model_from_spec` imports lazily.
+MODEL_TYPES: dict[str, str] = {
+    "GrowingMLP": "senn_automl.modules:GrowingMLP",
+    "GrowingCNN": "senn_automl.cnn:GrowingCNN",
+    "EdgeMLP": "senn_automl.edges:EdgeMLP",
+}
+
+
+def model_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Build the growable model described by ``spec`` (any type in :data:`MODEL_TYPES`).
+
+    Weights are freshly initialised without touching the global RNG; load a state_dict next.
+    Raises ``ValueError`` for a spec of unknown type.
+    """
+    import importlib
+
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"spec type {kind!r} is unknown; known model types: {', '.join(MODEL_TYPES)}")
+    module, name = MODEL_TYPES[kind].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    with torch.random.fork_rng(devices=[]):
+        return cls.from_spec(spec)

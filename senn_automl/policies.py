@@ -9,30 +9,48 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
 from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate
 from .curvature import collect_kfac, delta_eta_heldout, residual
 from .modules import GrowingMLP, ParamChange
+from .triggers import should_check, validate_when
 
-__all__ = ["GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "POLICIES"]
+__all__ = ["EVENT_KINDS", "GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "policy_class", "policy_params", "POLICIES"]
 
 Apply = Callable[[Callable[[GrowingMLP], list[ParamChange]]], Any]
+
+
+def _tupled(x):
+    return tuple(_tupled(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _listed(x):
+    return [_listed(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
+#: event kinds: SENN neuron / layer, SECNN conv layer / channels, edge expansion, pruning
+EVENT_KINDS = ("neuron", "layer", "conv_layer", "channels", "edges", "prune")
 
 
 @dataclass(frozen=True)
 class GrowthEvent:
     """One accepted structural change.
 
-    kind : "neuron" or "layer"; where : hidden layer index (neuron) or insertion position (layer);
-    score : Δη' of the accepted candidate (held-out and debiased when a validation split is
-    given; divided by the layer cost multiplier for layers); eta, lam : η and λ = E‖∂ℓ/∂y‖²
-    the thresholds were measured against; ratio : score / η reference; tau, alpha : thresholds
-    in force; params_before/after : parameter counts; hidden_after : hidden widths after the
-    change; max_abs_diff : measured output change on the probe batch.
+    kind : one of :data:`EVENT_KINDS`; where : hidden layer index (neuron), insertion position
+    (layer), block index (conv_layer, channels), expandable layer index (edges) or the layer
+    / block pruned; score : the accepted candidate's score (Δη' for SENN, held-out and debiased
+    when a validation split is given, divided by the layer cost multiplier for layers; the
+    regularised natural expansion score for SECNN; the mean normalised edge metric for edges;
+    the removed η-share or metric for pruning); eta, lam : η and λ = E‖∂ℓ/∂y‖² the thresholds
+    were measured against (``nan`` where not used); ratio : score / η reference; tau, alpha :
+    thresholds in force (``nan`` where not used); params_before/after : parameter counts;
+    hidden_after : the model's ``hidden`` summary after the change (nested tuples of ints);
+    max_abs_diff : measured output change on the probe batch; n : how many neurons, channels,
+    edges or units were added or removed; detail : free text for logs.
     """
 
     step: int
@@ -47,52 +65,129 @@ class GrowthEvent:
     alpha: float
     params_before: int
     params_after: int
-    hidden_after: tuple[int, ...]
+    hidden_after: tuple
     max_abs_diff: float = 0.0
+    n: int = 1
+    detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["hidden_after"] = list(self.hidden_after)
+        d["hidden_after"] = _listed(self.hidden_after)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GrowthEvent":
-        return cls(**{**d, "hidden_after": tuple(d["hidden_after"])})
+        return cls(**{**d, "hidden_after": _tupled(d["hidden_after"])})
+
+    def describe(self) -> str:
+        """One human-readable line: what changed where, the score against its threshold, sizes."""
+        what = {
+            "neuron": f"added {self.n} neuron(s) at hidden layer {self.where}",
+            "layer": f"inserted a layer at position {self.where}",
+            "conv_layer": f"added a conv layer to block {self.where}",
+            "channels": f"widened block {self.where} by {self.n} channels",
+            "edges": f"expanded {self.n} edges of layer {self.where}",
+            "prune": f"pruned {self.n} unit(s) at {self.where}",
+        }.get(self.kind, f"{self.kind} at {self.where}")
+        parts = [f"epoch {self.epoch + 1:>4}: {what}", f"score={self.score:.4g}"]
+        if math.isfinite(self.ratio):
+            parts.append(f"ratio={self.ratio:.3f}")
+        if self.kind in ("neuron", "layer") and math.isfinite(self.lam):
+            parts.append(f"Δη'/λ={self.score / max(self.lam, 1e-30):.4f}")
+        parts.append(f"params {self.params_before} -> {self.params_after}")
+        parts.append(f"arch {_listed(self.hidden_after)}")
+        if self.detail:
+            parts.append(self.detail)
+        return "  ".join(parts)
 
 
+@dataclass
 class GrowthPolicy:
-    """Interface of a growth policy.
+    """Interface of a growth policy, and the "when" shared by every policy.
 
-    ``should_check(epoch)`` says whether to run a check after this (0-based) epoch;
-    ``grow(model, X, y, epoch=, apply=, X_val=, y_val=, generator=)`` runs one check, applies
-    edits through ``apply(edit)`` and returns the events. ``config()`` is JSON-able;
+    The trainer calls :meth:`step` after every epoch. ``step`` runs :meth:`prune` (policies that
+    prune decide themselves when it is due) and, when :meth:`should_check` says so, one growth
+    check :meth:`grow`; edits are applied through ``apply(edit, check=True)`` (function
+    preservation checked on a probe batch, optimiser state carried over; ``check=False`` for
+    pruning, which changes the function on purpose). Subclasses override ``grow`` / ``prune``.
+
+    When (see :mod:`senn_automl.triggers`): ``when="interval"`` checks every
+    ``expansion_interval`` epochs; ``when="plateau"`` when the mean |Δ val_loss| over
+    ``plateau_window`` epochs is below ``plateau_threshold``; either waits ``min_gap`` epochs
+    after the last growth event.
+
+    ``model_types`` lists the model spec types a policy can grow (``None``: any);
+    :meth:`check_model` raises ``ValueError`` for others. ``config()`` is JSON-able;
     ``state_dict``/``load_state_dict`` carry counters through checkpoints.
     """
 
     name: ClassVar[str] = "base"
+    model_types: ClassVar[tuple[str, ...] | None] = None
+    when: str = "interval"
+    expansion_interval: int = 10
+    plateau_window: int = 3
+    plateau_threshold: float = 1e-3
+    min_gap: int = 5
     #: total η measured at the start of the latest check (None before the first check)
-    last_eta: float | None = None
+    last_eta: float | None = field(default=None, repr=False, compare=False)
+    _last_event_epoch: int | None = field(default=None, repr=False)
 
-    def should_check(self, epoch: int) -> bool:
-        return False
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        validate_when(self.when, self.expansion_interval, self.plateau_window, self.plateau_threshold, self.min_gap)
+
+    def check_model(self, model) -> None:
+        """Raise ``ValueError`` if this policy cannot grow ``model`` (by its spec type)."""
+        kind = model.spec().get("type") if hasattr(model, "spec") else type(model).__name__
+        if self.model_types is not None and kind not in self.model_types:
+            raise ValueError(
+                f"policy={self.name!r} cannot grow a {kind} model; it grows {', '.join(self.model_types)}. "
+                f"Choose a matching model, or policy 'fixed' to train {kind} without growth"
+            )
+
+    def should_check(self, epoch: int, history: Sequence[dict[str, Any]] = ()) -> bool:
+        return should_check(
+            epoch, history, when=self.when, expansion_interval=self.expansion_interval,
+            plateau_window=self.plateau_window, plateau_threshold=self.plateau_threshold,
+            min_gap=self.min_gap, last_event_epoch=self._last_event_epoch,
+        )
+
+    def step(self, model, X, y, *, epoch: int, history: Sequence[dict[str, Any]] = (), apply: Apply,
+             X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
+        """Pruning that is due, then a growth check if :meth:`should_check`; returns all events."""
+        kw = dict(epoch=epoch, apply=apply, X_val=X_val, y_val=y_val, generator=generator)
+        events = list(self.prune(model, X, y, **kw))
+        if self.should_check(epoch, history):
+            grown = self.grow(model, X, y, **kw)
+            if grown:
+                self._last_event_epoch = epoch
+            events += grown
+        return events
 
     def grow(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
         return []
 
+    def prune(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
+        return []
+
     def config(self) -> dict[str, Any]:
-        return {"policy": self.name}
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "last_eta"}
+        return {"policy": self.name, **d}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"last_event_epoch": self._last_event_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        self._last_event_epoch = state.get("last_event_epoch")
 
 
+@dataclass
 class FixedPolicy(GrowthPolicy):
-    """No growth: the baseline."""
+    """No growth: the baseline. Trains any model."""
 
-    name = "fixed"
+    name: ClassVar[str] = "fixed"
 
 
 @dataclass
@@ -130,11 +225,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
     """
 
     name: ClassVar[str] = "natural"
+    model_types: ClassVar[tuple[str, ...]] = ("GrowingMLP",)
     tau: float = 0.03
     alpha: float = 2.5e-3
     relative_to: str = "total"
     layer_cost: float = 20.0
-    expansion_interval: int = 10
     depth_cooldown: int = 3
     n_candidates: int = 100
     candidate_steps: int = 50
@@ -147,10 +242,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
     _checks: int = field(default=0, repr=False)
     _last_depth_check: int = field(default=-(10**9), repr=False)
 
-    def __post_init__(self):
-        self.validate()
-
     def validate(self) -> None:
+        super().validate()
+
         def bad(name, value, fix):
             raise ValueError(f"{name}={value!r} is invalid: {fix}")
 
@@ -168,8 +262,6 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("relative_to", self.relative_to, "use 'total' or 'layer'")
         if not (number(self.layer_cost) and self.layer_cost >= 1):
             bad("layer_cost", self.layer_cost, "the depth cost multiplier must be >= 1")
-        if not (whole(self.expansion_interval) and self.expansion_interval >= 1):
-            bad("expansion_interval", self.expansion_interval, "use a whole number of epochs >= 1")
         if not (whole(self.depth_cooldown) and self.depth_cooldown >= 0):
             bad("depth_cooldown", self.depth_cooldown, "use a whole number of checks >= 0")
         if not (whole(self.n_candidates) and self.n_candidates >= 1):
@@ -191,19 +283,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
         bound = math.ceil(1 + math.log(1 / self.alpha) / math.log(1 + self.tau))
         return min(bound, self.max_additions) if self.max_additions else bound
 
-    def config(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return {"policy": self.name, **d}
-
     def state_dict(self) -> dict[str, Any]:
-        return {"checks": self._checks, "last_depth_check": self._last_depth_check}
+        return {**super().state_dict(), "checks": self._checks, "last_depth_check": self._last_depth_check}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self._checks = int(state.get("checks", 0))
         self._last_depth_check = int(state.get("last_depth_check", -(10**9)))
-
-    def should_check(self, epoch: int) -> bool:
-        return (epoch + 1) % self.expansion_interval == 0
 
     def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None):
         """Score the current model and its proposals.
@@ -347,20 +433,40 @@ class _Scoring:
     held_inputs: list
 
 
-POLICIES: dict[str, type[GrowthPolicy]] = {"natural": NaturalExpansionPolicy, "fixed": FixedPolicy}
+#: policy name -> "module:class"; classes are imported on first use by :func:`policy_class`.
+POLICIES: dict[str, str] = {
+    "natural": "senn_automl.policies:NaturalExpansionPolicy",
+    "edges": "senn_automl.edges:EdgeExpansionPolicy",
+    "secnn": "senn_automl.secnn:SECNNPolicy",
+    "fixed": "senn_automl.policies:FixedPolicy",
+}
+
+
+def policy_class(name: str) -> type[GrowthPolicy]:
+    """The policy class registered as ``name`` in :data:`POLICIES`.
+
+    Raises ``ValueError`` for an unknown name.
+    """
+    import importlib
+
+    if not isinstance(name, str) or name not in POLICIES:
+        raise ValueError(f"policy={name!r} is unknown; choose one of: {', '.join(POLICIES)}")
+    module, cls = POLICIES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def policy_params(name: str) -> tuple[str, ...]:
+    """Names of the constructor parameters of policy ``name`` (its public dataclass fields)."""
+    return tuple(f.name for f in fields(policy_class(name)) if not f.name.startswith("_") and f.name != "last_eta")
 
 
 def make_policy(name: str, **params: Any) -> GrowthPolicy:
-    """Build a policy by name (``natural`` or ``fixed``) with its parameters.
+    """Build a policy by name (one of :data:`POLICIES`) with its parameters.
 
-    Raises ``ValueError`` for an unknown name or parameter.
+    Raises ``ValueError`` for an unknown name, an unknown parameter or an out-of-range value.
     """
-    if name not in POLICIES:
-        raise ValueError(f"policy={name!r} is unknown; choose one of: {', '.join(POLICIES)}")
-    cls = POLICIES[name]
-    if cls is FixedPolicy:
-        return FixedPolicy()
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"invalid parameter for policy {name!r}: {exc}") from None
+    cls = policy_class(name)
+    unknown = sorted(set(params) - set(policy_params(name)))
+    if unknown:
+        raise ValueError(f"invalid parameter(s) {unknown} for policy {name!r}; it takes: {', '.join(policy_params(name))}")
+    return cls(**params)

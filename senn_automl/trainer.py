@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modules import GrowingMLP
-from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, make_policy
+from .modules import model_from_spec
+from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, _listed, make_policy
 from .surgery import apply_edit
 
 __all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
@@ -137,8 +137,9 @@ class Callback:
 
 
 class PrintGrowth(Callback):
-    """Prints each accepted growth event with ``tqdm.write`` (keeps a progress bar intact):
-    epoch, what was added where, Δη'/η, Δη'/λ, parameters before → after, hidden widths."""
+    """Prints each growth or pruning event with ``tqdm.write`` (keeps a progress bar intact), one
+    line per event from :meth:`GrowthEvent.describe`: epoch, what changed where, score and ratio,
+    parameters before → after, architecture."""
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix
@@ -147,12 +148,7 @@ class PrintGrowth(Callback):
         from tqdm.auto import tqdm
 
         for e in events:
-            where = f"hidden layer {e.where}" if e.kind == "neuron" else f"position {e.where}"
-            tqdm.write(
-                f"{self.prefix}epoch {e.epoch + 1:>4}: added a {e.kind} at {where}  Δη'/η={e.ratio:.3f}"
-                f" Δη'/λ={e.score / max(e.lam, 1e-30):.4f}  params {e.params_before} -> {e.params_after}"
-                f"  hidden {list(e.hidden_after)}"
-            )
+            tqdm.write(self.prefix + e.describe())
 
 
 def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -174,7 +170,9 @@ class Trainer:
 
     Parameters
     ----------
-    model : GrowingMLP (or any module with the same edit API), mapping (B, d) to (B, n_classes) logits.
+    model : a growable model (:class:`~senn_automl.modules.GrowingMLP`, ``GrowingCNN``, ``EdgeMLP``)
+        mapping (B, ...) inputs to (B, n_classes) logits, with ``spec()``, ``n_params()`` and a
+        JSON-able ``hidden`` size summary.
     policy : a :class:`~senn_automl.policies.GrowthPolicy` (default: no growth).
     config : :class:`TrainConfig`.
     callbacks : iterable of :class:`Callback`.
@@ -189,6 +187,7 @@ class Trainer:
         self.device = resolve_device(self.config.device)
         self.model = model.to(self.device)
         self.policy = policy or FixedPolicy()
+        self.policy.check_model(self.model)
         self.callbacks = list(callbacks)
         self.optimizer = _make_optimizer(self.model.parameters(), self.config)
         self.history: list[dict[str, Any]] = []
@@ -217,8 +216,9 @@ class Trainer:
         return losses / n, correct / n
 
     def _apply(self, probe):
-        def apply(edit):
-            return apply_edit(self.model, edit, probe=probe, optimizer=self.optimizer, tolerance=self.config.probe_tolerance)
+        def apply(edit, check: bool = True):
+            tol = self.config.probe_tolerance if check else math.inf
+            return apply_edit(self.model, edit, probe=probe, optimizer=self.optimizer, tolerance=tol)
         return apply
 
     def _snapshot(self) -> dict:
@@ -279,15 +279,13 @@ class Trainer:
             total += float(loss.detach()) * len(idx)
         t1 = time.perf_counter()
         self.timings["train"] += t1 - t0
-        events: list[GrowthEvent] = []
-        if self.policy.should_check(self.epoch):
-            new = self.policy.grow(
-                self.model, X_score, y_score, epoch=self.epoch, apply=self._apply(probe),
-                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
-            )
-            events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
-            self.growth_log.extend(events)
-            self.eta = self.policy.last_eta
+        new = self.policy.step(
+            self.model, X_score, y_score, epoch=self.epoch, history=self.history, apply=self._apply(probe),
+            X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
+        )
+        events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
+        self.growth_log.extend(events)
+        self.eta = self.policy.last_eta
         t2 = time.perf_counter()
         self.timings["growth"] += t2 - t1
         val_loss, val_acc = self.evaluate(Xv, yv)
@@ -298,7 +296,7 @@ class Trainer:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "n_params": self.model.n_params(),
-            "hidden": list(self.model.hidden),
+            "hidden": _listed(self.model.hidden),
             "n_growth_events": len(self.growth_log),
             "grew": len(events),
             "eta": self.eta,
@@ -325,7 +323,7 @@ class Trainer:
 
     def _restore(self, snap: dict) -> None:
         if snap["spec"] != self.model.spec():
-            self.model = GrowingMLP.from_spec(snap["spec"]).to(self.device)
+            self.model = model_from_spec(snap["spec"]).to(self.device)
             self.optimizer = _make_optimizer(self.model.parameters(), self.config)
         self.model.load_state_dict(snap["state"])
 
@@ -378,7 +376,7 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     policy_cfg = dict(meta["policy"])
     policy = make_policy(policy_cfg.pop("policy"), **policy_cfg)
     policy.load_state_dict(meta.get("policy_state", {}))
-    model = GrowingMLP.from_spec(meta["spec"])
+    model = model_from_spec(meta["spec"])
     trainer = Trainer(model, policy, cfg, callbacks)
     state = torch.load(d / "state.pt", map_location=trainer.device, weights_only=True)
     trainer.model.load_state_dict(state["model"])
