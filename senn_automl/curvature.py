@@ -30,6 +30,8 @@ __all__ = [
     "delta_eta_lower_bound",
     "delta_eta_exact",
     "delta_eta_heldout",
+    "input_saliency",
+    "prune_compensation",
 ]
 
 
@@ -237,3 +239,55 @@ def delta_eta_heldout(f: torch.Tensor, r: torch.Tensor, G_inv: DampedFactor, dam
     q = float((A_f.solve(C) * G_inv.solve(C.T).T).sum())
     per_sample = (f * A_f.solve(f.T).T).sum(1) * (r * G_inv.solve(r.T).T).sum(1)
     return q * n / (n - 1) - float(per_sample.sum()) / (n * (n - 1))
+
+
+def input_saliency(stats: LayerStats, weight: torch.Tensor, damping: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """η-share and OBS saliency of every input of a linear layer (for pruning).
+
+    For input ``i`` of the layer with K-FAC statistics ``stats`` (augmented inputs, the last one
+    the bias), ``S`` the other inputs, damped ``Â = A + γ·mean(diag A)·I`` and Schur complement
+    ``s_i = Â_ii − Â_iS Â_SS⁻¹ Â_Si``:
+
+    - η-share ``Δη_i = r_iᵀ G⁻¹ r_i / s_i`` with ``r_i = ∇W_i − ∇W_S Â_SS⁻¹ Â_Si``: the part of
+      the layer's natural expansion score that only input ``i`` provides (the exact Δη of
+      Theorem 3.2 for ``i`` added last). Same units as η.
+    - OBS saliency ``½ (w_iᵀ G w_i)·s_i``: the K-FAC estimate of the loss increase after removing
+      input ``i`` with the compensation of :func:`prune_compensation` (Hassibi & Stork 1993,
+      "Optimal Brain Surgeon", with the Kronecker-factored Fisher). Units: loss (nats).
+
+    Both follow the official SENN CNN variant's freeze rule (growth-methods.md §1.5), computed
+    for all inputs at once from ``Â⁻¹`` (``s_i = 1/(Â⁻¹)_ii``, ``r_i = s_i·(∇W Â⁻¹)_i``).
+
+    ``weight`` : (d_out, d_in) the layer's current weight. Returns two float64 tensors (d_in,)
+    (the bias is not a candidate).
+    """
+    A = stats.A
+    k = A.shape[0]
+    shift = damping * A.diagonal().mean().clamp_min(0.0) + 1e-12
+    A_hat_inv = torch.linalg.inv(A + shift * torch.eye(k, dtype=A.dtype, device=A.device))
+    s = 1.0 / A_hat_inv.diagonal()  # Schur complements (k,)
+    R = (stats.grad @ A_hat_inv) * s  # (d_out, k): column i is r_i
+    share = (R * stats.G_inv.solve(R)).sum(0) / s
+    w = weight.double()
+    G = stats.G
+    obs = 0.5 * (w * (G @ w)).sum(0) * s[:-1]
+    return share[:-1], obs
+
+
+def prune_compensation(stats: LayerStats, weight: torch.Tensor, bias: torch.Tensor, remove: list[int], damping: float = 0.1) -> torch.Tensor:
+    """K-FAC compensation of the remaining weights when inputs ``remove`` of a layer are removed.
+
+    Minimises ``E‖W_R a_R − ΔW_S a_S‖²`` over the kept inputs S (bias included), giving
+    ``ΔW_S = W_R Â_RS Â_SS⁻¹`` (growth-methods.md §1.5; OBS with the Kronecker-factored Fisher,
+    whose G factor cancels). ``weight`` (d_out, d_in), ``bias`` (d_out,). Returns ΔW_S of shape
+    (d_out, d_in − |R| + 1), the last column for the bias, in float64.
+    """
+    A = stats.A
+    k = A.shape[0]
+    R = torch.tensor(sorted(set(remove)), device=A.device)
+    keep = torch.tensor([i for i in range(k) if i not in set(R.tolist())], device=A.device)
+    shift = damping * A.diagonal().mean().clamp_min(0.0) + 1e-12
+    A_SS = A[keep][:, keep] + shift * torch.eye(len(keep), dtype=A.dtype, device=A.device)
+    A_RS = A[R][:, keep]
+    W_R = torch.cat([weight, bias[:, None]], 1).double()[:, R]
+    return torch.linalg.solve(A_SS, (W_R @ A_RS).T).T

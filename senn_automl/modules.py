@@ -66,14 +66,16 @@ class RationalActivation(nn.Module):
 class ParamChange:
     """How an edit replaced one parameter.
 
-    ``old`` was replaced by ``new``; ``index`` is the tuple of slices of ``new`` that holds
-    ``old``'s values (every other entry of ``new`` is new). ``old is None`` marks a brand-new
-    parameter (no optimiser state to carry).
+    ``old`` was replaced by ``new``. For growth, ``index`` is the tuple of slices of ``new``
+    that holds ``old``'s values (every other entry of ``new`` is new). For shrinking, ``keep``
+    is the index into ``old`` that ``new`` keeps (``new = old[keep]``). ``old is None`` marks a
+    brand-new parameter (no optimiser state to carry).
     """
 
     old: nn.Parameter | None
     new: nn.Parameter
     index: tuple[slice, ...] | None = None
+    keep: tuple | None = None
 
 
 def _grow(param: nn.Parameter, dim: int, extra: torch.Tensor) -> tuple[nn.Parameter, ParamChange]:
@@ -295,6 +297,45 @@ class GrowingMLP(nn.Module):
         self.linears.insert(position, new_lin)
         self.activations.insert(position, new_act)
         return [ParamChange(None, p) for p in (*new_lin.parameters(), *new_act.parameters())]
+
+    @torch.no_grad()
+    def remove_neurons(self, layer: int, neurons: Sequence[int], consumer_delta: torch.Tensor | None = None) -> list[ParamChange]:
+        """Remove ``neurons`` of hidden layer ``layer`` (pruning; changes the function).
+
+        ``consumer_delta`` (d_out, d_keep + 1), if given, is added to the consumer's weights of
+        the kept inputs and its bias (last column) after the removal: the K-FAC compensation of
+        :func:`senn_automl.curvature.prune_compensation`. Every other parameter keeps its
+        values; the shrunk ones report ``keep`` indices so optimiser state follows the survivors.
+
+        Raises ``ValueError`` if ``layer`` is not a hidden layer, an index is out of range, or the
+        removal would leave the layer empty.
+        """
+        if not 0 <= layer < self.depth:
+            raise ValueError(f"layer={layer} is not a hidden layer (depth {self.depth})")
+        width = self.hidden[layer]
+        drop = sorted({int(i) for i in neurons})
+        if any(not 0 <= i < width for i in drop):
+            raise ValueError(f"neurons {drop} out of range for hidden layer {layer} of width {width}")
+        if len(drop) >= width:
+            raise ValueError(f"removing {len(drop)} of {width} neurons would leave hidden layer {layer} empty")
+        lin, act, consumer = self.linears[layer], self.activations[layer], self.linears[layer + 1]
+        keep = torch.tensor([i for i in range(width) if i not in set(drop)], device=lin.weight.device)
+        if consumer_delta is not None:
+            if consumer_delta.shape != (consumer.out_features, len(keep) + 1):
+                raise ValueError(f"consumer_delta shape {tuple(consumer_delta.shape)} != {(consumer.out_features, len(keep) + 1)}")
+        changes = []
+        for module, name, dim in ((lin, "weight", 0), (lin, "bias", 0), (act, "v", 0), (act, "c", 0), (act, "l", 0), (consumer, "weight", 1)):
+            old = getattr(module, name)
+            index = (keep,) if dim == 0 else (slice(None), keep)
+            new = nn.Parameter(old.detach()[index].clone(), requires_grad=old.requires_grad)
+            setattr(module, name, new)
+            changes.append(ParamChange(old, new, keep=index))
+        lin.out_features -= len(drop)
+        consumer.in_features -= len(drop)
+        if consumer_delta is not None:
+            consumer.weight += consumer_delta[:, :-1].to(consumer.weight)
+            consumer.bias += consumer_delta[:, -1].to(consumer.bias)
+        return changes
 
 
 #: spec "type" -> "module:class" of every growable model; :func:`model_from_spec` imports lazily.

@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate
-from .curvature import collect_kfac, delta_eta_heldout, residual
+from .curvature import collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
@@ -82,7 +82,7 @@ class GrowthEvent:
     def describe(self) -> str:
         """One human-readable line: what changed where, the score against its threshold, sizes."""
         what = {
-            "neuron": f"added {self.n} neuron(s) at hidden layer {self.where}",
+            "neuron": f"added a neuron at hidden layer {self.where}" if self.n == 1 else f"added {self.n} neurons at hidden layer {self.where}",
             "layer": f"inserted a layer at position {self.where}",
             "conv_layer": f"added a conv layer to block {self.where}",
             "channels": f"widened block {self.where} by {self.n} channels",
@@ -220,6 +220,14 @@ class NaturalExpansionPolicy(GrowthPolicy):
         growth: candidates fitted on those rows look better there than they generalise).
     max_additions : optional cap on additions per check, below the Theorem 3.1 bound.
     grow_width, grow_depth : enable neuron / layer proposals.
+    prune_after : epochs after a growth check at which its new neurons are reviewed (``None``:
+        no pruning; ≥ 1). A reviewed neuron is removed when both its η-share and its OBS
+        saliency (:func:`~senn_automl.curvature.input_saliency`, measured at its consumer) are
+        at most ``prune_threshold · η``, and the consumer's remaining weights get the K-FAC
+        compensation (:func:`~senn_automl.curvature.prune_compensation`); official SENN
+        freeze rule, growth-methods.md §1.5.
+    prune_threshold : fraction of η, in [0, 1) (official 3e-4).
+    prune_existing : review every neuron of the layers, not only the event's new ones.
 
     Raises ``ValueError`` (from :meth:`validate`) for out-of-range values, naming the argument.
     """
@@ -239,7 +247,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
     max_additions: int | None = None
     grow_width: bool = True
     grow_depth: bool = True
+    prune_after: int | None = None
+    prune_threshold: float = 3e-4
+    prune_existing: bool = False
     _checks: int = field(default=0, repr=False)
+    _pending: list = field(default_factory=list, repr=False)  # [[due_epoch, layer, [neuron, ...]], ...]
     _last_depth_check: int = field(default=-(10**9), repr=False)
 
     def validate(self) -> None:
@@ -276,6 +288,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("accept_on", self.accept_on, "use 'validation' or 'scoring'")
         if self.max_additions is not None and not (whole(self.max_additions) and self.max_additions >= 1):
             bad("max_additions", self.max_additions, "use None (Theorem 3.1 bound) or an integer >= 1")
+        if self.prune_after is not None and not (whole(self.prune_after) and self.prune_after >= 1):
+            bad("prune_after", self.prune_after, "the pruning delay is shorter than allowed: use None (no pruning) or a whole number of epochs >= 1")
+        if not (number(self.prune_threshold) and 0 <= self.prune_threshold < 1):
+            bad("prune_threshold", self.prune_threshold, "use a fraction of η in [0, 1), e.g. 3e-4")
 
     @property
     def n_max(self) -> int:
@@ -284,12 +300,63 @@ class NaturalExpansionPolicy(GrowthPolicy):
         return min(bound, self.max_additions) if self.max_additions else bound
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "checks": self._checks, "last_depth_check": self._last_depth_check}
+        return {**super().state_dict(), "checks": self._checks, "last_depth_check": self._last_depth_check, "pending": self._pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._checks = int(state.get("checks", 0))
         self._last_depth_check = int(state.get("last_depth_check", -(10**9)))
+        self._pending = [list(job) for job in state.get("pending", [])]
+
+    def _track(self, kind: str, where: int, model, epoch: int) -> None:
+        """Keep the pending pruning reviews' layer / neuron indices valid after an edit."""
+        if kind == "layer":
+            for job in self._pending:
+                job[1] += job[1] >= where
+        elif kind == "neuron" and self.prune_after is not None:
+            due = epoch + self.prune_after
+            job = next((j for j in self._pending if j[0] == due and j[1] == where), None)
+            if job is None:
+                self._pending.append(job := [due, where, []])
+            job[2].append(model.hidden[where] - 1)
+
+    def prune(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
+        """Review the neurons of growth checks made ``prune_after`` epochs ago (see the class doc).
+
+        Statistics come from the validation split when given (else the scoring batch). Returns
+        one ``prune`` event per layer that lost neurons (``score`` = their summed η-share).
+        """
+        due = [j for j in self._pending if j[0] <= epoch]
+        if not due:
+            return []
+        self._pending = [j for j in self._pending if j[0] > epoch]
+        Xs, ys = (X_val, y_val) if X_val is not None and len(X_val) >= 2 else (X, y)
+        events = []
+        for layer in sorted({j[1] for j in due}):
+            review = sorted({i for j in due if j[1] == layer for i in j[2]})
+            if self.prune_existing:
+                review = list(range(model.hidden[layer]))
+            stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher)
+            consumer = model.linears[layer + 1]
+            share, obs = input_saliency(stats.layers[layer + 1], consumer.weight, self.damping)
+            limit = self.prune_threshold * stats.eta
+            drop = [i for i in review if share[i] <= limit and obs[i] <= limit][: model.hidden[layer] - 1]
+            if not drop:
+                continue
+            delta = prune_compensation(stats.layers[layer + 1], consumer.weight, consumer.bias, drop, self.damping)
+            before = model.n_params()
+            _, diff = apply(lambda m, L=layer, d=drop, dw=delta: m.remove_neurons(L, d, dw), check=False)
+            for job in self._pending:  # later reviews of this layer: shift indices past the removed ones
+                if job[1] == layer:
+                    job[2] = [i - sum(k < i for k in drop) for i in job[2] if i not in drop]
+            events.append(GrowthEvent(
+                step=len(events), epoch=epoch, kind="prune", where=layer, score=float(share[drop].sum()),
+                eta=stats.eta, lam=stats.lam, ratio=float(share[drop].sum()) / max(stats.eta, 1e-30),
+                tau=self.prune_threshold, alpha=float("nan"), params_before=before, params_after=model.n_params(),
+                hidden_after=tuple(model.hidden), max_abs_diff=diff, n=len(drop),
+                detail=f"neurons {drop} of {len(review)} reviewed, output change {diff:.3g}",
+            ))
+        return events
 
     def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None):
         """Score the current model and its proposals.
@@ -412,11 +479,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 before = model.n_params()
                 _, diff = apply(lambda m, c=cand: m.insert_layer(c.where, c.weight, c.bias))
                 self._last_depth_check = self._checks
+                self._track("layer", cand.where, model, epoch)
                 record("layer", cand.where, score, ratio, sc, before, diff)
                 continue
             for c, c_score, c_ratio, _ in self._more_neurons(model, cand, sc, self.n_max - len(events)):
                 before = model.n_params()
                 _, diff = apply(lambda m, c=c: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
+                self._track("neuron", c.where, model, epoch)
                 record("neuron", c.where, c_score, c_ratio, sc, before, diff)
         self._checks += 1
         return events

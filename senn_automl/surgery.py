@@ -25,9 +25,10 @@ class FunctionNotPreservedError(RuntimeError):
 def update_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, changes: list[ParamChange]) -> None:
     """Point ``optimizer`` at ``model``'s current parameters and carry state over.
 
-    For every resized parameter, each state tensor of the old parameter's shape (Adam's
+    For every grown parameter, each state tensor of the old parameter's shape (Adam's
     ``exp_avg``/``exp_avg_sq``, SGD's ``momentum_buffer``) is copied into the matching slice of a
-    zero tensor of the new shape; other entries (``step``) are kept. Brand-new parameters start
+    zero tensor of the new shape; for a shrunk one (``change.keep``) the kept entries are
+    selected; other entries (``step``) are kept. Brand-new parameters start
     with no state. Parameters untouched by the edit keep their state object. The optimiser's
     (single) param group is re-ordered to ``model.parameters()`` order so that
     ``optimizer.state_dict()`` loads into a model rebuilt from its spec.
@@ -49,7 +50,9 @@ def update_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, changes
             continue
         moved = {}
         for key, val in old_state[ch.old].items():
-            if torch.is_tensor(val) and val.shape == ch.old.shape:
+            if torch.is_tensor(val) and val.shape == ch.old.shape and ch.keep is not None:
+                moved[key] = val[ch.keep].clone()
+            elif torch.is_tensor(val) and val.shape == ch.old.shape:
                 grown = torch.zeros_like(p)
                 grown[ch.index] = val
                 moved[key] = grown
