@@ -15,9 +15,16 @@ from .modules import GrowingMLP
 from .policies import POLICIES, GrowthPolicy, make_policy, policy_class, policy_params
 from .trainer import TrainConfig
 
-__all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "build", "resolve"]
+__all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "resolve"]
 
-MODEL_KEYS = ("start_width", "start_depth", "max_width", "max_depth")
+MODEL_KEYS = (
+    "model", "start_width", "start_depth", "max_width", "max_depth",
+    "start_channels", "start_blocks", "block_capacity", "max_channels",
+)
+#: model kinds: "mlp" (GrowingMLP), "cnn" (GrowingCNN, needs images), "edge" (EdgeMLP);
+#: "auto" picks the one the policy grows (edges → edge, secnn → cnn, otherwise mlp).
+MODELS = ("auto", "mlp", "cnn", "edge")
+_MODEL_FOR_POLICY = {"edges": "edge", "secnn": "cnn"}
 
 def _policy_defaults() -> dict[str, Any]:
     """Defaults of every policy parameter; a key shared by several policies takes the natural
@@ -38,13 +45,20 @@ _POLICY_DEFAULTS = _policy_defaults()
 POLICY_KEYS = tuple(_POLICY_DEFAULTS)
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-#: Defaults of every key. Model: one hidden layer of 10 neurons, capacity 64 wide × 3 deep.
+#: Defaults of every key. MLP: one hidden layer of 10 neurons, capacity 64 wide × 3 deep
+#: (``start_depth=0`` is logistic regression). CNN: 3 blocks of 16 channels (SECNN's start), at
+#: most 10 conv layers per block (``block_capacity``, SECNN's N) and 128 channels.
 DEFAULTS: dict[str, Any] = {
     "policy": "natural",
+    "model": "auto",
     "start_width": 10,
     "start_depth": 1,
     "max_width": 64,
     "max_depth": 3,
+    "start_channels": 16,
+    "start_blocks": 3,
+    "block_capacity": 10,
+    "max_channels": 128,
     **_POLICY_DEFAULTS,
     **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
 }
@@ -62,25 +76,80 @@ def resolve(config: dict[str, Any] | None = None, **overrides: Any) -> dict[str,
     return {**DEFAULTS, **merged}
 
 
-def build(config: dict[str, Any], n_features: int, n_classes: int) -> tuple[GrowingMLP, GrowthPolicy, TrainConfig]:
+def model_kind(config: dict[str, Any]) -> str:
+    """The model kind a (resolved) config builds: its ``model``, or for ``"auto"`` the policy's."""
+    kind = config.get("model", "auto")
+    if kind not in MODELS:
+        raise ValueError(f"model={kind!r} is unknown; choose one of: {', '.join(MODELS)}")
+    return _MODEL_FOR_POLICY.get(config.get("policy"), "mlp") if kind == "auto" else kind
+
+
+def make_model(
+    kind: str,
+    n_features: int,
+    n_classes: int,
+    *,
+    hidden: tuple[int, ...] = (10,),
+    max_width: int = 64,
+    max_depth: int = 3,
+    image_shape: tuple[int, int, int] | None = None,
+    channels: tuple[int, ...] = (16, 16, 16),
+    block_capacity: int = 10,
+    max_channels: int = 128,
+):
+    """A fresh growable model of ``kind`` ("mlp", "edge" or "cnn"; see :data:`MODELS`).
+
+    Uses the global torch RNG for weights (seed it, or wrap in ``torch.random.fork_rng``).
+    Raises ``ValueError`` for a CNN without a matching ``image_shape`` (C, H, W), C·H·W =
+    ``n_features``, and for sizes the model rejects.
+    """
+    if kind == "mlp":
+        return GrowingMLP(n_features, n_classes, hidden, max_width=max_width, max_depth=max_depth)
+    if kind == "edge":
+        from .edges import EdgeMLP
+
+        return EdgeMLP(n_features, n_classes, hidden)
+    if kind != "cnn":
+        raise ValueError(f"model={kind!r} is unknown; choose one of: {', '.join(MODELS[1:])}")
+    if image_shape is None:
+        raise ValueError(
+            "model='cnn' needs images, but this data has no image shape; use an image dataset "
+            "(digits, mnist, fashion_mnist, cifar10), pass 4-D images (n, C, H, W) or image_shape=(C, H, W)"
+        )
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or shape[0] * shape[1] * shape[2] != n_features:
+        raise ValueError(f"image_shape={shape} does not match {n_features} features per row; C·H·W must equal it")
+    from .cnn import GrowingCNN
+
+    return GrowingCNN(shape, n_classes, tuple(channels), max_layers=block_capacity, max_channels=max_channels)
+
+
+def build(
+    config: dict[str, Any], n_features: int, n_classes: int, image_shape: tuple[int, int, int] | None = None
+) -> tuple[Any, GrowthPolicy, TrainConfig]:
     """Build ``(model, policy, train_config)`` from a flat config (see :func:`resolve`).
 
-    The model has ``start_depth`` hidden layers of ``start_width`` neurons (``start_depth=0`` is
-    a linear model). Raises ``ValueError`` for any invalid value, naming the key.
+    MLP and edge models have ``start_depth`` hidden layers of ``start_width`` neurons
+    (``start_depth=0`` is a linear model, logistic regression). The CNN has ``start_blocks``
+    blocks of ``start_channels`` channels and needs ``image_shape`` (C, H, W) with
+    C·H·W = ``n_features`` (it reads flat rows as images). Raises ``ValueError`` for any invalid
+    value (naming the key), for a CNN without image shape, and for a policy that cannot grow
+    the model.
     """
     c = resolve(config)
-    for key in ("start_width", "start_depth"):
-        if not isinstance(c[key], int) or c[key] < (1 if key == "start_width" else 0):
-            raise ValueError(f"{key}={c[key]!r} is invalid: use a whole number >= {1 if key == 'start_width' else 0}")
+    kind = model_kind(c)
+    ints = {"start_width": 1, "start_depth": 0, "start_channels": 1, "start_blocks": 1, "block_capacity": 1}
+    for key, low in ints.items():
+        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < low:
+            raise ValueError(f"{key}={c[key]!r} is invalid: use a whole number >= {low}")
     policy = make_policy(c["policy"], **{k: c[k] for k in policy_params(c["policy"])})
     train = TrainConfig(**{k: c[k] for k in TRAIN_KEYS})
     with torch.random.fork_rng(devices=[]):  # weight init seeded without touching the global RNG
         torch.manual_seed(int(c["seed"]))
-        model = GrowingMLP(
-            n_features,
-            n_classes,
-            (c["start_width"],) * c["start_depth"],
-            max_width=c["max_width"],
-            max_depth=c["max_depth"],
+        model = make_model(
+            kind, n_features, n_classes, hidden=(c["start_width"],) * c["start_depth"], max_width=c["max_width"],
+            max_depth=c["max_depth"], image_shape=image_shape, channels=(c["start_channels"],) * c["start_blocks"],
+            block_capacity=c["block_capacity"], max_channels=c["max_channels"],
         )
+    policy.check_model(model)
     return model, policy, train

@@ -1,8 +1,8 @@
 """scikit-learn estimator: :class:`SENNClassifier`, a classifier whose network grows while it trains.
 
-It wraps :class:`~senn_automl.modules.GrowingMLP`, :class:`~senn_automl.trainer.Trainer` and a
-growth policy (:class:`~senn_automl.policies.NaturalExpansionPolicy` or
-:class:`~senn_automl.policies.FixedPolicy`) behind the scikit-learn 1.9 estimator API, so it works
+It wraps a growable model (:class:`~senn_automl.modules.GrowingMLP`, ``GrowingCNN`` for images,
+``EdgeMLP``), :class:`~senn_automl.trainer.Trainer` and a growth policy (``natural``, ``secnn``,
+``edges`` or ``fixed``) behind the scikit-learn 1.9 estimator API, so it works
 in ``Pipeline``, ``clone``, ``GridSearchCV``, ``cross_val_score`` and passes
 ``sklearn.utils.estimator_checks``.
 """
@@ -21,8 +21,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .modules import GrowingMLP
-from .policies import POLICIES, FixedPolicy, NaturalExpansionPolicy
+from . import config as _config
+from .modules import model_from_spec
+from .policies import POLICIES, NaturalExpansionPolicy, make_policy, policy_params
 from .trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
 
 __all__ = ["SENNClassifier"]
@@ -30,7 +31,10 @@ __all__ = ["SENNClassifier"]
 #: Rows per forward pass at inference.
 _INFER_CHUNK = 8192
 #: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
-_PICKLED_MODEL = "__senn_pickled_GrowingMLP__"
+_PICKLED_MODEL = "__senn_pickled_model__"
+#: estimator parameters that are also policy parameters (passed to every policy that takes them)
+_SHARED_POLICY_PARAMS = ("tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
+                         "n_candidates", "candidate_steps", "damping")
 
 
 def _whole(x) -> bool:
@@ -62,10 +66,30 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         ``max(hidden_layer_sizes)``.
     max_depth : int, default=3
         Capacity in hidden layers. Must be at least ``len(hidden_layer_sizes)``.
-    policy : {"natural", "fixed"}, default="natural"
-        ``"natural"``: SENN's natural expansion policy. ``"fixed"``: no growth (baseline). The
-        growth parameters below are validated either way, so switching policy never reveals a
-        latent error.
+    policy : {"natural", "secnn", "edges", "fixed"}, default="natural"
+        ``"natural"``: SENN's natural expansion policy (MLP). ``"secnn"``: SECNN block growth of
+        a CNN (images). ``"edges"``: edge-based expansion with pruning (EdgeMLP). ``"fixed"``:
+        no growth (baseline). The natural-policy parameters below are validated whatever the
+        policy, so switching policy never reveals a latent error; those the chosen policy also
+        takes (``tau``, ``alpha``, ``expansion_interval``, ``damping``, ...) are passed to it.
+    policy_params : dict or None, default=None
+        Further parameters of the chosen policy by name, e.g. ``{"metric": "abs_grad",
+        "prune_after": 5}`` for ``"edges"``, ``{"widen_step": 8}`` for ``"secnn"``,
+        ``{"prune_after": 10}`` for ``"natural"``; they override the shared ones. Unknown names
+        raise ``ValueError`` listing the valid ones.
+    model : {"auto", "mlp", "cnn", "edge"}, default="auto"
+        Network kind; ``"auto"`` uses the one the policy grows (secnn → cnn, edges → edge,
+        otherwise mlp). ``"cnn"`` needs images: ``X`` of shape (n, C, H, W), or flat rows with
+        ``image_shape``.
+    image_shape : tuple (C, H, W) or None, default=None
+        Shape of one image when ``X`` holds flattened images (channels first, C·H·W columns).
+        Taken from ``X`` when ``X`` is 4-D.
+    start_channels, start_blocks : int, default=16, 3
+        CNN start: ``start_blocks`` blocks of ``start_channels`` channels (SECNN's start).
+    block_capacity : int, default=10
+        CNN: most conv layers per block (SECNN's N).
+    max_channels : int, default=128
+        CNN: most channels per block.
     tau : float, default=0.03
         Relative threshold τ > 0 (dimensionless): accept an addition only if it raises the
         natural expansion score η by more than the fraction ``tau`` of the reference η
@@ -125,7 +149,9 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names, only when ``X`` had string column names.
-    model_ : GrowingMLP
+    image_shape_ : tuple (C, H, W) or None
+        Image shape the model reads each row as (from 4-D ``X`` or ``image_shape``).
+    model_ : GrowingMLP, GrowingCNN or EdgeMLP
         The trained (possibly grown) network, on CPU, in eval mode; ``n_classes`` outputs
         (2 for a binary problem). It is the model of the epoch with the lowest validation loss,
         so it may be smaller than the last architecture in ``growth_history_``.
@@ -168,6 +194,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         max_width=64,
         max_depth=3,
         policy="natural",
+        policy_params=None,
+        model="auto",
+        image_shape=None,
+        start_channels=16,
+        start_blocks=3,
+        block_capacity=10,
+        max_channels=128,
         tau=0.03,
         alpha=2.5e-3,
         relative_to="total",
@@ -192,6 +225,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         self.max_width = max_width
         self.max_depth = max_depth
         self.policy = policy
+        self.policy_params = policy_params
+        self.model = model
+        self.image_shape = image_shape
+        self.start_channels = start_channels
+        self.start_blocks = start_blocks
+        self.block_capacity = block_capacity
+        self.max_channels = max_channels
         self.tau = tau
         self.alpha = alpha
         self.relative_to = relative_to
@@ -257,8 +297,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             )
         if not (_whole(self.verbose) or isinstance(self.verbose, bool)):
             raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
-        # Built for validation even when policy="fixed" (raises ValueError naming the argument).
-        natural = NaturalExpansionPolicy(
+        # Built for validation whatever the policy (raises ValueError naming the argument).
+        NaturalExpansionPolicy(
             tau=_plain(self.tau),
             alpha=_plain(self.alpha),
             relative_to=self.relative_to,
@@ -269,7 +309,16 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             candidate_steps=_plain(self.candidate_steps),
             damping=_plain(self.damping),
         )
-        policy = natural if self.policy == "natural" else FixedPolicy()
+        extra = self.policy_params if self.policy_params is not None else {}
+        if not isinstance(extra, dict):
+            raise ValueError(f"policy_params={extra!r} is invalid: use a dict of policy parameters, e.g. {{'prune_after': 5}}, or None")
+        shared = {k: _plain(getattr(self, k)) for k in _SHARED_POLICY_PARAMS if k in policy_params(self.policy)}
+        policy = make_policy(self.policy, **{**shared, **{k: _plain(v) for k, v in extra.items()}})
+        if self.model not in _config.MODELS:
+            raise ValueError(f"model={self.model!r} is unknown; choose one of: {', '.join(map(repr, _config.MODELS))}")
+        for key in ("start_channels", "start_blocks", "block_capacity", "max_channels"):
+            if not (_whole(getattr(self, key)) and getattr(self, key) >= 1):
+                raise ValueError(f"{key}={getattr(self, key)!r} is invalid: use a whole number >= 1")
         config = TrainConfig(
             max_epochs=_plain(self.max_epochs),
             batch_size=_plain(self.batch_size),
@@ -286,7 +335,34 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"device={self.device!r} is invalid: CUDA is not available here; use 'auto' or 'cpu'")
         return hidden, policy, config
 
+    def _image_shape(self, X) -> tuple[tuple[int, int, int] | None, Any]:
+        """(C, H, W) of the images in ``X`` (4-D, or flat rows with ``image_shape``) and ``X``
+        flattened to (n, C·H·W); ``(None, X)`` for tabular data. Raises ``ValueError`` for a
+        shape that does not match, or images that look channels-last."""
+        shape = self.image_shape
+        if shape is not None:
+            if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(_whole(s) and s >= 1 for s in shape)):
+                raise ValueError(f"image_shape={shape!r} is invalid: use (channels, height, width), e.g. (1, 28, 28)")
+            shape = tuple(int(s) for s in shape)
+        if getattr(X, "ndim", 2) in (3, 4) or shape is not None:
+            from .data import as_images
+
+            arr = np.asarray(X)
+            if arr.ndim == 4 and shape is None:
+                shape = tuple(int(s) for s in arr.shape[1:])
+                if shape[2] in (1, 3) and shape[0] not in (1, 3):
+                    raise ValueError(
+                        f"X of shape {arr.shape} looks channels-last (N, H, W, C); pass channels-first images: "
+                        "X.transpose(0, 3, 1, 2)"
+                    )
+            if arr.ndim == 3 and shape is None:
+                raise ValueError(f"X has shape {arr.shape}: pass images as (n, C, H, W) or set image_shape")
+            if arr.dtype.kind in "fiub":
+                return shape, as_images(arr, shape).reshape(len(arr), -1)
+        return shape, X
+
     def _validate_fit_data(self, X, y):
+        shape, X = self._image_shape(X)
         try:
             X, y = validate_data(self, X, y, dtype=np.float32)
         except ValueError as exc:
@@ -295,6 +371,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"X and y have inconsistent numbers of samples ({msg}); y needs one label per row of X") from exc
             _reraise_clear_X_error(exc)
             raise
+        self.image_shape_ = shape
         check_classification_targets(y)
         return X, y
 
@@ -343,8 +420,12 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             # Seed only the CPU generator (torch.manual_seed would also reseed every CUDA
             # generator process-wide); the model is built on CPU, so this fixes weight init.
             torch.default_generator.manual_seed(seed)
-            model = GrowingMLP(
-                X.shape[1], len(classes), hidden, max_width=int(self.max_width), max_depth=int(self.max_depth)
+            kind = _config.model_kind({"model": self.model, "policy": self.policy})
+            model = _config.make_model(
+                kind, X.shape[1], len(classes), hidden=tuple(hidden), max_width=int(self.max_width),
+                max_depth=int(self.max_depth), image_shape=self.image_shape_,
+                channels=(int(self.start_channels),) * int(self.start_blocks),
+                block_capacity=int(self.block_capacity), max_channels=int(self.max_channels),
             )
             callbacks = [PrintGrowth(prefix="[SENNClassifier] ")] if config.progress else []
             trainer = Trainer(model, policy, config, callbacks)
@@ -384,6 +465,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         Computed in float64 on a float64 copy of the model (the fitted model is not modified).
         """
         check_is_fitted(self)
+        if getattr(X, "ndim", 2) in (3, 4):
+            X = np.asarray(X).reshape(len(X), -1)
         try:
             X = validate_data(self, X, dtype=np.float64, reset=False)
         except ValueError as exc:
@@ -405,7 +488,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         # A copy: object.__getstate__ (used by BaseEstimator's) returns self.__dict__ itself.
         state = dict(super().__getstate__())
         model = state.get("model_")
-        if isinstance(model, GrowingMLP):
+        if isinstance(model, torch.nn.Module) and hasattr(model, "spec"):
             state["model_"] = {
                 _PICKLED_MODEL: True,
                 "spec": model.spec(),
@@ -418,7 +501,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(model, dict) and model.get(_PICKLED_MODEL):
             state = dict(state)
             with torch.random.fork_rng(devices=[]):  # from_spec initialises weights with the global RNG
-                rebuilt = GrowingMLP.from_spec(model["spec"])
+                rebuilt = model_from_spec(model["spec"])
             rebuilt.load_state_dict(model["state_dict"])
             state["model_"] = rebuilt.eval()
         super().__setstate__(state)
