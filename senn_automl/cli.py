@@ -30,9 +30,18 @@ def parse_overrides(items: List[str] | None) -> dict[str, Any]:
     return out
 
 
+_DATASET_HELP = (
+    "Dataset: bundled digits, breast_cancer, wine, iris, mnist (5,000 images); or from --data-root: "
+    "mnist_idx, fashion_mnist (IDX files), cifar10 (python batches)."
+)
+
+
 @app.command()
 def fit(
-    dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
+    dataset: str = typer.Option("digits", help=_DATASET_HELP),
+    data_root: Optional[Path] = typer.Option(None, help="Folder with the standard files of a folder dataset."),
+    model: Optional[str] = typer.Option(None, help="Network: mlp, cnn (images) or edge; default: the one the policy grows."),
+    policy: Optional[str] = typer.Option(None, help="Growth policy: natural, secnn, edges or fixed (default natural; secnn with --model cnn)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 100)."),
     seed: int = typer.Option(0, help="Seed of the split, weights, shuffling and candidate search."),
     out: Path = typer.Option(Path("runs/fit"), help="Output folder (checkpoint, history, plot)."),
@@ -48,20 +57,22 @@ def fit(
     from .plotting import plot_growth
     from .trainer import PrintGrowth, Trainer
 
-    overrides = parse_overrides(set_)
+    overrides = {**_model_overrides(model, policy), **parse_overrides(set_)}
     overrides["seed"] = seed
     overrides.setdefault("progress", not quiet)
     if epochs is not None:
         overrides["max_epochs"] = epochs
     try:
-        ds = load_dataset(dataset, seed=seed)
+        ds = load_dataset(dataset, seed=seed, root=data_root)
         conf = cfgmod.resolve(overrides)
-        model, policy, train = cfgmod.build(conf, ds.n_features, ds.n_classes)
-    except ValueError as exc:
+        net, grower, train = cfgmod.build(conf, ds.n_features, ds.n_classes, ds.image_shape)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{ds.description}")
-    typer.echo(f"start: hidden {model.hidden}, {model.n_params()} parameters, policy {conf['policy']} on {train.device}")
-    trainer = Trainer(model, policy, train, [PrintGrowth()])
+    typer.echo(
+        f"start: {type(net).__name__} {net.hidden}, {net.n_params()} parameters, policy {conf['policy']} on {train.device}"
+    )
+    trainer = Trainer(net, grower, train, [PrintGrowth()])
     t0 = time.perf_counter()
     trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
     seconds = time.perf_counter() - t0
@@ -78,8 +89,7 @@ def fit(
         "hidden": trainer.model.hidden,
         "n_params": trainer.model.n_params(),
         "n_growth_events": len(log),
-        "width_events": sum(e["kind"] == "neuron" for e in log),
-        "depth_events": sum(e["kind"] == "layer" for e in log),
+        "events_by_kind": {k: sum(e["kind"] == k for e in log) for k in sorted({e["kind"] for e in log})},
         "epochs": trainer.epoch,
         "stopped_early": trainer.stopped_early,
         "test_accuracy": test_acc,
@@ -90,13 +100,39 @@ def fit(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     typer.echo(
-        f"\nfinal architecture: {ds.n_features} -> {' -> '.join(map(str, trainer.model.hidden)) or '(no hidden layer)'} -> {ds.n_classes}"
-        f"\nparameters: {summary['n_params']}   growth events: {len(log)} ({summary['width_events']} width, {summary['depth_events']} depth)"
+        f"\nfinal architecture: {_describe_arch(trainer.model, ds)}"
+        f"\nparameters: {summary['n_params']}   growth events: {len(log)}"
+        f" ({', '.join(f'{n} {k}' for k, n in summary['events_by_kind'].items()) or 'none'})"
         f"\nepochs: {trainer.epoch}{' (early stop)' if trainer.stopped_early else ''}   time: {seconds:.1f} s"
         f" ({trainer.timings['growth']:.1f} s in growth checks)"
         f"\ntest accuracy: {test_acc:.4f}   (best-validation model, {len(ds.y_test)} test samples)"
         f"\nwrote {out / 'checkpoint'}, {out / 'summary.json'}, {plot}"
     )
+
+
+def _model_overrides(model: str | None, policy: str | None) -> dict[str, Any]:
+    """``--model``/``--policy`` as config keys; ``--model cnn`` alone picks the secnn policy."""
+    out: dict[str, Any] = {}
+    if model is not None:
+        out["model"] = model
+    if policy is not None:
+        out["policy"] = policy
+    elif model == "cnn":
+        out["policy"] = "secnn"
+    elif model == "edge":
+        out["policy"] = "edges"
+    return out
+
+
+def _describe_arch(model, ds) -> str:
+    """One line: ``784 -> 12 -> 10`` for an MLP, the block channels for a CNN, vertices for edges."""
+    kind = type(model).__name__
+    if kind == "GrowingMLP":
+        return f"{ds.n_features} -> {' -> '.join(map(str, model.hidden)) or '(no hidden layer)'} -> {ds.n_classes}"
+    if kind == "GrowingCNN":
+        blocks = "  ".join(f"block {i}: {'-'.join(map(str, b))}" for i, b in enumerate(model.hidden))
+        return f"{'x'.join(map(str, ds.image_shape))} image -> {blocks} -> {ds.n_classes}  (conv layer channels per block)"
+    return f"{kind} {model.hidden}"
 
 
 def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
@@ -125,8 +161,10 @@ def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
 
 @app.command()
 def tune(
-    dataset: str = typer.Option("digits", help="Bundled dataset: digits, breast_cancer, wine, iris, mnist."),
-    search_space: str = typer.Option("quick", help="Bundled search space (quick, mlp) or a YAML file."),
+    dataset: str = typer.Option("digits", help=_DATASET_HELP),
+    data_root: Optional[Path] = typer.Option(None, help="Folder with the standard files of a folder dataset."),
+    model: Optional[str] = typer.Option(None, help="Fix the network in every trial: mlp, cnn or edge (cnn defaults the search space to 'cnn')."),
+    search_space: Optional[str] = typer.Option(None, help="Bundled search space (quick, mlp, policies, cnn) or a YAML file (default quick; cnn with --model cnn)."),
     num_samples: int = typer.Option(20, help="Number of trials."),
     max_concurrent: int = typer.Option(2, help="Trials running at once (each gets cluster CPUs // this)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."),
@@ -147,12 +185,13 @@ def tune(
     the alias `champion`."""
     from .tune import run_search
 
-    overrides = parse_overrides(set_)
+    overrides = {**({"model": model} if model else {}), **parse_overrides(set_)}
+    search_space = search_space or ("cnn" if model == "cnn" else "quick")
     typer.echo(f"senn-automl tune: {num_samples} trials of search space {search_space!r} on {dataset}, {max_concurrent} at a time")
     t0 = time.perf_counter()
     try:
         res = run_search(
-            dataset=dataset, search_space=search_space, num_samples=num_samples, max_concurrent=max_concurrent,
+            dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples, max_concurrent=max_concurrent,
             tracking_uri=tracking_uri, storage=storage, study_name=study_name, address=address, resume=resume,
             multi_objective=multi_objective, gpus_per_trial=gpus_per_trial, seed=seed, out=out,
             registered_model_name=registered_model_name, experiment_name=experiment, progress=typer.echo,

@@ -116,20 +116,20 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
 
 # ---------------------------------------------------------------------------------- pyfunc model
 class SENNPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour of a :class:`~senn_automl.modules.GrowingMLP` checkpoint.
+    """pyfunc flavour of a growable-model checkpoint (GrowingMLP, GrowingCNN, EdgeMLP).
 
     Artifacts: ``arch`` (``arch.json``, key ``"spec"``) and ``state`` (``state.pt``, key ``"model"``
     = state_dict). No nn.Module is pickled: the model is rebuilt from the spec, then the weights
-    are loaded. ``predict`` takes a DataFrame or array of shape (n, n_features) and returns class
-    probabilities, a float64 array of shape (n, n_classes).
+    are loaded. ``predict`` takes a DataFrame or array of shape (n, n_features) (images flattened
+    channels-first, C·H·W columns, for a CNN) and returns class probabilities, a float64 array of shape (n, n_classes).
     """
 
     def load_context(self, context) -> None:
-        from senn_automl.modules import GrowingMLP
+        from senn_automl.modules import model_from_spec
 
         with open(context.artifacts["arch"]) as f:
             meta = json.load(f)
-        self.model = GrowingMLP.from_spec(meta["spec"])
+        self.model = model_from_spec(meta["spec"])
         state = torch.load(context.artifacts["state"], map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.model.eval()
@@ -140,7 +140,8 @@ class SENNPyfunc(mlflow.pyfunc.PythonModel):
         X = np.asarray(model_input, dtype=np.float32)
         if X.ndim == 1:
             X = X.reshape(1, -1)
-        n_features = self.model.in_features
+        shape = getattr(self.model, "in_shape", None)
+        n_features = int(np.prod(shape)) if shape is not None else self.model.in_features
         if X.ndim != 2 or X.shape[1] != n_features:
             raise ValueError(f"model_input has shape {X.shape}; expected (n, {n_features}) features")
         with torch.no_grad():

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: Trial-config keys that carry wiring (tracking, study), not model/growth settings.
-PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "dataset")
+PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "dataset", "data_root")
 
 #: Metrics sent to Tune every epoch.
 REPORTED_METRICS = ("val_acc", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
@@ -180,8 +180,8 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
 
     ``config`` is the flat trial config (keys of :data:`senn_automl.config.DEFAULTS`) plus the
     plumbing keys ``mlflow_uri, experiment_id, parent_run_id, study_name,
-    registered_model_name, dataset``. ``data`` = ``(X_train, y_train, X_val, y_val, n_features,
-    n_classes)``, passed with ``tune.with_parameters`` (object store); without it the dataset named
+    registered_model_name, dataset, data_root``. ``data`` = ``(X_train, y_train, X_val, y_val,
+    n_features, n_classes, image_shape)`` (image_shape (C, H, W) or None), passed with ``tune.with_parameters`` (object store); without it the dataset named
     by ``config["dataset"]`` is loaded in the trial.
 
     With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
@@ -200,9 +200,9 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
     if data is None:
         from .data import load_dataset
 
-        ds = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)))
-        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes)
-    X_tr, y_tr, X_val, y_val, n_features, n_classes = data
+        ds = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
+        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
+    X_tr, y_tr, X_val, y_val, n_features, n_classes, image_shape = data
 
     cpus, gpus = _trial_resources()
     torch.set_num_threads(cpus)
@@ -242,7 +242,7 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
             with ckpt.as_directory() as d:
                 trainer = load_checkpoint(d, callbacks=callbacks, device=conf["device"], progress=False)
         else:
-            model, policy, train = build(conf, n_features, n_classes)
+            model, policy, train = build(conf, n_features, n_classes, image_shape)
             trainer = Trainer(model, policy, train, callbacks)
         trainer.fit(X_tr, y_tr, X_val, y_val)
     except SystemExit:  # Tune stopped the trial inside tune.report (ASHA, max_t): a normal end
@@ -496,6 +496,7 @@ def _max_epochs(conf: dict[str, Any], dists: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------------- engine
 def run_search(
     dataset: str = "digits",
+    data_root: str | os.PathLike | None = None,
     search_space: str | os.PathLike = "quick",
     num_samples: int = 20,
     max_concurrent: int = 2,
@@ -531,7 +532,8 @@ def run_search(
 
     Parameters (the CLI options of ``senn-automl tune``)
     ----------------------------------------------------
-    dataset : bundled dataset name. search_space : a bundled name (``quick``, ``mlp``) or a YAML path.
+    dataset : a dataset name of :func:`senn_automl.data.load_dataset`; data_root : its folder for the
+        folder sets (mnist_idx, fashion_mnist, cifar10). search_space : a bundled name (``quick``, ``mlp``) or a YAML path.
     num_samples : trials. max_concurrent : trials at once; each gets ``cluster CPUs // max_concurrent``
         CPUs (at least 1) unless ``cpus_per_trial`` is given, and ``gpus_per_trial`` GPUs.
     tracking_uri : MLflow URI (default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``).
@@ -575,8 +577,8 @@ def run_search(
     from .data import load_dataset
 
     try:
-        ds = load_dataset(dataset, seed=seed)
-    except ValueError as exc:
+        ds = load_dataset(dataset, seed=seed, root=data_root)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SearchSetupError(f"dataset: {exc}") from None
 
     from .search_space import load_search_space
@@ -591,8 +593,8 @@ def run_search(
     try:
         sample, dists = _dry_sample(space, seed)
         for fc in fixed_configs or []:
-            build(resolve({**split_config(sample)[0], **split_config(fc)[0]}), ds.n_features, ds.n_classes)
-        build(resolve(split_config(sample)[0]), ds.n_features, ds.n_classes)
+            build(resolve({**split_config(sample)[0], **split_config(fc)[0]}), ds.n_features, ds.n_classes, ds.image_shape)
+        build(resolve(split_config(sample)[0]), ds.n_features, ds.n_classes, ds.image_shape)
     except SearchSetupError:
         raise
     except (ValueError, TypeError) as exc:
@@ -666,7 +668,8 @@ def run_search(
     timings["ray_init_s"] = time.time() - t_ray
     try:
         return _run_started(
-            ray=ray, tune=tune, optuna=optuna, rdb=rdb, ds=ds, space=space, dataset=dataset, search_space=search_space,
+            ray=ray, tune=tune, optuna=optuna, rdb=rdb, ds=ds, space=space, dataset=dataset, data_root=data_root,
+            search_space=search_space,
             num_samples=num_samples, max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage,
             study_name=study_name, address=address, resume=resume, multi_objective=multi_objective,
             gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial, storage_path=storage_path,
@@ -681,7 +684,7 @@ def run_search(
             ray.shutdown()
 
 
-def _run_started(*, ray, tune, optuna, rdb, ds, space, dataset, search_space, num_samples, max_concurrent, tracking_uri,
+def _run_started(*, ray, tune, optuna, rdb, ds, space, dataset, data_root, search_space, num_samples, max_concurrent, tracking_uri,
                  storage, study_name, address, resume, multi_objective, gpus_per_trial, cpus_per_trial, storage_path,
                  experiment_path, seed, registered_model_name, out, experiment_name, grace_period, reduction_factor,
                  num_to_keep, progress, trial_overrides, fixed_configs, max_t, t_start, scheduler,
@@ -727,8 +730,9 @@ def _run_started(*, ray, tune, optuna, rdb, ds, space, dataset, search_space, nu
             "study_name": study_name,
             "registered_model_name": registered_model_name,
             "dataset": dataset,
+            "data_root": None if data_root is None else str(data_root),
         }
-        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes)
+        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
         trainable = tune.with_resources(tune.with_parameters(train_senn, data=data), resources)
 
         resumed = False
