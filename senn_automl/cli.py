@@ -55,7 +55,7 @@ def fit(
     from . import config as cfgmod
     from .data import load_dataset
     from .plotting import plot_growth
-    from .trainer import PrintGrowth, Trainer
+    from .trainer import PrintGrowth, Trainer, resolve_device
 
     overrides = {**_model_overrides(model, policy), **parse_overrides(set_)}
     overrides["seed"] = seed
@@ -70,7 +70,7 @@ def fit(
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{ds.description}")
     typer.echo(
-        f"start: {type(net).__name__} {net.hidden}, {net.n_params()} parameters, policy {conf['policy']} on {train.device}"
+        f"start: {type(net).__name__} {net.hidden}, {net.n_params()} parameters, policy {conf['policy']} on {resolve_device(train.device)}"
     )
     trainer = Trainer(net, grower, train, [PrintGrowth()])
     t0 = time.perf_counter()

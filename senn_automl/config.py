@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .modules import GrowingMLP
-from .policies import POLICIES, GrowthPolicy, make_policy, policy_class, policy_params
+from .policies import POLICIES, GrowthPolicy, make_policy, policy_class, policy_defaults, policy_params
 from .trainer import TrainConfig
 
 __all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "resolve"]
@@ -31,13 +31,7 @@ def _policy_defaults() -> dict[str, Any]:
     policy's default (each policy receives only its own keys, see :func:`build`)."""
     out: dict[str, Any] = {}
     for name in reversed(list(POLICIES)):
-        try:
-            cls = policy_class(name)
-        except ImportError:  # policy module not available in this build
-            continue
-        for f in dataclasses.fields(cls):
-            if f.name in policy_params(name):
-                out[f.name] = f.default
+        out.update(policy_defaults(name))
     return out
 
 
@@ -65,7 +59,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def resolve(config: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """Merge ``config`` and ``overrides`` over :data:`DEFAULTS`.
+    """Merge ``config`` and ``overrides`` over :data:`DEFAULTS`, with the chosen policy's own
+    defaults for its parameters (e.g. ``when="plateau"`` for ``policy="edges"``).
 
     Raises ``ValueError`` naming unknown keys.
     """
@@ -73,7 +68,9 @@ def resolve(config: dict[str, Any] | None = None, **overrides: Any) -> dict[str,
     unknown = sorted(set(merged) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown configuration key(s) {unknown}; valid keys: {', '.join(sorted(DEFAULTS))}")
-    return {**DEFAULTS, **merged}
+    policy = merged.get("policy", DEFAULTS["policy"])
+    own = policy_defaults(policy) if isinstance(policy, str) and policy in POLICIES else {}
+    return {**DEFAULTS, **own, **merged}
 
 
 def model_kind(config: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from .curvature import collect_kfac, delta_eta_heldout, input_saliency, prune_co
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
-__all__ = ["EVENT_KINDS", "GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "policy_class", "policy_params", "POLICIES"]
+__all__ = ["EVENT_KINDS", "GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "policy_class", "policy_defaults", "policy_params", "POLICIES"]
 
 Apply = Callable[[Callable[[GrowingMLP], list[ParamChange]]], Any]
 
@@ -527,6 +527,12 @@ def policy_class(name: str) -> type[GrowthPolicy]:
 def policy_params(name: str) -> tuple[str, ...]:
     """Names of the constructor parameters of policy ``name`` (its public dataclass fields)."""
     return tuple(f.name for f in fields(policy_class(name)) if not f.name.startswith("_") and f.name != "last_eta")
+
+
+def policy_defaults(name: str) -> dict[str, Any]:
+    """Default value of every constructor parameter of policy ``name``."""
+    cls = policy_class(name)
+    return {f.name: f.default for f in fields(cls) if f.name in policy_params(name)}
 
 
 def make_policy(name: str, **params: Any) -> GrowthPolicy:

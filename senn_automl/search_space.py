@@ -60,6 +60,7 @@ from typing import Any
 import yaml
 
 from . import config
+from .triggers import WHEN
 from .policies import POLICIES
 from .trainer import OPTIMIZERS
 
@@ -92,6 +93,10 @@ def _enumerations() -> dict[str, tuple[Any, ...]]:
         "optimizer": tuple(OPTIMIZERS),
         "relative_to": ("total", "layer"),  # NaturalExpansionPolicy.validate
         "fisher": ("gauss_newton", "empirical"),  # NaturalExpansionPolicy.validate
+        "model": tuple(config.MODELS),
+        "when": tuple(WHEN),
+        "metric": ("abs_grad", "grad_variance", "weight_sq", "weight_abs"),  # EdgeExpansionPolicy.validate
+        "threshold_rule": ("ratio", "natural"),  # SECNNPolicy.validate
     }
 
 
