@@ -4,8 +4,8 @@ Both runs train with :class:`senn_automl.trainer.Trainer` (Adam, same data, epoc
 no early stopping) on synthetic CIFAR-shaped data (3x32x32, 10 classes: a smooth random template
 per class plus noise, so there is something to learn). The fixed network is built with
 ``GrowingCNN.from_spec`` from the grown model's final spec (fresh weights, "fixed" policy).
-With ``--bf16`` training and growth scoring run under bfloat16 autocast and the edits' exactness
-check in float32. Prints images/second of both runs (training images over the wall time of ``fit``, which includes
+With ``--bf16`` the training steps run under bfloat16 autocast (``TrainConfig.precision``); growth
+scoring and the edits' exactness check stay float32. Prints images/second of both runs (training images over the wall time of ``fit``, which includes
 growth checks and the per-epoch validation pass, and over the training loop alone), the share of the
 growing run spent in growth checks, and the device.
 
@@ -40,20 +40,6 @@ def synthetic_cifar(n: int, seed: int, classes: int = 10) -> tuple[torch.Tensor,
     return X, y
 
 
-class _Trainer(Trainer):
-    """Trainer whose structural edits (and their function-preservation probe) run outside autocast,
-    so that the exactness check compares float32 outputs also in a ``--bf16`` run."""
-
-    def _apply(self, probe):
-        inner = super()._apply(probe)
-
-        def apply(edit, check: bool = True):
-            with torch.autocast(self.device.type, enabled=False):
-                return inner(edit, check)
-
-        return apply
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -67,19 +53,17 @@ def run(args) -> dict:
     Xtr, ytr, Xva, yva = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
     cfg = TrainConfig(
         max_epochs=args.epochs, batch_size=args.batch, lr=2e-3, seed=args.seed, device=str(device), patience=None,
-        restore_best=False,
+        restore_best=False, precision="bf16" if args.bf16 else "fp32",
     )
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def fit(model, policy):
-        with torch.autocast(**autocast):  # warm-up on a throwaway copy (kernel selection, allocator)
-            Trainer(copy.deepcopy(model), FixedPolicy(), cfg).fit(Xtr[: 2 * args.batch], ytr[: 2 * args.batch], Xva, yva, epochs=1)
-        trainer = _Trainer(model, policy, cfg)
+        # warm-up on a throwaway copy (kernel selection, allocator)
+        Trainer(copy.deepcopy(model), FixedPolicy(), cfg).fit(Xtr[: 2 * args.batch], ytr[: 2 * args.batch], Xva, yva, epochs=1)
+        trainer = Trainer(model, policy, cfg)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast(**autocast):
-            trainer.fit(Xtr, ytr, Xva, yva)
+        trainer.fit(Xtr, ytr, Xva, yva)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return trainer, time.perf_counter() - t0

@@ -53,7 +53,12 @@ class TrainConfig:
     partial ``fit(epochs=...)`` call. scoring_batch_size : training rows used for growth
     statistics (≥ 2). probe_size : rows of the function-preservation probe. probe_tolerance :
     relative tolerance of that check. seed : seeds weights, shuffling and candidate search.
-    device : "auto", "cpu", "cuda", ... progress : show a progress bar (tqdm).
+    device : "auto", "cpu", "cuda", ... precision : "fp32", or "bf16" for bfloat16 autocast of the
+    training steps (weights, optimiser, growth scoring and the function-preservation check stay
+    float32). progress : show a progress bar (tqdm).
+
+    The data is moved to the device once per :meth:`Trainer.fit` (no per-step host→device
+    copies); tensors are reallocated only at growth events.
 
     Raises ``ValueError`` from :meth:`validate`, naming the argument and the fix.
     """
@@ -72,6 +77,7 @@ class TrainConfig:
     probe_tolerance: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     progress: bool = False
 
     def __post_init__(self):
@@ -113,6 +119,8 @@ class TrainConfig:
             resolve_device(self.device)
         except (RuntimeError, ValueError):
             bad("device", "use 'auto', 'cpu' or 'cuda'")
+        if self.precision not in ("fp32", "bf16"):
+            bad("precision", "use 'fp32' or 'bf16' (bfloat16 autocast)")
 
 
 class Callback:
@@ -270,10 +278,12 @@ class Trainer:
         self.model.train()
         perm = torch.randperm(len(X), generator=self.generator).to(self.device)
         total = 0.0
+        bf16 = cfg.precision == "bf16"
         for i in range(0, len(X), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(X[idx]), y[idx])
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(self.model(X[idx]), y[idx])
             loss.backward()
             self.optimizer.step()
             total += float(loss.detach()) * len(idx)
