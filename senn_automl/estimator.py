@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import config as _config
 from .modules import model_from_spec
-from .policies import POLICIES, NaturalExpansionPolicy, make_policy, policy_params
+from .policies import POLICIES, NaturalExpansionPolicy, make_policy
 from .trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
 
 __all__ = ["SENNClassifier"]
@@ -32,8 +32,8 @@ __all__ = ["SENNClassifier"]
 _INFER_CHUNK = 8192
 #: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
 _PICKLED_MODEL = "__senn_pickled_model__"
-#: estimator parameters that are also policy parameters (passed to every policy that takes them)
-_SHARED_POLICY_PARAMS = ("tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
+#: estimator parameters of the natural policy (other policies take theirs from ``policy_params``)
+_NATURAL_PARAMS = ("tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
                          "n_candidates", "candidate_steps", "damping")
 
 
@@ -69,13 +69,14 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     policy : {"natural", "secnn", "edges", "fixed"}, default="natural"
         ``"natural"``: SENN's natural expansion policy (MLP). ``"secnn"``: SECNN block growth of
         a CNN (images). ``"edges"``: edge-based expansion with pruning (EdgeMLP). ``"fixed"``:
-        no growth (baseline). The natural-policy parameters below are validated whatever the
-        policy, so switching policy never reveals a latent error; those the chosen policy also
-        takes (``tau``, ``alpha``, ``expansion_interval``, ``damping``, ...) are passed to it.
+        no growth (baseline). The natural-policy parameters below (``tau`` ... ``damping``) are
+        validated whatever the policy, so switching policy never reveals a latent error; the
+        other policies have their own defaults and take their settings from ``policy_params``
+        (their ``tau``, for one, has another meaning).
     policy_params : dict or None, default=None
         Further parameters of the chosen policy by name, e.g. ``{"metric": "abs_grad",
-        "prune_after": 5}`` for ``"edges"``, ``{"widen_step": 8}`` for ``"secnn"``,
-        ``{"prune_after": 10}`` for ``"natural"``; they override the shared ones. Unknown names
+        "prune_after": 5}`` for ``"edges"``, ``{"widen_step": 8, "tau": 1.02}`` for ``"secnn"``,
+        ``{"prune_after": 10}`` for ``"natural"`` (overriding the parameters above). Unknown names
         raise ``ValueError`` listing the valid ones.
     model : {"auto", "mlp", "cnn", "edge"}, default="auto"
         Network kind; ``"auto"`` uses the one the policy grows (secnn → cnn, edges → edge,
@@ -312,7 +313,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         extra = self.policy_params if self.policy_params is not None else {}
         if not isinstance(extra, dict):
             raise ValueError(f"policy_params={extra!r} is invalid: use a dict of policy parameters, e.g. {{'prune_after': 5}}, or None")
-        shared = {k: _plain(getattr(self, k)) for k in _SHARED_POLICY_PARAMS if k in policy_params(self.policy)}
+        shared = {k: _plain(getattr(self, k)) for k in _NATURAL_PARAMS} if self.policy == "natural" else {}
         policy = make_policy(self.policy, **{**shared, **{k: _plain(v) for k, v in extra.items()}})
         if self.model not in _config.MODELS:
             raise ValueError(f"model={self.model!r} is unknown; choose one of: {', '.join(map(repr, _config.MODELS))}")

@@ -496,7 +496,6 @@ def _max_epochs(conf: dict[str, Any], dists: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------------- engine
 def run_search(
     dataset: str = "digits",
-    data_root: str | os.PathLike | None = None,
     search_space: str | os.PathLike = "quick",
     num_samples: int = 20,
     max_concurrent: int = 2,
@@ -522,6 +521,7 @@ def run_search(
     fixed_configs: list[dict[str, Any]] | None = None,
     scheduler: str = "asha",
     callbacks: Sequence[Any] | None = None,
+    data_root: str | os.PathLike | None = None,
 ) -> SearchResult:
     """Run (or resume) a growth-hyperparameter search; returns a :class:`SearchResult`.
 
