@@ -26,7 +26,13 @@ def parse_overrides(items: List[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --set tau=0.05)", param_hint="--set")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string; 1.2 (and people) read a number
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 

@@ -10,7 +10,8 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     """Write a PNG with parameters and validation accuracy against epochs, growth events marked.
 
     ``history`` : per-epoch records with ``epoch``, ``n_params``, ``val_acc``; ``growth_log`` :
-    event dicts with ``epoch`` and ``kind`` ("neuron" or "layer"). Returns the path written.
+    event dicts with ``epoch`` and ``kind`` (any of :data:`senn_automl.policies.EVENT_KINDS`; one
+    colour and line style per kind). Returns the path written.
     """
     import matplotlib
 
@@ -24,11 +25,15 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     ax_a.plot(epochs, [r["val_acc"] for r in history], color="tab:green")
     ax_a.set_ylabel("validation accuracy")
     ax_a.set_xlabel("epoch")
-    styles = {"neuron": ("tab:orange", ":"), "layer": ("tab:red", "--")}
+    styles = {
+        "neuron": ("tab:orange", ":", "neuron added"), "layer": ("tab:red", "--", "layer inserted"),
+        "conv_layer": ("tab:red", "--", "conv layer added"), "channels": ("tab:orange", ":", "block widened"),
+        "edges": ("tab:purple", "--", "edges expanded"), "prune": ("tab:gray", ":", "pruned"),
+    }
     seen = set()
     for ev in growth_log:
-        color, ls = styles.get(ev["kind"], ("gray", "-."))
-        label = None if ev["kind"] in seen else f"{ev['kind']} added"
+        color, ls, text = styles.get(ev["kind"], ("gray", "-.", ev["kind"]))
+        label = None if ev["kind"] in seen else text
         seen.add(ev["kind"])
         for ax in (ax_p, ax_a):
             ax.axvline(ev["epoch"] + 1, color=color, linestyle=ls, alpha=0.7, label=label if ax is ax_p else None)

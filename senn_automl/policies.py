@@ -87,7 +87,7 @@ class GrowthEvent:
             "conv_layer": f"added a conv layer to block {self.where}",
             "channels": f"widened block {self.where} by {self.n} channels",
             "edges": f"expanded {self.n} edges of layer {self.where}",
-            "prune": f"pruned {self.n} unit(s) at {self.where}",
+            "prune": f"pruned {self.n} edge(s)/neuron(s) of layer {self.where}",
         }.get(self.kind, f"{self.kind} at {self.where}")
         parts = [f"epoch {self.epoch + 1:>4}: {what}", f"score={self.score:.4g}"]
         if math.isfinite(self.ratio):
