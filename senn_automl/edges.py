@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import DEFAULT_ACTIVATION, IDENTITY, ParamChange, RationalActivation, _grow, rational
+from .modules import DEFAULT_ACTIVATION, IDENTITY, ParamChange, RationalActivation, _grow, check_mlp_sizes, rational
 from .policies import Apply, GrowthEvent, GrowthPolicy
 
 __all__ = [
@@ -290,11 +290,7 @@ class EdgeMLP(nn.Module):
         activation_init: Sequence[float] = DEFAULT_ACTIVATION,
     ):
         super().__init__()
-        hidden = [int(h) for h in hidden]
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"in_features={in_features} and out_features={out_features} must be >= 1")
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden={hidden}: every base hidden width must be >= 1")
+        hidden = check_mlp_sizes(in_features, out_features, hidden)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.base_hidden = hidden

@@ -86,6 +86,16 @@ def _grow(param: nn.Parameter, dim: int, extra: torch.Tensor) -> tuple[nn.Parame
     return new, ParamChange(param, new, index)
 
 
+def check_mlp_sizes(in_features: int, out_features: int, hidden: Sequence[int]) -> list[int]:
+    """Validate MLP sizes; return ``hidden`` as ints. Raises ``ValueError`` naming the bad size."""
+    hidden = [int(h) for h in hidden]
+    if in_features < 1 or out_features < 1:
+        raise ValueError(f"in_features={in_features} and out_features={out_features} must be >= 1")
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden={hidden}: every hidden width must be >= 1")
+    return hidden
+
+
 class GrowingMLP(nn.Module):
     """A multilayer perceptron that can add neurons and insert hidden layers while training.
 
@@ -121,11 +131,7 @@ class GrowingMLP(nn.Module):
         activation_init: Sequence[float] = DEFAULT_ACTIVATION,
     ):
         super().__init__()
-        hidden = [int(h) for h in hidden]
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"in_features={in_features} and out_features={out_features} must be >= 1")
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden={hidden}: every hidden width must be >= 1")
+        hidden = check_mlp_sizes(in_features, out_features, hidden)
         if max_depth < len(hidden):
             raise ValueError(f"max_depth={max_depth} is below the start depth {len(hidden)}; raise max_depth")
         if hidden and max_width < max(hidden):

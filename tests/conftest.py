@@ -149,3 +149,15 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def eval_outputs(model, X):
+    """Outputs of ``model`` on ``X`` in eval mode without gradient; the model's mode is restored."""
+    import torch
+
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(X)
+    model.train(was)
+    return out

@@ -13,17 +13,9 @@ import torch.nn.functional as F
 from senn_automl.cnn import GrowingCNN
 from senn_automl.modules import ParamChange, model_from_spec
 from senn_automl.surgery import apply_edit
+from conftest import eval_outputs
 
 SHAPES = [(1, 8, 8), (3, 32, 32)]
-
-
-def _eval_out(model, X):
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(X)
-    model.train(was)
-    return out
 
 
 def _train_out(model, X):
@@ -72,7 +64,7 @@ def test_forward_shapes_and_flat_input(shape):
     X, _ = _data(shape, n=4)
     out = model(X)
     assert out.shape == (4, 10) and out.dtype == torch.float32
-    assert torch.equal(_eval_out(model, X), _eval_out(model, X.reshape(4, -1)))
+    assert torch.equal(eval_outputs(model, X), eval_outputs(model, X.reshape(4, -1)))
     assert model.hidden == [[16], [16], [16]]
     assert model.n_params() == sum(p.numel() for p in model.parameters())
 
@@ -97,11 +89,11 @@ def test_random_edit_sequences_preserve_function(shape, seed):
         if not options:
             break
         kind, b, k = rng.choice(options)
-        before_eval, before_train = _eval_out(model, X), _train_out(model, X)
+        before_eval, before_train = eval_outputs(model, X), _train_out(model, X)
         hidden, n_before = model.hidden, model.n_params()
         changes = model.add_conv_layer(b, generator=g) if kind == "layer" else model.widen_block(b, k, g)
         assert all(isinstance(c, ParamChange) for c in changes)
-        assert float((_eval_out(model, X) - before_eval).abs().max()) < 1e-5, (seed, step, kind, b)
+        assert float((eval_outputs(model, X) - before_eval).abs().max()) < 1e-5, (seed, step, kind, b)
         assert float((_train_out(model, X) - before_train).abs().max()) < 1e-5, (seed, step, kind, b)
         _check_consistent(model)
         if kind == "layer":
@@ -165,7 +157,7 @@ def test_optimizer_state_carried_into_slices_and_training_continues():
         F.cross_entropy(model(X), y).backward()
         opt.step()
     saved = {id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
-    loss_before = float(F.cross_entropy(_eval_out(model, X), y))
+    loss_before = float(F.cross_entropy(eval_outputs(model, X), y))
 
     changes, diff = apply_edit(model, lambda m: m.widen_block(0, 4), probe=X, optimizer=opt)
     assert diff < 1e-5
@@ -212,7 +204,7 @@ def test_spec_round_trip(shape):
     for rebuilt in (GrowingCNN.from_spec(spec), model_from_spec(spec)):
         assert isinstance(rebuilt, GrowingCNN) and rebuilt.spec() == model.spec()
         rebuilt.load_state_dict(model.state_dict())
-        assert torch.equal(_eval_out(rebuilt, X), _eval_out(model, X))
+        assert torch.equal(eval_outputs(rebuilt, X), eval_outputs(model, X))
         assert torch.equal(_train_out(rebuilt, X), _train_out(model, X))
         assert rebuilt.n_params() == model.n_params()
     with pytest.raises(ValueError, match="not 'GrowingCNN'"):
@@ -278,7 +270,7 @@ def test_edits_on_cuda():
     _train_steps(model, X, y, 2)
     g = torch.Generator(device="cuda").manual_seed(0)
     for edit in (lambda m: m.widen_block(0, 4, g), lambda m: m.add_conv_layer(2, generator=g), lambda m: m.widen_block(2, 4)):
-        before = _eval_out(model, X)
+        before = eval_outputs(model, X)
         edit(model)
         assert all(p.is_cuda for p in model.parameters()) and all(b.is_cuda for b in model.buffers())
-        assert float((_eval_out(model, X) - before).abs().max()) < 1e-5
+        assert float((eval_outputs(model, X) - before).abs().max()) < 1e-5

@@ -10,16 +10,8 @@ import torch
 
 from senn_automl.modules import IDENTITY, GrowingMLP, ParamChange, RationalActivation, rational
 from senn_automl.surgery import FunctionNotPreservedError, apply_edit
+from conftest import eval_outputs
 
-
-
-def _outputs(model: GrowingMLP, X: torch.Tensor) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(X)
-    model.train(was)
-    return out
 
 
 def _random_neuron_edit(model: GrowingMLP, rng: random.Random, g: torch.Generator):
@@ -62,10 +54,10 @@ def test_random_growth_sequences_preserve_function(seed):
         if not options:
             break
         (kind, where, k), edit = rng.choice(options)
-        before = _outputs(model, X)
+        before = eval_outputs(model, X)
         hidden_before, n_before = list(model.hidden), model.n_params()
         changes = edit(model)
-        after = _outputs(model, X)
+        after = eval_outputs(model, X)
         assert torch.isfinite(after).all()
         tol = 1e-4 * max(1.0, float(before.abs().max()))
         assert float((after - before).abs().max()) <= tol, (seed, step, kind, where)
@@ -97,12 +89,12 @@ def test_linear_model_grows_by_layer_then_neurons():
     model = GrowingMLP(3, 2, (), max_width=8, max_depth=3)
     assert not model.can_add_neurons(0)
     X = 3 * torch.randn(32, 3)
-    before = _outputs(model, X)
+    before = eval_outputs(model, X)
     model.insert_layer(0, torch.eye(3) + 0.1 * torch.randn(3, 3), torch.zeros(3))
     model.add_neurons(0, torch.randn(2, 3), torch.randn(2), torch.randn(2, 3))
     model.insert_layer(1, torch.eye(5) + 0.1 * torch.randn(5, 5), 0.1 * torch.randn(5))
     assert model.hidden == [5, 5]
-    assert float((_outputs(model, X) - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
+    assert float((eval_outputs(model, X) - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
 
 
 def test_inserted_layer_is_identity_activated_and_conditioned():
@@ -110,9 +102,9 @@ def test_inserted_layer_is_identity_activated_and_conditioned():
     B = torch.eye(5)
     B[0] = B[1]  # singular: clipped singular values keep the inverse finite
     X = 3 * torch.randn(40, 4)
-    before = _outputs(model, X)
+    before = eval_outputs(model, X)
     model.insert_layer(1, B, torch.zeros(5))
-    assert float((_outputs(model, X) - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
+    assert float((eval_outputs(model, X) - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
     act = model.activations[1]
     assert torch.equal(act.v.detach(), torch.zeros(5)) and torch.equal(act.c.detach(), torch.zeros(5))
     assert torch.equal(act.l.detach(), torch.ones(5))
@@ -220,7 +212,7 @@ def test_spec_round_trip_reproduces_grown_model_exactly():
     assert rebuilt.spec() == spec
     rebuilt.load_state_dict(model.state_dict())
     X = 3 * torch.randn(50, 5)
-    assert torch.equal(_outputs(rebuilt, X), _outputs(model, X))
+    assert torch.equal(eval_outputs(rebuilt, X), eval_outputs(model, X))
     assert rebuilt.n_params() == model.n_params()
     # a model rebuilt from the start size cannot take the grown state dict
     with pytest.raises(RuntimeError):
@@ -291,12 +283,12 @@ def test_insert_layer_with_zero_matrix_is_rejected_or_preserves_function():
     torch.manual_seed(2)
     model = GrowingMLP(4, 3, (5,), max_width=8, max_depth=3)
     X = 3 * torch.randn(16, 4)
-    before = _outputs(model, X)
+    before = eval_outputs(model, X)
     try:
         model.insert_layer(1, torch.zeros(5, 5), torch.zeros(5))
     except ValueError:
-        assert model.depth == 1 and torch.equal(_outputs(model, X), before)
+        assert model.depth == 1 and torch.equal(eval_outputs(model, X), before)
         return
-    after = _outputs(model, X)
+    after = eval_outputs(model, X)
     assert torch.isfinite(after).all()
     assert float((after - before).abs().max()) <= 1e-4 * max(1.0, float(before.abs().max()))
