@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .modules import GrowingMLP
-from .policies import POLICIES, GrowthPolicy, make_policy, policy_class, policy_defaults, policy_params
+from .policies import POLICIES, GrowthPolicy, make_policy, policy_defaults, policy_params
 from .trainer import TrainConfig
 
 __all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "resolve"]

@@ -1,13 +1,12 @@
 """Pruning for the natural policy: η-share, OBS saliency, K-FAC compensation, neuron removal."""
 
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from senn_automl.curvature import collect_kfac, input_saliency, natural_expansion_score, DampedFactor, prune_compensation
+from senn_automl.curvature import collect_kfac, input_saliency, prune_compensation
 from senn_automl.modules import GrowingMLP
 from senn_automl.policies import NaturalExpansionPolicy, make_policy
 from senn_automl.surgery import apply_edit
