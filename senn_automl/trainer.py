@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import augment_flip_crop
 from .modules import model_from_spec
 from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, _listed, make_policy
 from .surgery import apply_edit
@@ -55,7 +56,9 @@ class TrainConfig:
     relative tolerance of that check. seed : seeds weights, shuffling and candidate search.
     device : "auto", "cpu", "cuda", ... precision : "fp32", or "bf16" for bfloat16 autocast of the
     training steps (weights, optimiser, growth scoring and the function-preservation check stay
-    float32). progress : show a progress bar (tqdm).
+    float32). augment : random horizontal flips and shifts of up to 4 pixels
+    (:func:`senn_automl.augment.augment_flip_crop`, torch only) of every training batch, for image
+    models (those with ``in_shape``); ignored for others. progress : show a progress bar (tqdm).
 
     The data is moved to the device once per :meth:`Trainer.fit` (no per-step host→device
     copies); tensors are reallocated only at growth events.
@@ -78,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    augment: bool = False
     progress: bool = False
 
     def __post_init__(self):
@@ -279,11 +283,15 @@ class Trainer:
         perm = torch.randperm(len(X), generator=self.generator).to(self.device)
         total = 0.0
         bf16 = cfg.precision == "bf16"
+        shape = getattr(self.model, "in_shape", None) if cfg.augment else None
         for i in range(0, len(X), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
+            xb = X[idx]
+            if shape is not None:
+                xb = augment_flip_crop(xb.reshape(len(idx), *shape), self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(self.model(X[idx]), y[idx])
+                loss = F.cross_entropy(self.model(xb), y[idx])
             loss.backward()
             self.optimizer.step()
             total += float(loss.detach()) * len(idx)

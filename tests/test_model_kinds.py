@@ -132,3 +132,26 @@ def test_search_runs_every_policy_and_compare_shows_them(tmp_path):
     cmp = compare(uri, out=tmp_path / "cmp")
     summary = pd.read_csv(cmp.csv)
     assert sorted(summary["policy"]) == ["edges", "fixed", "natural", "secnn"]
+
+
+def test_trainer_augments_image_batches_only_when_asked(digits_images):
+    """augment=True changes what a CNN trains on (flips/shifts), leaves MLP training untouched, and
+    a seeded run stays reproducible."""
+    import torch
+
+    from senn_automl.config import make_model
+    from senn_automl.trainer import TrainConfig, Trainer
+
+    X, y = digits_images
+    flat = X.reshape(len(X), -1)[:400]
+
+    def run(kind, augment):
+        torch.manual_seed(0)
+        model = make_model(kind, 64, 10, image_shape=(1, 8, 8), hidden=(8,))
+        cfg = TrainConfig(max_epochs=2, seed=0, augment=augment, patience=None, restore_best=False, device="cpu")
+        t = Trainer(model, None, cfg).fit(flat, y[:400])
+        return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+
+    assert not torch.equal(run("cnn", True), run("cnn", False))
+    assert torch.equal(run("cnn", True), run("cnn", True))
+    assert torch.equal(run("mlp", True), run("mlp", False))
