@@ -299,21 +299,12 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         if not (_whole(self.verbose) or isinstance(self.verbose, bool)):
             raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
         # Built for validation whatever the policy (raises ValueError naming the argument).
-        NaturalExpansionPolicy(
-            tau=_plain(self.tau),
-            alpha=_plain(self.alpha),
-            relative_to=self.relative_to,
-            layer_cost=_plain(self.layer_cost),
-            expansion_interval=_plain(self.expansion_interval),
-            depth_cooldown=_plain(self.depth_cooldown),
-            n_candidates=_plain(self.n_candidates),
-            candidate_steps=_plain(self.candidate_steps),
-            damping=_plain(self.damping),
-        )
+        natural = {k: _plain(getattr(self, k)) for k in _NATURAL_PARAMS}
+        NaturalExpansionPolicy(**natural)
         extra = self.policy_params if self.policy_params is not None else {}
         if not isinstance(extra, dict):
             raise ValueError(f"policy_params={extra!r} is invalid: use a dict of policy parameters, e.g. {{'prune_after': 5}}, or None")
-        shared = {k: _plain(getattr(self, k)) for k in _NATURAL_PARAMS} if self.policy == "natural" else {}
+        shared = natural if self.policy == "natural" else {}
         policy = make_policy(self.policy, **{**shared, **{k: _plain(v) for k, v in extra.items()}})
         if self.model not in _config.MODELS:
             raise ValueError(f"model={self.model!r} is unknown; choose one of: {', '.join(map(repr, _config.MODELS))}")
