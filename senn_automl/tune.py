@@ -928,6 +928,13 @@ def _summarise(*, grid, optuna, storage, study_name, tracking_uri, experiment_id
     # a killed driver may have started trials that its last snapshot did not record; the restored
     # search re-ran their configurations as new trials, so their versions are stale duplicates
     trials = set(lb["trial"])
+    for run in runs:  # their runs stay (ended KILLED above if they were running), marked as discarded
+        tid = run.data.tags.get("ray.trial_id")
+        if tid and tid not in trials:
+            try:
+                client.set_tag(run.info.run_id, "discarded_by_resume", "true")
+            except Exception:
+                pass
     orphans = [v for v in versions if v.tags.get("ray.trial_id") and v.tags["ray.trial_id"] not in trials]
     for v in orphans:
         try:

@@ -254,9 +254,11 @@ def test_resume_after_driver_killed(tmp_path, ray_tmp):
     trials = set(pd.read_csv(out / "leaderboard.csv")["trial"])
     assert len(trials) == 4
     assert {r.data.tags["ray.trial_id"] for r in kids} >= trials  # every trial has its run(s) under it
-    # runs of trials the killed driver started after its last snapshot: ended KILLED, not in the registry
-    orphans = [r for r in kids if r.data.tags["ray.trial_id"] not in trials]
-    assert all(r.info.status == "KILLED" for r in orphans)
+    # runs of trials the killed driver started after its last snapshot: no longer running (KILLED, or
+    # FINISHED when the trial ended before the kill), tagged as discarded, not in the registry
+    orphans = [client.get_run(r.info.run_id) for r in kids if r.data.tags["ray.trial_id"] not in trials]
+    assert all(r.info.status in ("KILLED", "FINISHED", "FAILED") for r in orphans), [r.info.status for r in orphans]
+    assert all(r.data.tags.get("discarded_by_resume") == "true" for r in orphans)
     assert {v.tags["ray.trial_id"] for v in versions} <= trials
     assert "leaderboard.csv" in [a.path for a in client.list_artifacts(parents[0].info.run_id)]
 
