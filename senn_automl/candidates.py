@@ -90,6 +90,7 @@ def best_neuron_candidate(
     damping: float = 0.1,
     prior: float = 1e-2,
     generator: torch.Generator | None = None,
+    init: CandidatePool | None = None,
 ) -> Candidate:
     """Optimise ``n_candidates`` single-neuron candidates for hidden layer ``layer`` jointly and
     return the best.
@@ -99,6 +100,9 @@ def best_neuron_candidate(
     h_in : (B, d_in) inputs of the widened layer (``x`` or the previous hidden layer) on the scoring batch.
     consumer : K-FAC stats of the consumer layer (the layer after the widened one).
     steps, lr : Adam ascent of ``Σ_p log Δη'_p − prior·½‖θ_p‖²``.
+    init : start from this pool (its P candidates, d_in columns) instead of random candidates,
+        e.g. the previous round's pool within one growth check (then a few ``steps`` suffice).
+        Ignored when its input width differs from ``h_in``'s.
 
     The score of candidate p is ``Δη'_p = C_p G⁻¹ C_pᵀ / A_f,p`` with ``C_p = E[f_p rᵀ]`` (k = 1).
     """
@@ -107,7 +111,10 @@ def best_neuron_candidate(
     r = r64.float()
     G_inv_rT = consumer.G_inv.solve(r64.T).float()  # (d_out, B)
     n = h.shape[0]
-    W, b, theta = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
+    if init is not None and init.weight.shape[1] == h.shape[1]:
+        W, b, theta = (t.detach().to(h).clone().requires_grad_(True) for t in (init.weight, init.bias, init.act_params))
+    else:
+        W, b, theta = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
 
     def scores():
         f = _features(h, W, b, theta)  # (B, P)

@@ -213,6 +213,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
     expansion_interval : epochs between checks, ≥ 1.
     depth_cooldown : checks without depth proposals after an insertion, ≥ 0.
     n_candidates, candidate_steps : P neuron candidates per layer and their ascent steps.
+    refine_steps : ascent steps of the later rounds of one check: after neurons were added, the
+        next round starts each layer's candidates from its previous pool (whose residual changed
+        only by the added features) instead of from random, and proposes no layer (a layer
+        proposal is made in the first round of a check; its residual has only shrunk since).
     damping : γ of the K-FAC factors, > 0.
     fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
     accept_on : "validation" (default): thresholds are tested on the validation split with the
@@ -241,6 +245,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
     depth_cooldown: int = 3
     n_candidates: int = 100
     candidate_steps: int = 50
+    refine_steps: int = 10
     damping: float = 0.1
     fisher: str = "gauss_newton"
     accept_on: str = "validation"
@@ -280,6 +285,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("n_candidates", self.n_candidates, "use at least 1 candidate per layer")
         if not (whole(self.candidate_steps) and self.candidate_steps >= 0):
             bad("candidate_steps", self.candidate_steps, "use a whole number of steps >= 0")
+        if not (whole(self.refine_steps) and self.refine_steps >= 0):
+            bad("refine_steps", self.refine_steps, "use a whole number of steps >= 0")
         if not (number(self.damping) and self.damping > 0):
             bad("damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         if self.fisher not in ("gauss_newton", "empirical"):
@@ -358,10 +365,12 @@ class NaturalExpansionPolicy(GrowthPolicy):
             ))
         return events
 
-    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None):
+    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None, warm=None):
         """Score the current model and its proposals.
 
-        Candidates are optimised on the scoring batch ``(X, y)``. If held-out data ``(X_val,
+        Candidates are optimised on the scoring batch ``(X, y)``. ``warm`` (later rounds of a
+        check): ``{layer: CandidatePool}`` to start neuron candidates from, with
+        ``refine_steps`` steps; no layer proposals then. If held-out data ``(X_val,
         y_val)`` with at least 2 rows is given, every proposal is then scored there with the
         debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
         held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.
@@ -394,9 +403,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
         if self.grow_width:
             for i in range(model.depth):
                 if model.can_add_neurons(i):
-                    cand = best_neuron_candidate(inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, **kw)
+                    init = (warm or {}).get(i)
+                    cand = best_neuron_candidate(
+                        inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
+                        **{**kw, "steps": self.refine_steps if init is not None else self.candidate_steps},
+                    )
                     proposals.append(rate(cand, i + 1, 1.0))
-        if self.grow_depth and self._checks - self._last_depth_check > self.depth_cooldown:
+        if self.grow_depth and warm is None and self._checks - self._last_depth_check > self.depth_cooldown:
             for p in range(model.depth + 1):
                 if model.can_insert_layer(p):
                     cand = layer_candidate(inputs[p], stats.layers[p], p, **kw)
@@ -466,8 +479,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 )
             )
 
+        warm = None  # first round: fresh candidates and layer proposals; later rounds: warm-started neurons
         while len(events) < self.n_max:
-            sc, proposals = self.propose(model, X, y, X_val, y_val, generator)
+            sc, proposals = self.propose(model, X, y, X_val, y_val, generator, warm)
             if not events:
                 self.last_eta = sc.held.eta
             if not proposals:
@@ -481,7 +495,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 self._last_depth_check = self._checks
                 self._track("layer", cand.where, model, epoch)
                 record("layer", cand.where, score, ratio, sc, before, diff)
+                warm = None  # layer indices and widths changed: start afresh
                 continue
+            warm = {c.where: c.pool for _, _, c in proposals if c.kind == "neuron"}
             for c, c_score, c_ratio, _ in self._more_neurons(model, cand, sc, self.n_max - len(events)):
                 before = model.n_params()
                 _, diff = apply(lambda m, c=c: m.add_neurons(c.where, c.weight, c.bias, c.act_params))

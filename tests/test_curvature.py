@@ -287,3 +287,35 @@ def test_eta_bounded_by_lambda_for_gauss_newton(trained):
         # output layer: G = I, η_out is the least-squares projection of δ onto a: ≤ λ exactly
         out = stats.layers[-1]
         assert out.eta <= float((out.delta**2).sum(1).mean()) + 1e-15
+
+
+# --------------------------------------------------------------------------- warm-started candidates
+
+
+def test_warm_started_candidates_continue_from_the_pool(trained):
+    from senn_automl.candidates import best_neuron_candidate
+
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    with torch.no_grad():
+        h = model.layer_inputs(X)[0]
+    g = torch.Generator().manual_seed(0)
+    cold = best_neuron_candidate(h, stats.layers[1], 0, n_candidates=16, steps=40, generator=g)
+    # zero steps from a pool: the same pool and the same best candidate back
+    same = best_neuron_candidate(h, stats.layers[1], 0, steps=0, init=cold.pool)
+    torch.testing.assert_close(same.pool.weight, cold.pool.weight)
+    assert same.score == pytest.approx(cold.score, rel=1e-5)
+    # a few refinement steps from the optimised pool do not fall back to a random start's level
+    random0 = best_neuron_candidate(h, stats.layers[1], 0, n_candidates=16, steps=0, generator=torch.Generator().manual_seed(0))
+    warm = best_neuron_candidate(h, stats.layers[1], 0, steps=5, init=cold.pool)
+    assert warm.score > random0.score
+    # a pool of another input width is ignored (random start with n_candidates)
+    other = best_neuron_candidate(h[:, :-1], stats.layers[1], 0, n_candidates=8, steps=0, init=cold.pool)
+    assert other.pool.weight.shape == (8, h.shape[1] - 1)
+
+
+def test_refine_steps_validated():
+    from senn_automl.policies import NaturalExpansionPolicy
+
+    with pytest.raises(ValueError, match="refine_steps"):
+        NaturalExpansionPolicy(refine_steps=-1)
