@@ -1,7 +1,8 @@
 """The training loop that grows a network while it trains (torch and numpy only).
 
 ``Trainer`` runs minibatch epochs with Adam/AdamW/SGD, asks its growth policy for a check after
-the epochs the policy names, applies accepted edits with a function-preservation check and
+the epochs the policy names (never after the last of ``max_epochs``: nothing would train what it
+added), applies accepted edits with a function-preservation check and
 optimiser surgery, tracks validation loss/accuracy for early stopping, and notifies callbacks at
 named points. Checkpoints hold weights, optimiser state, the architecture spec and the growth
 log, and load into a fresh process (:func:`load_checkpoint`).
@@ -297,10 +298,12 @@ class Trainer:
             total += float(loss.detach()) * len(idx)
         t1 = time.perf_counter()
         self.timings["train"] += t1 - t0
-        new = self.policy.step(
-            self.model, X_score, y_score, epoch=self.epoch, history=self.history, apply=self._apply(probe),
-            X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
-        )
+        new = []
+        if self.epoch + 1 < cfg.max_epochs:  # nothing would train what grows after the last epoch
+            new = self.policy.step(
+                self.model, X_score, y_score, epoch=self.epoch, history=self.history, apply=self._apply(probe),
+                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
+            )
         events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
         self.growth_log.extend(events)
         self.eta = self.policy.last_eta

@@ -211,8 +211,8 @@ def test_fixed_policy_never_grows(fitted_wine):
 def test_growth_on_digits_with_default_growth_settings(capsys):
     X, y = _scaled(load_digits)
     # Default tau / alpha / relative_to / layer_cost / n_candidates / candidate_steps / damping;
-    # only the schedule is shortened to a single growth check after epoch 5.
-    est = SENNClassifier(max_epochs=5, expansion_interval=5, random_state=0, device="cpu", verbose=1).fit(X, y)
+    # only the schedule is shortened to a single growth check after epoch 5 (of 6: none after the last).
+    est = SENNClassifier(max_epochs=6, expansion_interval=5, random_state=0, device="cpu", verbose=1).fit(X, y)
     hist = est.growth_history_
     assert hist, "no growth on digits with the default growth settings"
     for rec in hist:
