@@ -1,90 +1,203 @@
-"""Growth overhead: a growing run against a fixed network of its final architecture.
+"""Growth overhead: a growing run against a fixed network of its final architecture (MLP and CNN).
 
-Both runs use the same data, split, epochs (no early stopping), optimiser and seed; the fixed
-network is built from the grown model's spec with fresh weights and the "fixed" policy.
-Prints the wall-time ratio (target <= 1.3), the share of the growing run spent in growth
-checks, and writes a JSON record to bench/results/.
+    python bench/growth_overhead.py                       # the three default cases, 1 thread
+    python bench/growth_overhead.py --cases mlp-mnist --set tau=0.01
+    python bench/growth_overhead.py --device cuda         # on a GPU
 
-    python bench/growth_overhead.py --dataset mnist --epochs 40 [--set tau=0.005 ...]
+For each case, two runs with the same data, split, epochs (no early stopping), optimiser and
+seed, each in a fresh process (so one run's imports, caches and allocator do not help the other):
+
+1. the growing run, from the case's start model with its growth policy;
+2. the fixed run: a network of the grown run's final architecture, fresh weights, policy "fixed".
+
+Both processes first train a throw-away copy of the start model for one epoch on 256 rows
+(warm-up: imports, thread pools, allocator), then time ``Trainer.fit``. Reported per case:
+wall-time ratio growing / fixed (target <= 1.3), the share of the growing run spent in growth
+checks (``Trainer.timings["growth"]``: statistics, candidate search, edits), and peak memory
+(CPU: peak resident set size of the process, and its rise during the fit; CUDA: peak allocated).
+Writes ``growth_overhead.{csv,json,png}`` to ``--out``.
+
+Cases (``--cases``): ``mlp-digits`` (natural policy, 60 epochs), ``mlp-mnist`` (natural policy,
+MNIST settings below, 40 epochs), ``cnn-mnist`` (SECNN policy on 1×28×28 images, 20 epochs).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from senn_automl import config
-from senn_automl.cli import parse_overrides
-from senn_automl.data import load_dataset
-from senn_automl.modules import GrowingMLP
-from senn_automl.policies import FixedPolicy
-from senn_automl.trainer import Trainer
+from _common import add_common_args, report
+
+#: case -> (dataset, epochs, config overrides)
+CASES: dict[str, tuple[str, int, dict]] = {
+    "mlp-digits": ("digits", 60, {}),
+    "mlp-mnist": ("mnist", 40, {"max_width": 128, "weight_decay": 1e-3, "accept_on": "scoring"}),
+    "cnn-mnist": ("mnist", 20, {"policy": "secnn"}),
+}
 
 
-def run(dataset: str, epochs: int, seed: int, overrides: dict) -> dict:
+def _rss_mb() -> float:
+    """Current resident set size of this process, MiB (Linux /proc)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _measure(dataset: str, epochs: int, overrides: dict, seed: int, threads: int, device: str, spec=None) -> dict:
+    """One timed fit in this (fresh) process; ``spec`` given: a fixed network of that architecture."""
+    import torch
+    from _common import peak_rss_mb
+
+    from senn_automl import config
+    from senn_automl.data import load_dataset
+    from senn_automl.modules import model_from_spec
+    from senn_automl.policies import FixedPolicy
+    from senn_automl.trainer import Trainer
+
+    torch.set_num_threads(threads)
     ds = load_dataset(dataset, seed=seed)
-    conf = config.resolve(overrides, max_epochs=epochs, patience=None, restore_best=False, seed=seed)
-    model, policy, train = config.build(conf, ds.n_features, ds.n_classes)
+    conf = config.resolve(overrides, max_epochs=epochs, patience=None, restore_best=False, seed=seed,
+                          device=device, progress=False)
+    model, policy, train = config.build(conf, ds.n_features, ds.n_classes, ds.image_shape)
+    warm, _, _ = config.build(conf, ds.n_features, ds.n_classes, ds.image_shape)
+    Trainer(warm, FixedPolicy(), train).fit(ds.X_train[:256], ds.y_train[:256], epochs=1)
+    if spec is not None:
+        torch.manual_seed(seed)
+        model, policy = model_from_spec(spec), FixedPolicy()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start_params = model.n_params()
+    rss0 = _rss_mb()
     t0 = time.perf_counter()
-    grown = Trainer(model, policy, train).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-    t_grow = time.perf_counter() - t0
-
-    torch.manual_seed(seed)
-    fixed_model = GrowingMLP.from_spec(grown.model.spec())
-    t0 = time.perf_counter()
-    fixed = Trainer(fixed_model, FixedPolicy(), train).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
-    t_fixed = time.perf_counter() - t0
-
-    Xt, yt = torch.as_tensor(ds.X_test), torch.as_tensor(ds.y_test)
+    tr = Trainer(model, policy, train).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    Xt = torch.as_tensor(ds.X_test, device=tr.device)
+    yt = torch.as_tensor(ds.y_test, device=tr.device)
     return {
-        "dataset": ds.name,
-        "epochs": epochs,
-        "final_hidden": grown.model.hidden,
-        "n_params": grown.model.n_params(),
-        "growth_events": len(grown.growth_log),
-        "seconds_growing": round(t_grow, 2),
-        "seconds_fixed": round(t_fixed, 2),
-        "ratio": round(t_grow / t_fixed, 3),
-        "growth_check_seconds": round(grown.timings["growth"], 2),
-        "growth_check_share": round(grown.timings["growth"] / t_grow, 3),
-        "test_acc_growing": round(grown.evaluate(Xt.to(grown.device), yt.to(grown.device))[1], 4),
-        "test_acc_fixed": round(fixed.evaluate(Xt.to(fixed.device), yt.to(fixed.device))[1], 4),
-        "device": str(grown.device),
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-        "config": {k: conf[k] for k in overrides},
+        "spec": tr.model.spec(),
+        "hidden": tr.model.hidden,
+        "start_params": start_params,
+        "n_params": tr.model.n_params(),
+        "events": sum(e.kind != "prune" for e in tr.growth_log),
+        "seconds": seconds,
+        "train_s": tr.timings["train"],
+        "growth_s": tr.timings["growth"],
+        "eval_s": tr.timings["eval"],
+        "test_acc": tr.evaluate(Xt, yt)[1],
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_rise_mb": peak_rss_mb() - rss0,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "device": str(tr.device),
     }
 
 
-def main() -> None:
+def _in_fresh_process(*args, **kwargs) -> dict:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_measure, args, kwargs)
+
+
+def run_case(name: str, seed: int, threads: int, device: str, extra: dict, epochs: int | None = None) -> dict:
+    dataset, default_epochs, overrides = CASES[name]
+    overrides = {**overrides, **extra}
+    epochs = epochs or default_epochs
+    grow = _in_fresh_process(dataset, epochs, overrides, seed, threads, device)
+    fixed = _in_fresh_process(dataset, epochs, overrides, seed, threads, device, spec=grow["spec"])
+    return {
+        "case": name,
+        "dataset": dataset,
+        "epochs": epochs,
+        "device": grow["device"],
+        "start_params": grow["start_params"],
+        "final_hidden": grow["hidden"],
+        "final_params": grow["n_params"],
+        "events": grow["events"],
+        "growing_s": round(grow["seconds"], 2),
+        "fixed_s": round(fixed["seconds"], 2),
+        "ratio": round(grow["seconds"] / fixed["seconds"], 3),
+        "checks_s": round(grow["growth_s"], 2),
+        "checks_share": round(grow["growth_s"] / grow["seconds"], 3),
+        "acc_growing": round(grow["test_acc"], 4),
+        "acc_fixed": round(fixed["test_acc"], 4),
+        "peak_rss_growing_mb": round(grow["peak_rss_mb"]),
+        "peak_rss_fixed_mb": round(fixed["peak_rss_mb"]),
+        "rss_rise_growing_mb": round(grow["rss_rise_mb"], 1),
+        "rss_rise_fixed_mb": round(fixed["rss_rise_mb"], 1),
+        "cuda_peak_growing_mb": grow["cuda_peak_mb"] and round(grow["cuda_peak_mb"], 1),
+        "cuda_peak_fixed_mb": fixed["cuda_peak_mb"] and round(fixed["cuda_peak_mb"], 1),
+        "config": overrides,
+        "_grow": grow,
+        "_fixed": fixed,
+    }
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Stacked bars per case: training, growth checks, evaluation and the rest, growing vs fixed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 1.3 * len(rows)))
+    parts = (("train_s", "training steps", "tab:blue"), ("growth_s", "growth checks", "tab:red"),
+             ("eval_s", "validation", "tab:gray"))
+    ticks, labels = [], []
+    for i, row in enumerate(rows):
+        for j, which in enumerate(("_fixed", "_grow")):
+            run, y, left = row[which], 2.5 * i + j, 0.0
+            for key, label, colour in parts:
+                ax.barh(y, run[key], left=left, color=colour, label=label if (i, j) == (0, 1) else None)
+                left += run[key]
+            ax.barh(y, run["seconds"] - left, left=left, color="tab:olive", label="other" if (i, j) == (0, 1) else None)
+            what = "fixed final" if which == "_fixed" else f"growing (ratio {row['ratio']:.2f})"
+            ticks.append(y)
+            labels.append(f"{row['case']}: {what}\n{run['n_params']:,} params, test acc {run['test_acc']:.3f}")
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"wall-clock seconds ({rows[0]['device']}, same epochs)")
+    ax.set_title("Growth overhead: growing run vs a fixed network of its final architecture")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / len(rows)), ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--epochs", type=int, default=None, help="override every case's epochs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", dest="set_", action="append", default=[], help="KEY=VALUE config override")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rec = run(args.dataset, args.epochs, args.seed, parse_overrides(args.set_))
-    print(
-        f"{rec['dataset']}: {rec['epochs']} epochs on {rec['device']} ({rec['torch_threads']} threads)\n"
-        f"  growing run : {rec['seconds_growing']:8.2f} s  -> hidden {rec['final_hidden']}, {rec['n_params']} params,"
-        f" {rec['growth_events']} events, test acc {rec['test_acc_growing']}\n"
-        f"  fixed final : {rec['seconds_fixed']:8.2f} s  test acc {rec['test_acc_fixed']}\n"
-        f"  wall-time ratio growing/fixed = {rec['ratio']:.3f}   (target <= 1.3)\n"
-        f"  time in growth checks = {rec['growth_check_seconds']:.2f} s = {100 * rec['growth_check_share']:.1f} % of the growing run"
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"growth_overhead_{rec['dataset']}.json"
-    path.write_text(json.dumps(rec, indent=1))
-    print(f"  wrote {path}")
+    ap.add_argument("--set", dest="set_", action="append", default=[], help="KEY=VALUE config override for every case")
+    add_common_args(ap)
+    args = ap.parse_args(argv)
+    import torch
+
+    from senn_automl.cli import parse_overrides
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    extra = parse_overrides(args.set_)
+    rows = [run_case(c, args.seed, args.threads, device, extra, args.epochs) for c in args.cases]
+    shown = ["case", "epochs", "final_hidden", "start_params", "final_params", "events", "growing_s", "fixed_s", "ratio",
+             "checks_s", "checks_share", "acc_growing", "acc_fixed", "peak_rss_growing_mb", "peak_rss_fixed_mb"]
+    if device.startswith("cuda"):
+        shown += ["cuda_peak_growing_mb", "cuda_peak_fixed_mb"]
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    report("growth_overhead", public, args.out, device=device, columns=shown,
+           extra={"threads": args.threads, "note": "ratio = growing_s / fixed_s, target <= 1.3"})
+    png = plot(rows, args.out / "growth_overhead.png")
+    print(f"wrote {png}")
+    return public
 
 
 if __name__ == "__main__":

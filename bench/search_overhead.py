@@ -11,7 +11,7 @@ Samples N configurations of the ``quick`` search space once (seeded), then times
 3. the same with ``max_concurrent=2``.
 
 Each ``run_search`` wall time includes starting and stopping a local Ray instance. Prints the
-figures and writes them as JSON to ``bench/results/search_overhead-<UTC time>.json``. The box is
+table and writes ``search_overhead.{csv,json,png}`` to ``--out``. The box is
 shared, so repeat a run before trusting a small difference.
 """
 
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -95,55 +93,76 @@ def through_search(configs, dataset: str, seed: int, max_concurrent: int, work: 
     }
 
 
+def plot(rows: list[dict], path: Path) -> Path:
+    """Horizontal stacked bars: where the wall time of each way of running the N trainings goes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = (("validate_s", "search-space checks", "tab:gray"), ("ray_start_s", "Ray start", "tab:orange"),
+             ("tuner_fit_s", "Tuner.fit (trials, tracking)", "tab:blue"), ("summary_s", "summary", "tab:purple"))
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    for y, row in enumerate(rows):
+        if row["how"] == "plain loop":
+            ax.barh(y, row["wall_s"], color="tab:green", label="plain training loop")
+            continue
+        left = 0.0
+        for key, label, colour in parts:
+            ax.barh(y, row[key], left=left, color=colour, label=label if y == 1 else None)
+            left += row[key]
+        ax.barh(y, row["wall_s"] - left, left=left, color="tab:olive", label="other (Ray stop)" if y == 1 else None)
+    ax.set_yticks(range(len(rows)), [f"{r['how']}\n{r['wall_s']:.1f} s" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"wall-clock seconds for {rows[0]['trials']} trainings of the 'quick' space")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from _common import report
 
     configs = sample_configs(args.trials, args.seed)
     work = Path(tempfile.mkdtemp(prefix="senn-bench-"))
     try:
         loop_s, _ = plain_loop(configs, args.dataset, args.seed)
-        print(f"plain loop           : {args.trials} trainings in {loop_s:7.1f} s", flush=True)
         s1 = through_search(configs, args.dataset, args.seed, 1, work)
-        print(f"run_search, 1 at once: {args.trials} trials    in {s1['wall_s']:7.1f} s "
-              f"(overhead {s1['wall_s'] - loop_s:+.1f} s, {(s1['wall_s'] - loop_s) / args.trials:+.1f} s/trial; "
-              f"{s1['registered_versions']} model versions)", flush=True)
         s2 = through_search(configs, args.dataset, args.seed, 2, work)
-        print(f"run_search, 2 at once: {args.trials} trials    in {s2['wall_s']:7.1f} s", flush=True)
-        speedup = s1["wall_s"] / s2["wall_s"]
-        fit_speedup = s1["timings"]["fit_s"] / s2["timings"]["fit_s"]
-        for name, r in (("1 at once", s1), ("2 at once", s2)):
-            t = r["timings"]
-            print(f"  {name}: validate {t['validate_s']:.1f} s, Ray start {t['ray_init_s']:.1f} s, "
-                  f"Tuner.fit {t['fit_s']:.1f} s, summary {t['summary_s']:.1f} s")
-        print(f"speed-up from max_concurrent 1 -> 2: {speedup:.2f}x whole run_search, {fit_speedup:.2f}x Tuner.fit   "
-              f"(run_search / plain loop at 1: {s1['wall_s'] / loop_s:.2f}x)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result = {
-        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "trials": args.trials,
-        "dataset": args.dataset,
-        "search_space": "quick",
-        "configs": [c for _, c in configs],
-        "plain_loop_s": loop_s,
-        "run_search_mc1": s1,
-        "run_search_mc2": s2,
-        "overhead_s_mc1": s1["wall_s"] - loop_s,
-        "overhead_s_per_trial_mc1": (s1["wall_s"] - loop_s) / args.trials,
-        "speedup_mc1_to_mc2": speedup,
-        "speedup_mc1_to_mc2_fit_only": fit_speedup,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
+    rows = [{"how": "plain loop", "trials": args.trials, "wall_s": round(loop_s, 2)}]
+    for mc, r in ((1, s1), (2, s2)):
+        t = r["timings"]
+        rows.append({
+            "how": f"run_search, {mc} concurrent", "trials": args.trials, "wall_s": round(r["wall_s"], 2),
+            "validate_s": round(t["validate_s"], 2), "ray_start_s": round(t["ray_init_s"], 2),
+            "tuner_fit_s": round(t["fit_s"], 2), "summary_s": round(t["summary_s"], 2),
+            "overhead_s": round(r["wall_s"] - loop_s, 2), "overhead_per_trial_s": round((r["wall_s"] - loop_s) / args.trials, 2),
+            "trial_seconds_sum": round(r["trial_seconds_sum"], 2), "registered_versions": r["registered_versions"],
+        })
+    summary = {
+        "speedup_mc1_to_mc2": round(s1["wall_s"] / s2["wall_s"], 3),
+        "speedup_mc1_to_mc2_tuner_fit": round(s1["timings"]["fit_s"] / s2["timings"]["fit_s"], 3),
+        "run_search_over_plain_loop_mc1": round(s1["wall_s"] / loop_s, 3),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"search_overhead-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=1, default=str))
-    print(f"wrote {path}")
-    return result
+    report("search_overhead", rows, args.out, extra={
+        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "dataset": args.dataset,
+        "search_space": "quick", "configs": [c for _, c in configs], "summary": summary,
+        "statuses": {"mc1": s1["statuses"], "mc2": s2["statuses"]},
+    })
+    print("  " + ", ".join(f"{k} = {v}" for k, v in summary.items()))
+    print(f"wrote {plot(rows, args.out / 'search_overhead.png')}")
+    return {"rows": rows, **summary}
 
 
 if __name__ == "__main__":
