@@ -166,7 +166,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel(f"wall-clock seconds ({rows[0]['device']}, same epochs)")
     ax.set_title("Growth overhead: growing run vs a fixed network of its final architecture")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.3 / len(rows)), ncol=4, fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.1 / len(rows)), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

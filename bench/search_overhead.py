@@ -4,7 +4,8 @@
 
 Samples N configurations of the ``quick`` search space once (seeded), then times
 
-1. a plain loop: ``config.build`` + ``Trainer.fit`` for each, in this process, no tracking;
+1. a plain loop: ``config.build`` + ``Trainer.fit`` for each, in this process, one torch thread
+   (as a trial of one CPU), no tracking;
 2. ``run_search`` with exactly those configs (Optuna ``points_to_evaluate``), FIFO scheduler (so
    every trial trains the same epochs as in the loop), MLflow sqlite tracking with a registered
    version per growth check, ``max_concurrent=1``;
@@ -56,7 +57,7 @@ def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
     from senn_automl.data import load_dataset
     from senn_automl.trainer import Trainer
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(1)  # as a trial of 1 CPU (senn_automl.tune.train_senn)
     ds = load_dataset(dataset, seed=seed)
     t0 = time.perf_counter()
     accs = []
@@ -102,7 +103,7 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     parts = (("validate_s", "search-space checks", "tab:gray"), ("ray_start_s", "Ray start", "tab:orange"),
              ("tuner_fit_s", "Tuner.fit (trials, tracking)", "tab:blue"), ("summary_s", "summary", "tab:purple"))
-    fig, ax = plt.subplots(figsize=(8, 2.6))
+    fig, ax = plt.subplots(figsize=(10, 2.6))
     for y, row in enumerate(rows):
         if row["how"] == "plain loop":
             ax.barh(y, row["wall_s"], color="tab:green", label="plain training loop")
@@ -115,7 +116,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_yticks(range(len(rows)), [f"{r['how']}\n{r['wall_s']:.1f} s" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"wall-clock seconds for {rows[0]['trials']} trainings of the 'quick' space")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
