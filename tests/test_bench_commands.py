@@ -33,7 +33,8 @@ def test_growth_overhead_runs_each_side_in_its_own_process(tmp_path):
     rec = json.loads((tmp_path / "growth_overhead.json").read_text())
     (row,) = rec["rows"]
     assert row["case"] == "mlp-digits" and row["epochs"] == 12
-    assert row["ratio"] == pytest.approx(row["growing_s"] / row["fixed_s"], rel=0.02)
+    # ratio is growing / fixed (from unrounded seconds; the s columns are rounded to 0.01 s)
+    assert row["ratio"] == pytest.approx(row["growing_s"] / row["fixed_s"], rel=0.1)
     assert row["final_params"] >= row["start_params"] == 790  # 64-10-10 start
     assert 0 <= row["checks_share"] < 1 and row["peak_rss_growing_mb"] > 0
     assert rec["machine"]["device"] == "cpu"
