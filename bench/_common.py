@@ -48,6 +48,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def code_version() -> dict[str, Any]:
+    """The code a run imported: git commit of the checkout, tracked files modified in it, and a
+    SHA-1 of the ``senn_automl`` sources (compare it at the end of a long run to catch edits)."""
+    import hashlib
+    import subprocess
+
+    import senn_automl
+
+    pkg = Path(senn_automl.__file__).resolve().parent
+    digest = hashlib.sha1()
+    for f in sorted(pkg.rglob("*.py")):
+        digest.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], check=False, cwd=pkg, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    modified = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no", "..").splitlines()]
+    return {"commit": git("rev-parse", "HEAD").strip() or None, "modified": modified,
+            "senn_automl_sha1": digest.hexdigest()}
+
+
 def add_common_args(ap, *, out: bool = True) -> None:
     """``--threads``, ``--device`` and ``--out`` for an ``argparse`` parser."""
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: comparable on a shared box)")

@@ -83,7 +83,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_common_args, report, setup
+from _common import add_common_args, code_version, report, setup
 
 NAME = "estimator_vs_sklearn"
 DATASETS = ("digits", "breast_cancer", "wine", "mnist")
@@ -117,29 +117,6 @@ TUNE_CANDIDATES: list[tuple[str, dict[str, Any], bool]] = [
 
 
 # --------------------------------------------------------------------------- data
-
-
-def code_version() -> dict[str, Any]:
-    """Git commit of the checkout and a digest of the ``senn_automl`` sources this run imported."""
-    import hashlib
-    import subprocess
-
-    import senn_automl
-
-    pkg = Path(senn_automl.__file__).resolve().parent
-    digest = hashlib.sha1()
-    for f in sorted(pkg.rglob("*.py")):
-        digest.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
-
-    def git(*cmd):
-        try:
-            return subprocess.run(["git", *cmd], check=False, cwd=pkg, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"commit": git("rev-parse", "HEAD") or None, "senn_automl_modified": bool(git("status", "--porcelain", ".")),
-            "senn_automl_sha1": digest.hexdigest()}
-
 
 
 def load_raw(name: str) -> tuple[np.ndarray, np.ndarray]:

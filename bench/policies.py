@@ -66,7 +66,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_common_args, machine, peak_rss_mb, report, setup
+from _common import add_common_args, code_version, machine, peak_rss_mb, report, setup
 
 from senn_automl import config
 from senn_automl.data import load_dataset
@@ -170,22 +170,6 @@ def _events(log) -> str:
 
 def _plain(x):
     return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else int(x)
-
-
-def git_state() -> dict[str, Any]:
-    """Commit and uncommitted files of the checkout the run used (empty if git is unavailable)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], check=False, cwd=root, capture_output=True, text=True, timeout=10).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no").splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit, "modified": [line[3:] for line in dirty]}
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -323,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in names:
         print(f"  {n:<10} {changed[n]}")
     load_start = os.getloadavg()[0]  # other jobs on the box slow the wall times down
-    git = git_state()  # the code this run imported
+    git = code_version()  # the code this run imported
     rows = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):
