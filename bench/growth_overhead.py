@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_common_args, report
+from _common import add_common_args, pick_device, report
 
 #: case -> (dataset, epochs, config overrides)
 CASES: dict[str, tuple[str, int, dict]] = {
@@ -181,11 +181,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--set", dest="set_", action="append", default=[], help="KEY=VALUE config override for every case")
     add_common_args(ap)
     args = ap.parse_args(argv)
-    import torch
 
     from senn_automl.cli import parse_overrides
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = str(pick_device(args.device))
     extra = parse_overrides(args.set_)
     rows = [run_case(c, args.seed, args.threads, device, extra, args.epochs) for c in args.cases]
     shown = ["case", "epochs", "final_hidden", "start_params", "final_params", "events", "growing_s", "fixed_s", "ratio",
