@@ -386,7 +386,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)
-        kw = dict(steps=self.candidate_steps, damping=self.damping, generator=generator)
+        kw = dict(damping=self.damping, generator=generator)
 
         def rate(cand: Candidate, consumer_idx: int, cost: float):
             consumer = held.layers[consumer_idx]
@@ -406,13 +406,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
                     init = (warm or {}).get(i)
                     cand = best_neuron_candidate(
                         inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
-                        **{**kw, "steps": self.refine_steps if init is not None else self.candidate_steps},
+                        steps=self.refine_steps if init is not None else self.candidate_steps, **kw,
                     )
                     proposals.append(rate(cand, i + 1, 1.0))
         if self.grow_depth and warm is None and self._checks - self._last_depth_check > self.depth_cooldown:
             for p in range(model.depth + 1):
                 if model.can_insert_layer(p):
-                    cand = layer_candidate(inputs[p], stats.layers[p], p, **kw)
+                    cand = layer_candidate(inputs[p], stats.layers[p], p, steps=self.candidate_steps, **kw)
                     proposals.append(rate(cand, p, self.layer_cost))
         return _Scoring(stats, inputs, held, held_inputs), proposals
 
