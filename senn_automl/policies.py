@@ -173,7 +173,7 @@ class GrowthPolicy:
         return []
 
     def config(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "last_eta"}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "last_eta"}
         return {"policy": self.name, **d}
 
     def state_dict(self) -> dict[str, Any]:
@@ -213,10 +213,21 @@ class NaturalExpansionPolicy(GrowthPolicy):
     expansion_interval : epochs between checks, ≥ 1.
     depth_cooldown : checks without depth proposals after an insertion, ≥ 0.
     n_candidates, candidate_steps : P neuron candidates per layer and their ascent steps.
-    refine_steps : ascent steps of the later rounds of one check: after neurons were added, the
-        next round starts each layer's candidates from its previous pool (whose residual changed
-        only by the added features) instead of from random, and proposes no layer (a layer
-        proposal is made in the first round of a check; its residual has only shrunk since).
+    refine_steps : ascent steps of a search that starts from an earlier pool instead of from
+        random. Within a check, after neurons were added, the next round starts each layer's
+        candidates from its previous pool (whose residual changed only by the added features) and
+        proposes no layer (a layer proposal is made in the first round of a check; its residual
+        has only shrunk since).
+    candidate_batch_size : scoring rows per ascent step of the candidate search, a fresh random
+        subset each step (stochastic ascent; candidates are then scored on all rows), e.g. 256.
+        ``None`` (default): all rows every step (full-batch ascent, as in the paper). Smaller is
+        cheaper per step; candidates then fit less of the scoring batch's noise, so with
+        ``accept_on="scoring"`` fewer pass a given ``tau`` (BENCHMARKS.md, growth overhead).
+    warm_checks : a check also starts from the pools the previous check left (neuron pools per
+        hidden layer and the layer candidate per insertion point, where the widths still match)
+        with ``refine_steps``, so the search continues across checks instead of restarting.
+        ``False`` (default): every check starts from random with ``candidate_steps``. Pools live
+        in the policy object only (a run resumed from a checkpoint restarts them).
     damping : γ of the K-FAC factors, > 0.
     fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
     accept_on : "validation" (default): thresholds are tested on the validation split with the
@@ -246,6 +257,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
     n_candidates: int = 100
     candidate_steps: int = 50
     refine_steps: int = 10
+    candidate_batch_size: int | None = None
+    warm_checks: bool = False
     damping: float = 0.1
     fisher: str = "gauss_newton"
     accept_on: str = "validation"
@@ -258,6 +271,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
     _checks: int = field(default=0, repr=False)
     _pending: list = field(default_factory=list, repr=False)  # [[due_epoch, layer, [neuron, ...]], ...]
     _last_depth_check: int = field(default=-(10**9), repr=False)
+    #: candidate pools the latest round left: ({hidden layer: CandidatePool}, {position: layer Candidate}, id(model))
+    _starts: tuple = field(default=({}, {}, None), repr=False, compare=False)
 
     def validate(self) -> None:
         super().validate()
@@ -287,6 +302,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("candidate_steps", self.candidate_steps, "use a whole number of steps >= 0")
         if not (whole(self.refine_steps) and self.refine_steps >= 0):
             bad("refine_steps", self.refine_steps, "use a whole number of steps >= 0")
+        if self.candidate_batch_size is not None and not (whole(self.candidate_batch_size) and self.candidate_batch_size >= 2):
+            bad("candidate_batch_size", self.candidate_batch_size, "use None (all scoring rows every step) or a whole number of rows >= 2, e.g. 256")
+        if not isinstance(self.warm_checks, bool):
+            bad("warm_checks", self.warm_checks, "use True or False")
         if not (number(self.damping) and self.damping > 0):
             bad("damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         if self.fisher not in ("gauss_newton", "empirical"):
@@ -365,12 +384,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
             ))
         return events
 
-    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None, warm=None):
+    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True):
         """Score the current model and its proposals.
 
-        Candidates are optimised on the scoring batch ``(X, y)``. ``warm`` (later rounds of a
-        check): ``{layer: CandidatePool}`` to start neuron candidates from, with
-        ``refine_steps`` steps; no layer proposals then. If held-out data ``(X_val,
+        Candidates are optimised on the scoring batch ``(X, y)``. ``warm``: ``{layer:
+        CandidatePool}`` to start neuron candidates from, and ``layer_warm``: ``{position:
+        Candidate}`` to start layer candidates from, each with ``refine_steps`` steps where the
+        widths match. ``depth=False``: no layer proposals (later rounds of a check). If held-out data ``(X_val,
         y_val)`` with at least 2 rows is given, every proposal is then scored there with the
         debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
         held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.
@@ -386,7 +406,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)
-        kw = dict(damping=self.damping, generator=generator)
+        kw = dict(damping=self.damping, generator=generator, batch_rows=self.candidate_batch_size)
 
         def rate(cand: Candidate, consumer_idx: int, cost: float):
             consumer = held.layers[consumer_idx]
@@ -404,15 +424,22 @@ class NaturalExpansionPolicy(GrowthPolicy):
             for i in range(model.depth):
                 if model.can_add_neurons(i):
                     init = (warm or {}).get(i)
+                    init = init if init is not None and init.weight.shape[1] == inputs[i].shape[1] else None
                     cand = best_neuron_candidate(
                         inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
                         steps=self.refine_steps if init is not None else self.candidate_steps, **kw,
                     )
                     proposals.append(rate(cand, i + 1, 1.0))
-        if self.grow_depth and warm is None and self._checks - self._last_depth_check > self.depth_cooldown:
+        if self.grow_depth and depth and self._checks - self._last_depth_check > self.depth_cooldown:
             for p in range(model.depth + 1):
                 if model.can_insert_layer(p):
-                    cand = layer_candidate(inputs[p], stats.layers[p], p, steps=self.candidate_steps, **kw)
+                    init = (layer_warm or {}).get(p)
+                    k = inputs[p].shape[1]
+                    init = init if init is not None and init.weight.shape == (k, k) else None
+                    cand = layer_candidate(
+                        inputs[p], stats.layers[p], p, init=init,
+                        steps=self.refine_steps if init is not None else self.candidate_steps, **kw,
+                    )
                     proposals.append(rate(cand, p, self.layer_cost))
         return _Scoring(stats, inputs, held, held_inputs), proposals
 
@@ -479,9 +506,17 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 )
             )
 
-        warm = None  # first round: fresh candidates and layer proposals; later rounds: warm-started neurons
+        # first round: layer proposals, candidates from the previous check's pools (warm_checks)
+        # or random; later rounds: neurons only, warm-started from the previous round's pools
+        pools, layer_starts, owner = self._starts
+        if not self.warm_checks or owner != id(model):
+            pools, layer_starts = {}, {}
+        warm, depth = dict(pools), True
         while len(events) < self.n_max:
-            sc, proposals = self.propose(model, X, y, X_val, y_val, generator, warm)
+            sc, proposals = self.propose(model, X, y, X_val, y_val, generator, warm, layer_starts, depth)
+            pools = {c.where: c.pool for _, _, c in proposals if c.kind == "neuron"}
+            layer_starts = {c.where: c for _, _, c in proposals if c.kind == "layer"} or layer_starts
+            depth = False
             if not events:
                 self.last_eta = sc.held.eta
             if not proposals:
@@ -495,14 +530,15 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 self._last_depth_check = self._checks
                 self._track("layer", cand.where, model, epoch)
                 record("layer", cand.where, score, ratio, sc, before, diff)
-                warm = None  # layer indices and widths changed: start afresh
+                warm, pools, layer_starts, depth = {}, {}, {}, True  # layer indices and widths changed: start afresh
                 continue
-            warm = {c.where: c.pool for _, _, c in proposals if c.kind == "neuron"}
+            warm = pools
             for c, c_score, c_ratio, _ in self._more_neurons(model, cand, sc, self.n_max - len(events)):
                 before = model.n_params()
                 _, diff = apply(lambda m, c=c: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
                 self._track("neuron", c.where, model, epoch)
                 record("neuron", c.where, c_score, c_ratio, sc, before, diff)
+        self._starts = (pools, layer_starts, id(model))
         self._checks += 1
         return events
 

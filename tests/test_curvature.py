@@ -319,3 +319,94 @@ def test_refine_steps_validated():
 
     with pytest.raises(ValueError, match="refine_steps"):
         NaturalExpansionPolicy(refine_steps=-1)
+
+
+# --------------------------------------------------------------------------- closed-form candidate gradients
+
+
+def _candidate_problem(trained, consumer_idx, k, seed, identity):
+    """Inputs h_1 (B, d), the consumer's residual and G⁻¹, and packed candidate parameters (k, d + 4)."""
+    from senn_automl.candidates import _init
+
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    with torch.no_grad():
+        h = model.layer_inputs(X)[1]
+    consumer = stats.layers[consumer_idx]
+    g = torch.Generator().manual_seed(seed)
+    k = k or h.shape[1]
+    params = _init(k, h.shape[1], g, torch.float64, "cpu", identity_weight=identity)
+    params[:, -3:] += 0.3 * torch.randn(k, 3, generator=g, dtype=torch.float64)  # away from the default activation
+    return h, consumer, residual(consumer), consumer.G_inv.inverse(), params
+
+
+def test_neuron_candidate_gradient_matches_autograd(trained):
+    """The closed-form ascent gradient of Σ_p log Δη'_p equals autograd through the rational activation."""
+    from senn_automl.candidates import _Features, _neuron_scores, _split
+    from senn_automl.modules import rational
+
+    h, _, r, G_inv, params = _candidate_problem(trained, 2, 7, seed=1, identity=False)
+    n = h.shape[0]
+
+    feats = _Features(h, params)
+    s, C, A_f = _neuron_scores(feats.f, r, G_inv, DAMPING)
+    closed = feats.backward((r @ G_inv @ C.T - (1 + DAMPING) * s * feats.f) * (-2 / (n * A_f * (s + 1e-30))))
+
+    p = params.clone().requires_grad_(True)
+    W, b, theta = _split(p)
+    f = rational(h @ W.T + b, theta[:, 0], theta[:, 1], theta[:, 2])
+    C = f.T @ r / n
+    score = (C * (C @ G_inv)).sum(1) / ((f * f).mean(0) * (1 + DAMPING) + 1e-12)
+    (-torch.log(score).sum()).backward()
+    torch.testing.assert_close(closed, p.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_layer_candidate_gradient_matches_autograd(trained):
+    """Closed-form ∂(−log Δη')/∂params of a layer candidate, with the damping's own dependence on F."""
+    from senn_automl.candidates import _Features, _split
+    from senn_automl.modules import rational
+
+    h, consumer, r, G_inv, params = _candidate_problem(trained, 1, None, seed=2, identity=True)
+    k, n = h.shape[1], h.shape[0]
+
+    feats = _Features(h, params)
+    F_ = feats.f
+    C = F_.T @ r / n
+    A_iC = DampedFactor(F_.T @ F_ / n, DAMPING).solve(C)
+    K = A_iC @ G_inv
+    s = (K * C).sum()
+    M = K @ A_iC.T
+    closed = feats.backward((r @ K.T - F_ @ M - (DAMPING / k) * M.diagonal().sum() * F_) * (-2 / n / s))
+
+    p = params.clone().requires_grad_(True)
+    W, b, theta = _split(p)
+    f = rational(h @ W.T + b, theta[:, 0], theta[:, 1], theta[:, 2])
+    (-torch.log(delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING))).backward()
+    torch.testing.assert_close(closed, p.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_stochastic_ascent_on_row_subsets_still_finds_useful_neurons(trained):
+    """Ascent on random 64-row subsets per step: finite scores on all rows, far above a random start."""
+    from senn_automl.candidates import best_neuron_candidate, layer_candidate
+
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    with torch.no_grad():
+        h = model.layer_inputs(X)
+    start = best_neuron_candidate(h[1], stats.layers[2], 1, n_candidates=16, steps=0, generator=torch.Generator().manual_seed(0))
+    sub = best_neuron_candidate(h[1], stats.layers[2], 1, n_candidates=16, steps=40, batch_rows=64, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(torch.tensor(sub.score)) and sub.score > 2 * start.score
+    layer0 = layer_candidate(h[1], stats.layers[1], 1, steps=0, generator=torch.Generator().manual_seed(0))
+    layer = layer_candidate(h[1], stats.layers[1], 1, steps=40, batch_rows=64, generator=torch.Generator().manual_seed(0))
+    assert layer.score > layer0.score
+    # a layer candidate warm-started from another of the same width, with zero steps, is returned unchanged
+    again = layer_candidate(h[1], stats.layers[1], 1, steps=0, init=layer)
+    torch.testing.assert_close(again.weight, layer.weight)
+
+
+@pytest.mark.parametrize("bad", [dict(candidate_batch_size=1), dict(candidate_batch_size=2.5), dict(warm_checks="yes")])
+def test_candidate_batch_size_and_warm_checks_validated(bad):
+    from senn_automl.policies import NaturalExpansionPolicy
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        NaturalExpansionPolicy(**bad)

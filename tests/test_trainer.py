@@ -387,3 +387,25 @@ def test_early_stopping_with_tiny_lr(digits):
     # a further fit call does not run more epochs once stopped
     tr.fit(Xtr[:300], ytr[:300], Xv, yv, epochs=3)
     assert len(tr.history) == tr.epoch
+
+
+def test_warm_checks_continue_from_the_previous_checks_pools(digits):
+    """With ``warm_checks`` a check starts from the pools the previous check left: with
+    ``refine_steps=0`` and nothing accepted (huge tau) the second check's pools are the first's,
+    layer candidate included; without it the second check starts afresh."""
+    Xtr, ytr, Xv, yv = digits
+    pools = {}
+    for warm in (True, False):
+        policy = _policy(tau=1e6, warm_checks=warm, refine_steps=0, candidate_batch_size=128)
+        tr = Trainer(_model(0), policy, _config(max_epochs=10, seed=0))
+        tr.fit(Xtr, ytr, Xv, yv, epochs=3)  # one check after epoch 2
+        first = policy._starts
+        tr.fit(Xtr, ytr, Xv, yv, epochs=2)  # the second check after epoch 4
+        second = policy._starts
+        assert not tr.growth_log and first[0] and first[1]
+        pools[warm] = (first, second)
+    (f0, f1, _), (s0, s1, _) = pools[True]
+    assert all(torch.equal(f0[i].weight, s0[i].weight) for i in f0)
+    assert all(torch.equal(f1[p].weight, s1[p].weight) for p in f1)
+    (f0, _, _), (s0, _, _) = pools[False]
+    assert not any(torch.equal(f0[i].weight, s0[i].weight) for i in f0)
