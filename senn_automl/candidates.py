@@ -17,7 +17,7 @@ import torch
 from .curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
 from .modules import _NORM_EPS, DEFAULT_ACTIVATION, rational
 
-__all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score"]
+__all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
 
 
 @dataclass
@@ -71,6 +71,17 @@ def _init(k, d_in, generator, dtype, device, identity_weight: bool) -> torch.Ten
     b = 0.1 * torch.randn(k, generator=g, dtype=dtype)
     theta = torch.tensor(DEFAULT_ACTIVATION, dtype=dtype).repeat(k, 1) + 0.1 * torch.randn(k, 3, generator=g, dtype=dtype)
     return torch.cat([W, b[:, None], theta], 1).to(device)
+
+
+def starts_from(init: "Candidate | CandidatePool | None", h_in: torch.Tensor) -> bool:
+    """Whether a search on inputs ``h_in`` (B, d_in) starts from ``init`` (an earlier pool or
+    layer candidate): only if its weight has d_in columns (a layer candidate's is d_in × d_in)."""
+    return init is not None and init.weight.shape[1] == h_in.shape[1]
+
+
+def _pack(init: "Candidate | CandidatePool", like: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``init``'s parameters packed as ``[W | b | θ]`` (k, d_in + 4), with ``like``'s dtype and device."""
+    return torch.cat([init.weight, init.bias[:, None], init.act_params], 1).detach().to(like).clone()
 
 
 def _split(params: torch.Tensor):
@@ -172,8 +183,8 @@ def best_neuron_candidate(
     G_inv = consumer.G_inv.inverse().float()  # (d_out, d_out)
     rG = r @ G_inv  # (B, d_out)
     n = h.shape[0]
-    if init is not None and init.weight.shape[1] == h.shape[1]:
-        params = torch.cat([init.weight, init.bias[:, None], init.act_params], 1).detach().to(h).clone()
+    if starts_from(init, h):
+        params = _pack(init, h)
     else:
         params = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
 
@@ -224,8 +235,8 @@ def layer_candidate(
     r = r64.float()
     G_inv = consumer.G_inv.inverse().float()
     k = h.shape[1]
-    if init is not None and init.weight.shape == (k, k):
-        params = torch.cat([init.weight, init.bias[:, None], init.act_params], 1).detach().to(h).clone()
+    if starts_from(init, h):
+        params = _pack(init, h)
     else:
         params = _init(k, k, generator, h.dtype, h.device, identity_weight=True)
     anchor = torch.zeros_like(params)

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate
+from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate, starts_from
 from .curvature import collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
@@ -424,21 +424,18 @@ class NaturalExpansionPolicy(GrowthPolicy):
             for i in range(model.depth):
                 if model.can_add_neurons(i):
                     init = (warm or {}).get(i)
-                    init = init if init is not None and init.weight.shape[1] == inputs[i].shape[1] else None
                     cand = best_neuron_candidate(
                         inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
-                        steps=self.refine_steps if init is not None else self.candidate_steps, **kw,
+                        steps=self.refine_steps if starts_from(init, inputs[i]) else self.candidate_steps, **kw,
                     )
                     proposals.append(rate(cand, i + 1, 1.0))
         if self.grow_depth and depth and self._checks - self._last_depth_check > self.depth_cooldown:
             for p in range(model.depth + 1):
                 if model.can_insert_layer(p):
                     init = (layer_warm or {}).get(p)
-                    k = inputs[p].shape[1]
-                    init = init if init is not None and init.weight.shape == (k, k) else None
                     cand = layer_candidate(
                         inputs[p], stats.layers[p], p, init=init,
-                        steps=self.refine_steps if init is not None else self.candidate_steps, **kw,
+                        steps=self.refine_steps if starts_from(init, inputs[p]) else self.candidate_steps, **kw,
                     )
                     proposals.append(rate(cand, p, self.layer_cost))
         return _Scoring(stats, inputs, held, held_inputs), proposals
