@@ -273,6 +273,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
     _last_depth_check: int = field(default=-(10**9), repr=False)
     #: candidate pools the latest round left: ({hidden layer: CandidatePool}, {position: layer Candidate}, id(model))
     _starts: tuple = field(default=({}, {}, None), repr=False, compare=False)
+    #: first-layer K-FAC input factors of the scoring and validation batches (see collect_kfac's ``cache``)
+    _kfac_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def validate(self) -> None:
         super().validate()
@@ -362,7 +364,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             review = sorted({i for j in due if j[1] == layer for i in j[2]})
             if self.prune_existing:
                 review = list(range(model.hidden[layer]))
-            stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher)
+            stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
             consumer = model.linears[layer + 1]
             share, obs = input_saliency(stats.layers[layer + 1], consumer.weight, self.damping)
             limit = self.prune_threshold * stats.eta
@@ -398,12 +400,12 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Returns ``(scoring, [(ratio, score, Candidate), ...])``: ``scoring.held`` are the
         statistics the thresholds are measured against; ``score`` includes the layer cost multiplier.
         """
-        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher)
+        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
         with torch.no_grad():
             inputs = model.layer_inputs(X)
         held, held_inputs = stats, inputs
         if self.accept_on == "validation" and X_val is not None and len(X_val) >= 2:
-            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher)
+            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)
         kw = dict(damping=self.damping, generator=generator, batch_rows=self.candidate_batch_size)

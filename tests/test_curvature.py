@@ -132,6 +132,26 @@ def test_collect_kfac_does_not_touch_param_grads_and_rejects_unknown_fisher():
         collect_kfac(model, X, y, fisher="exact")
 
 
+def test_input_factor_cache_reuses_the_first_layer_factor_and_sees_in_place_changes():
+    model, X, y = _tiny_problem()
+    cache: dict = {}
+    plain = collect_kfac(model, X, y)
+    first = collect_kfac(model, X, y, cache=cache)
+    again = collect_kfac(model, X, y, cache=cache)
+    assert again.layers[0].A_inv is first.layers[0].A_inv  # reused, not recomputed
+    assert again.layers[1].A_inv is not first.layers[1].A_inv  # hidden inputs are new tensors
+    for s in (first, again):
+        assert s.eta == pytest.approx(plain.eta, rel=1e-12)
+        assert torch.equal(s.layers[0].A, plain.layers[0].A)
+    other = collect_kfac(model, X, y, damping=0.5, cache=cache)  # another damping: its own factor
+    assert other.eta == pytest.approx(collect_kfac(model, X, y, damping=0.5).eta, rel=1e-12)
+    X.mul_(2.0)  # the same tensor, changed in place: the cached factor must not be used
+    changed = collect_kfac(model, X, y, cache=cache)
+    assert changed.eta == pytest.approx(collect_kfac(model, X, y).eta, rel=1e-12)
+    assert changed.eta != pytest.approx(plain.eta, rel=1e-6)
+    assert len(cache) == 1  # stale entries of X were dropped
+
+
 def test_damped_factor_solves_damped_system():
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(20, 5, generator=g, dtype=torch.float64)
