@@ -151,7 +151,7 @@ def best_neuron_candidate(
     consumer: LayerStats,
     layer: int,
     *,
-    n_candidates: int = 100,
+    n_candidates: int = 32,
     steps: int = 50,
     lr: float = 0.05,
     damping: float = 0.1,

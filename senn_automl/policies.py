@@ -212,7 +212,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
     layer_cost : depth cost multiplier ≥ 1 (official 20).
     expansion_interval : epochs between checks, ≥ 1.
     depth_cooldown : checks without depth proposals after an insertion, ≥ 0.
-    n_candidates, candidate_steps : P neuron candidates per layer and their ascent steps.
+    n_candidates, candidate_steps : P neuron candidates per layer (default 32; the paper's code
+        uses 100) and their ascent steps. The best candidate's score depends on the steps, hardly
+        on P: on digits' first check 16, 32 and 100 candidates reach the same held-out Δη'
+        (BENCHMARKS.md, growth overhead), and 32 cost a third of 100.
     refine_steps : ascent steps of a search that starts from an earlier pool instead of from
         random. Within a check, after neurons were added, the next round starts each layer's
         candidates from its previous pool (whose residual changed only by the added features) and
@@ -223,11 +226,12 @@ class NaturalExpansionPolicy(GrowthPolicy):
         ``None`` (default): all rows every step (full-batch ascent, as in the paper). Smaller is
         cheaper per step; candidates then fit less of the scoring batch's noise, so with
         ``accept_on="scoring"`` fewer pass a given ``tau`` (BENCHMARKS.md, growth overhead).
-    warm_checks : a check also starts from the pools the previous check left (neuron pools per
-        hidden layer and the layer candidate per insertion point, where the widths still match)
-        with ``refine_steps``, so the search continues across checks instead of restarting.
-        ``False`` (default): every check starts from random with ``candidate_steps``. Pools live
-        in the policy object only (a run resumed from a checkpoint restarts them).
+    warm_checks : ``True`` (default): a check starts from the pools the previous check left
+        (neuron pools per hidden layer and the layer candidate per insertion point, where the
+        widths still match) with ``refine_steps``, so the search continues across checks instead
+        of restarting; a check that finds nothing then costs a fifth. ``False``: every check
+        starts from random with ``candidate_steps``. Pools live in the policy object only (a run
+        resumed from a checkpoint restarts them from random).
     damping : γ of the K-FAC factors, > 0.
     fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
     accept_on : "validation" (default): thresholds are tested on the validation split with the
@@ -254,11 +258,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
     relative_to: str = "total"
     layer_cost: float = 20.0
     depth_cooldown: int = 3
-    n_candidates: int = 100
+    n_candidates: int = 32
     candidate_steps: int = 50
     refine_steps: int = 10
     candidate_batch_size: int | None = None
-    warm_checks: bool = False
+    warm_checks: bool = True
     damping: float = 0.1
     fisher: str = "gauss_newton"
     accept_on: str = "validation"

@@ -324,12 +324,12 @@ def test_same_random_state_same_model_and_global_rng_untouched():
     torch.manual_seed(1234)
     rng_before = torch.random.get_rng_state()
     # a config that grows, so growth (and layer insertion) runs under the RNG guard too
-    kw = dict(max_epochs=10, expansion_interval=2, tau=0.01, alpha=1e-3, layer_cost=1.0, random_state=7)
+    kw = dict(max_epochs=10, expansion_interval=2, tau=0.01, alpha=1e-3, layer_cost=1.0, random_state=8)
     a = _fast(**kw).fit(X, y)
     assert torch.equal(torch.random.get_rng_state(), rng_before), "fit changed the global torch RNG"
     b = _fast(**kw).fit(X, y)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.growth_history_ == b.growth_history_ and a.history_ == b.history_
     assert any(r["kind"] == "layer" for r in a.growth_history_), "this configuration is meant to insert a layer"
-    c = _fast(**{**kw, "random_state": 8}).fit(X, y)
+    c = _fast(**{**kw, "random_state": 9}).fit(X, y)
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
