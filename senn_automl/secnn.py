@@ -226,8 +226,8 @@ class _ConvAccumulator:
 
 
 class _BNAccumulator:
-    def __init__(self, bn: nn.BatchNorm2d):
-        self.bn = bn
+    def __init__(self, eps: float):
+        self.eps = eps
         self.F = 0.0
         self.n = 0
         self.grads: list[torch.Tensor] = []
@@ -235,7 +235,7 @@ class _BNAccumulator:
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, delta: torch.Tensor, delta_G: torch.Tensor | None = None) -> None:
-        xhat = F.batch_norm(x, None, None, training=True, eps=self.bn.eps)  # the train-mode normalised input
+        xhat = F.batch_norm(x, None, None, training=True, eps=self.eps)  # the train-mode normalised input
 
         def per_sample(d):  # (B, 2C)
             return torch.cat([(d * xhat).sum((2, 3)), d.sum((2, 3))], dim=1).double()
@@ -256,7 +256,8 @@ class _BNAccumulator:
 class CNNStats:
     """Statistics of one scoring pass: per-layer :class:`ConvKFAC`, per-BN :class:`BNStats` (in the
     order asked for), total η (sum of their η), its cross-fitted version, λ = E‖∂ℓ/∂y‖² (y the
-    logits; units of loss²) and the mean cross-entropy (nats)."""
+    logits; units of loss²), the mean cross-entropy (nats), and ``new_layers``: block → the
+    :class:`BNStats` of a residual layer that would be appended to it (see :func:`collect_cnn_stats`)."""
 
     layers: list[ConvKFAC]
     bns: list[BNStats]
@@ -264,6 +265,7 @@ class CNNStats:
     eta_cross: float
     lam: float
     loss: float
+    new_layers: dict[int, BNStats] = field(default_factory=dict)
 
 
 def kfac_layers(model: GrowingCNN) -> list[nn.Module]:
@@ -297,6 +299,7 @@ def collect_cnn_stats(
     fisher: str = "gauss_newton",
     max_rows: int = MAX_ROWS,
     generator: torch.Generator | None = None,
+    new_layers: dict[int, torch.Tensor] | None = None,
 ) -> CNNStats:
     """K-FAC statistics of ``layers`` and exact Fisher blocks of ``bns`` on the scoring batch ``(X, y)``.
 
@@ -306,6 +309,15 @@ def collect_cnn_stats(
     statistics are updated, so pass a copy. Parameter ``.grad`` fields are not touched.
     ``layers`` default to :func:`kfac_layers`, ``bns`` to :func:`norm_layers` (GrowingCNN);
     ``generator`` (CPU) picks the patch rows of ``A`` when a layer has more than ``max_rows`` per part.
+
+    ``new_layers`` (GrowingCNN only): ``{block: conv weight (C, C, 3, 3)}`` of residual layers
+    that :meth:`GrowingCNN.add_conv_layer` would append, scored without building them. Such a
+    layer is the identity (its BN has γ = β = 0), so the network's outputs and every gradient are
+    unchanged, and the gradient at its BN output is the gradient at the block's output. Its BN
+    statistics (``stats.new_layers[block]``) therefore come from this pass: the block's output
+    ``x`` and its gradients, with ``x̂`` the batch-normalised ``LeakyReLU(conv(x))``. The numbers
+    are those of a pass over the edited network (:func:`propose_layer`; the tests compare them),
+    without one forward/backward per block.
 
     Raises ``ValueError`` if a part would hold fewer than 1 sample.
     """
@@ -317,8 +329,14 @@ def collect_cnn_stats(
     if len(X) < parts:
         raise ValueError(f"the scoring batch has {len(X)} rows, fewer than parts={parts}")
     generator = generator or torch.Generator().manual_seed(0)
-    accs = [_ConvAccumulator(m, max(1, max_rows), generator) for m in layers] + [_BNAccumulator(m) for m in bns]
+    new_layers = dict(new_layers or {})
+    accs = [_ConvAccumulator(m, max(1, max_rows), generator) for m in layers] + [_BNAccumulator(m.eps) for m in bns]
     modules = layers + bns
+    if new_layers:  # the output of each such block's last layer, and its gradients
+        blocks = sorted(new_layers)
+        modules = modules + [model.blocks[b][-1] for b in blocks]
+        eps = model.blocks[0][0].bn.eps
+        new_accs = [_BNAccumulator(eps) for _ in blocks]
     lam = loss_total = 0.0
     for Xp, yp in zip(X.tensor_split(parts), y.tensor_split(parts)):
         seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -339,6 +357,11 @@ def collect_cnn_stats(
                 h.remove()
         for i, acc in enumerate(accs):
             acc.add(seen[i][0], deltas[i], deltas_G[i])
+        for j, b in enumerate(sorted(new_layers)):
+            i = len(accs) + j
+            with torch.no_grad():
+                z = F.leaky_relu(F.conv2d(seen[i][1].detach(), new_layers[b].to(seen[i][1]), padding=1), model.negative_slope)
+            new_accs[j].add(z, deltas[i], deltas_G[i])
         with torch.no_grad():
             e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
             lam += float((e**2).sum())
@@ -348,7 +371,8 @@ def collect_cnn_stats(
     both = stats_l + stats_b
     eta = sum(s.eta for s in both)
     eta_cross = sum(s.eta_cross for s in both) if parts >= 2 else math.nan
-    return CNNStats(stats_l, stats_b, eta, eta_cross, lam / len(X), loss_total / len(X))
+    added = {b: acc.finish(damping) for b, acc in zip(sorted(new_layers), new_accs)} if new_layers else {}
+    return CNNStats(stats_l, stats_b, eta, eta_cross, lam / len(X), loss_total / len(X), added)
 
 
 def conv_kfac(x: torch.Tensor, delta: torch.Tensor, layer: nn.Module, *, damping: float = 0.1,
@@ -420,7 +444,9 @@ def propose_layer(model: GrowingCNN, block: int, X: torch.Tensor, y: torch.Tenso
     """Score "add one residual conv layer to ``block``": ``Δη`` of the new layer's BN (γ, β).
 
     The new conv weight is He-normal from ``generator``; the returned edit inserts exactly it.
-    ``X`` (B, C, H, W), ``y`` (B,) is the scoring batch (B ≥ 2 when ``debias``).
+    ``X`` (B, C, H, W), ``y`` (B,) is the scoring batch (B ≥ 2 when ``debias``). Runs the edited
+    copy forward and backward; :class:`SECNNPolicy` gets the same numbers for every block at once
+    from its statistics pass (:func:`collect_cnn_stats` with ``new_layers``).
     """
     c = model.widths[block]
     weight = _kaiming((c, c, 3, 3), model.negative_slope, generator)
@@ -473,7 +499,7 @@ class SECNNPolicy(GrowthPolicy):
     At every check (default: every epoch, ``expansion_interval=1``, at least ``min_gap=5`` epochs
     after the last growth, as in the SECNN code), on the first ``score_samples`` rows of the
     scoring batch: measure the model's total η (:func:`collect_cnn_stats`), score two candidates
-    per block — add a conv layer (:func:`propose_layer`) and widen the block by ``widen_step``
+    per block — add a conv layer (scored in the same pass, as :func:`propose_layer` would) and widen the block by ``widen_step``
     channels (:func:`propose_widen`) — skipping those beyond ``max_layers`` / ``max_channels``,
     and apply the best candidate if it passes the threshold rule. At most one change per check.
 
@@ -580,12 +606,18 @@ class SECNNPolicy(GrowthPolicy):
         gen = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
         row_seed = int(torch.randint(2**31, (1,), generator=gen, device=gen.device))  # same patch rows for every pass
         kw = dict(damping=self.damping, debias=debias, fisher=self.fisher, row_seed=row_seed)
+        layer_at = [b for b in range(model.n_blocks) if self.grow_layers and model.can_add_layer(b)]
+        weights = {b: _kaiming((model.widths[b],) * 2 + (3, 3), model.negative_slope, gen) for b in layer_at}
+        # one pass scores the model and every block's new-layer candidate (see collect_cnn_stats)
         stats = collect_cnn_stats(_scoring_copy(model), Xs, ys, damping=self.damping, parts=2 if debias else 1,
-                                  fisher=self.fisher, generator=torch.Generator().manual_seed(row_seed))
+                                  fisher=self.fisher, generator=torch.Generator().manual_seed(row_seed), new_layers=weights)
         proposals = []
         for b in range(model.n_blocks):
-            if self.grow_layers and model.can_add_layer(b):
-                proposals.append(propose_layer(model, b, Xs, ys, generator=gen, **kw))
+            if b in weights:
+                bn = stats.new_layers[b]
+                c = model.widths[b]
+                proposals.append(Proposal("conv_layer", b, 1, bn.eta_cross if debias else bn.eta, 9 * c * c + 2 * c,
+                                          lambda m, b=b, w=weights[b]: m.add_conv_layer(b, w)))
             if self.grow_width and model.can_widen(b, self.widen_step):
                 proposals.append(propose_widen(model, b, self.widen_step, Xs, ys, generator=gen, **kw))
         return stats, proposals

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senn_automl.cnn import GrowingCNN
+from senn_automl.cnn import GrowingCNN, _kaiming
 from senn_automl.curvature import DampedFactor, collect_kfac
 from senn_automl.modules import GrowingMLP
 from senn_automl.policies import NaturalExpansionPolicy, make_policy, policy_params
@@ -229,6 +229,30 @@ def test_proposals_score_and_replay_the_scored_edit(trained_cnn):
     # without cross-fitting the scores are non-negative quadratic forms
     for p in (propose_widen(model, 0, 2, X, y, debias=False), propose_layer(model, 0, X, y, debias=False)):
         assert p.delta_eta >= 0
+
+
+@pytest.mark.parametrize("fisher", ["gauss_newton", "empirical"])
+@pytest.mark.parametrize("debias", [True, False])
+def test_new_layers_scored_in_one_pass_equal_a_pass_over_each_edited_network(trained_cnn, fisher, debias):
+    model, X, y = trained_cnn
+    weights = {b: _kaiming((8, 8, 3, 3), model.negative_slope, torch.Generator().manual_seed(b)) for b in range(3)}
+    # no conv K-FAC in this pass, so the generator draws only the Gauss-Newton probes v, as in propose_layer
+    shared = collect_cnn_stats(copy.deepcopy(model).train(), X, y, layers=[], bns=[], parts=2 if debias else 1,
+                               fisher=fisher, generator=torch.Generator().manual_seed(5), new_layers=weights)
+    for b in range(3):
+        ref = propose_layer(model, b, X, y, debias=debias, fisher=fisher, generator=torch.Generator().manual_seed(b), row_seed=5)
+        got = shared.new_layers[b]
+        assert (got.eta_cross if debias else got.eta) == pytest.approx(ref.delta_eta, rel=1e-6, abs=1e-12)
+    # the policy scores its layer candidates this way; each proposal's edit adds what it claims, exactly
+    stats, proposals = SECNNPolicy().propose(model, X, y, torch.Generator().manual_seed(0))
+    layers = [p for p in proposals if p.kind == "conv_layer"]
+    assert [p.block for p in layers] == [0, 1, 2] and set(stats.new_layers) == {0, 1, 2}
+    for p in layers:
+        grown = copy.deepcopy(model).eval()
+        p.edit(grown)
+        assert grown.n_params() - model.n_params() == p.delta_params
+        assert p.delta_eta == stats.new_layers[p.block].eta_cross
+        torch.testing.assert_close(grown(X), copy.deepcopy(model).eval()(X), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- policy
