@@ -215,7 +215,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
     n_candidates, candidate_steps : P neuron candidates per layer (default 32; the paper's code
         uses 100) and their ascent steps. The best candidate's score depends on the steps, hardly
         on P: on digits' first check 16, 32 and 100 candidates reach the same held-out Δη'
-        (BENCHMARKS.md, growth overhead), and 32 cost a third of 100.
+        (BENCHMARKS.md, growth overhead), and a search with 32 takes 40 % of the time of one with 100.
     refine_steps : ascent steps of a search that starts from an earlier pool instead of from
         random. Within a check, after neurons were added, the next round starts each layer's
         candidates from its previous pool (whose residual changed only by the added features) and
