@@ -13,9 +13,10 @@ row             model   configuration
 ==============  ======  ==========================================================================
 ``natural``     mlp     ``policy=natural``, config defaults: 1 hidden layer of 10 neurons, check
                         every 10 epochs, τ = 0.03, α = 2.5e-3, acceptance on the validation split
-``natural_paper`` mlp   ``policy=natural`` with SENN's acceptance rule and MNIST settings:
-                        ``accept_on=scoring``, ``max_width=128``, ``weight_decay=1e-3`` (the
-                        command README.md gives for MNIST)
+``natural_paper`` mlp   ``policy=natural`` with SENN's acceptance rule and MNIST width settings:
+                        ``accept_on=scoring``, ``max_width=128``, ``max_depth=1``,
+                        ``weight_decay=1e-3``, and ``tau=0.01`` (the command README.md gives
+                        for MNIST)
 ``edges``       edge    ``policy=edges`` from logistic regression: ``start_depth=0``,
                         ``weight_decay=1e-4``, ``max_events=3`` (the settings of
                         ``examples/edge_growth_mnist.py`` and BENCHMARKS.md; the rest are the
@@ -77,7 +78,8 @@ from senn_automl.trainer import Trainer
 #: ``start_depth`` name the row.
 ROWS: dict[str, tuple[dict[str, Any], bool]] = {
     "natural": ({"policy": "natural", "model": "mlp"}, False),
-    "natural_paper": ({"policy": "natural", "model": "mlp", "accept_on": "scoring", "max_width": 128, "weight_decay": 1e-3}, False),
+    "natural_paper": ({"policy": "natural", "model": "mlp", "accept_on": "scoring", "max_width": 128, "max_depth": 1,
+                       "weight_decay": 1e-3, "tau": 0.01}, False),
     "edges": ({"policy": "edges", "model": "edge", "start_depth": 0, "weight_decay": 1e-4, "max_events": 3}, False),
     "secnn": ({"policy": "secnn", "model": "cnn"}, True),
     "fixed_mlp": ({"policy": "fixed", "model": "mlp"}, False),
@@ -239,8 +241,9 @@ def plot(rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path, 
     lo = min(min(r["params_start"], r["params_final"]) for r in rows) / 1.25
     hi = max(max(r["params_start"], r["params_final"]) for r in rows) * 1.25
     ax.set_xlim(lo, hi)
-    # label 1-2-5 per decade, or every 1..9 multiple when the axis spans less than about a decade
-    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) > 1.2 else (1.0, 1.5, *(float(k) for k in range(2, 10)))
+    # label 1-2-5 per decade; 1-1.5-2-3-5-7 over about a decade; every 1..9 multiple over less
+    span = math.log10(hi / lo)
+    subs = (1.0, 2.0, 5.0) if span > 1.5 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if span > 0.6 else (1.0, 1.5, *(float(k) for k in range(2, 10)))
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(float(k) for k in range(1, 10))))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
