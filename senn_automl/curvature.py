@@ -187,8 +187,10 @@ def collect_kfac(
             A = a.T @ a / n
             A_inv = DampedFactor(A, damping)
             if cache is not None and i in is_X:
-                for old in [k for k in cache if k[0] == key[0]] + list(cache)[: max(len(cache) - 3, 0)]:
-                    cache.pop(old, None)  # X modified in place, or the oldest of 4 batches
+                for old in [k for k in cache if k[0] == key[0]]:  # X was modified in place
+                    del cache[old]
+                while len(cache) >= 4:  # keep the latest few batches (scoring, validation)
+                    del cache[next(iter(cache))]
                 cache[key] = (X, a, A, A_inv)  # holding X keeps id(X) from being reused
         delta = grads[i].reshape(n, -1).double()
         G = gram[i] if fisher == "gauss_newton" else delta.T @ delta / n

@@ -607,16 +607,16 @@ class SECNNPolicy(GrowthPolicy):
         row_seed = int(torch.randint(2**31, (1,), generator=gen, device=gen.device))  # same patch rows for every pass
         kw = dict(damping=self.damping, debias=debias, fisher=self.fisher, row_seed=row_seed)
         layer_at = [b for b in range(model.n_blocks) if self.grow_layers and model.can_add_layer(b)]
-        weights = {b: _kaiming((model.widths[b],) * 2 + (3, 3), model.negative_slope, gen) for b in layer_at}
+        weights = {b: _kaiming((model.widths[b], model.widths[b], 3, 3), model.negative_slope, gen) for b in layer_at}
         # one pass scores the model and every block's new-layer candidate (see collect_cnn_stats)
         stats = collect_cnn_stats(_scoring_copy(model), Xs, ys, damping=self.damping, parts=2 if debias else 1,
                                   fisher=self.fisher, generator=torch.Generator().manual_seed(row_seed), new_layers=weights)
         proposals = []
         for b in range(model.n_blocks):
             if b in weights:
-                bn = stats.new_layers[b]
-                c = model.widths[b]
-                proposals.append(Proposal("conv_layer", b, 1, bn.eta_cross if debias else bn.eta, 9 * c * c + 2 * c,
+                bn = stats.new_layers[b]  # the new layer adds its conv weight and its BN's γ, β
+                proposals.append(Proposal("conv_layer", b, 1, bn.eta_cross if debias else bn.eta,
+                                          weights[b].numel() + 2 * model.widths[b],
                                           lambda m, b=b, w=weights[b]: m.add_conv_layer(b, w)))
             if self.grow_width and model.can_widen(b, self.widen_step):
                 proposals.append(propose_widen(model, b, self.widen_step, Xs, ys, generator=gen, **kw))
