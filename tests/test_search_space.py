@@ -60,7 +60,7 @@ def test_bundled_files_load():
     assert load_search_space(str(SEARCH_SPACES_DIR / "mlp.yaml")) == mlp
     assert mlp.name == "mlp" and mlp.description
     assert mlp.constants == {"max_epochs": 30, "patience": 10, "candidate_steps": 30, "n_candidates": 50}
-    assert quick.constants == {"max_epochs": 12, "patience": None, "n_candidates": 16, "candidate_steps": 10}
+    assert quick.constants == {"max_epochs": 40, "patience": None, "n_candidates": 16, "candidate_steps": 10}
     for name in ("policy", "tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
                  "max_width", "max_depth", "start_width", "lr", "weight_decay"):
         assert name in mlp.param_names
