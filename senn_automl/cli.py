@@ -214,6 +214,10 @@ def tune(
         _print_table(res.pareto)
     if res.champion_version:
         typer.echo(f"\nchampion: models:/{res.registered_model_name}@champion = version {res.champion_version} (trial {res.champion_trial})")
+        if res.champion_test_acc is not None:
+            typer.echo(f"champion test accuracy: {res.champion_test_acc:.4f} (the registered model on the test split, which no trial saw)")
+        elif res.champion_test_error:
+            typer.echo(f"champion test accuracy: not measured, the registered model did not load back ({res.champion_test_error})")
     else:
         typer.echo("\nno trial trained to its end: no champion set")
     tracking = res.tracking_uri

@@ -409,7 +409,9 @@ class SearchResult:
         n_params, growth_events, epochs, seconds, status`` (``complete`` / ``pruned`` / ``error``),
         ``mlflow_run_id``.
     champion_version : registered model version that got the ``champion`` alias (None if no final
-        model was logged). champion_trial : its trial.
+        model was logged). champion_trial : its trial. champion_test_acc : accuracy of that
+        registered model (loaded back with ``mlflow.pyfunc``) on the dataset's test split, which
+        no trial trains or is selected on (None without a champion or a test split).
     pareto : DataFrame of the Optuna Pareto front (multi-objective) or None.
     optuna_states : counts of the study's trial states. versions : this study's registered versions.
     """
@@ -432,6 +434,9 @@ class SearchResult:
     versions: list = dataclasses.field(default_factory=list)
     #: seconds spent validating inputs, starting/joining Ray, in ``Tuner.fit`` and summarising
     timings: dict = dataclasses.field(default_factory=dict)
+    champion_test_acc: float | None = None
+    #: why ``champion_test_acc`` could not be measured (the champion could not be loaded back), else None
+    champion_test_error: str | None = None
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -803,6 +808,11 @@ def _run_started(*, ray, tune, optuna, rdb, ds, space, dataset, data_root, searc
             experiment_id=experiment_id, parent_run_id=parent_run_id, registered_model_name=registered_model_name,
             experiment_path=experiment_path, out=out, multi_objective=multi_objective, resumed=resumed, t_start=t_start,
         )
+        if result.champion_version and len(ds.y_test):
+            try:
+                result.champion_test_acc = _test_accuracy(result, ds)
+            except Exception as exc:  # the search itself succeeded: report, don't fail it
+                result.champion_test_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
         timings["summary_s"] = time.time() - t_sum
         result.timings = timings
         status = "FINISHED"
@@ -866,6 +876,27 @@ def _fail_zombie_trials(optuna, rdb, study_name: str) -> None:
             rdb.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         except Exception:
             pass
+
+
+def _test_accuracy(result: SearchResult, ds) -> float:
+    """Accuracy of the registered champion version, loaded back as an MLflow pyfunc model (as a
+    user would load it), on ``ds``'s test split; also logged as ``champion_test_acc`` on the parent run.
+
+    Leaves MLflow's global tracking and registry URIs alone (setting them would also set
+    environment variables that later Ray workers inherit)."""
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{result.registered_model_name}/{result.champion_version}", dst_path=tmp,
+            tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri,
+        )
+        proba = np.asarray(mlflow.pyfunc.load_model(local).predict(np.asarray(ds.X_test, dtype=np.float32)))
+    acc = float((proba.argmax(1) == np.asarray(ds.y_test)).mean())
+    MlflowClient(tracking_uri=result.tracking_uri).log_metric(result.parent_run_id, "champion_test_acc", acc)
+    return acc
 
 
 def _summarise(*, grid, optuna, storage, study_name, tracking_uri, experiment_id, parent_run_id, registered_model_name,

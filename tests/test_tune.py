@@ -98,6 +98,11 @@ def test_search_mlflow_runs_versions_and_champion(search):
     assert champ.tags["final"] == "true"
     best = res.leaderboard[res.leaderboard["status"] == "complete"].iloc[0]
     assert champ.tags["ray.trial_id"] == best["trial"]
+    # the champion, loaded back from the registry, scored on the test split and logged on the parent run
+    assert 0.5 < res.champion_test_acc <= 1  # 10 digits classes: chance is 0.1
+    assert client.get_run(res.parent_run_id).data.metrics["champion_test_acc"] == pytest.approx(res.champion_test_acc)
+    # loading it left MLflow's global URIs alone: they become environment variables that later Ray workers inherit
+    assert os.environ.get("MLFLOW_REGISTRY_URI") != uri
 
 
 def test_search_optuna_study_prunes_asha_stops(search):
