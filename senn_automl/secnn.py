@@ -329,14 +329,11 @@ def collect_cnn_stats(
     if len(X) < parts:
         raise ValueError(f"the scoring batch has {len(X)} rows, fewer than parts={parts}")
     generator = generator or torch.Generator().manual_seed(0)
-    new_layers = dict(new_layers or {})
     accs = [_ConvAccumulator(m, max(1, max_rows), generator) for m in layers] + [_BNAccumulator(m.eps) for m in bns]
-    modules = layers + bns
-    if new_layers:  # the output of each such block's last layer, and its gradients
-        blocks = sorted(new_layers)
-        modules = modules + [model.blocks[b][-1] for b in blocks]
-        eps = model.blocks[0][0].bn.eps
-        new_accs = [_BNAccumulator(eps) for _ in blocks]
+    new_blocks = sorted(new_layers or {})
+    new_accs = [_BNAccumulator(model.blocks[b][0].bn.eps) for b in new_blocks]
+    # each new layer's block: the output of its last layer, and that output's gradients
+    modules = layers + bns + [model.blocks[b][-1] for b in new_blocks]
     lam = loss_total = 0.0
     for Xp, yp in zip(X.tensor_split(parts), y.tensor_split(parts)):
         seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -357,11 +354,10 @@ def collect_cnn_stats(
                 h.remove()
         for i, acc in enumerate(accs):
             acc.add(seen[i][0], deltas[i], deltas_G[i])
-        for j, b in enumerate(sorted(new_layers)):
-            i = len(accs) + j
+        for i, (b, acc) in enumerate(zip(new_blocks, new_accs), start=len(accs)):
             with torch.no_grad():
                 z = F.leaky_relu(F.conv2d(seen[i][1].detach(), new_layers[b].to(seen[i][1]), padding=1), model.negative_slope)
-            new_accs[j].add(z, deltas[i], deltas_G[i])
+            acc.add(z, deltas[i], deltas_G[i])
         with torch.no_grad():
             e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
             lam += float((e**2).sum())
@@ -371,7 +367,7 @@ def collect_cnn_stats(
     both = stats_l + stats_b
     eta = sum(s.eta for s in both)
     eta_cross = sum(s.eta_cross for s in both) if parts >= 2 else math.nan
-    added = {b: acc.finish(damping) for b, acc in zip(sorted(new_layers), new_accs)} if new_layers else {}
+    added = {b: acc.finish(damping) for b, acc in zip(new_blocks, new_accs)}
     return CNNStats(stats_l, stats_b, eta, eta_cross, lam / len(X), loss_total / len(X), added)
 
 
