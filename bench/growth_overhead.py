@@ -6,8 +6,8 @@
 
 For each case, two runs with the same data, split, epochs (no early stopping), optimiser and
 seed, each in a fresh process (so one run's imports, caches and allocator do not help the other),
-each repeated ``--repeats`` times (the median wall time is reported; on a shared 2-core machine
-single runs vary by about ±10 %):
+each repeated ``--repeats`` times, the two sides alternating (the median wall time of each side is
+reported; on a shared 2-core machine single runs vary by about ±10 %, at times more):
 
 1. the growing run, from the case's start model with its growth policy;
 2. the fixed run: a network of the grown run's final architecture, fresh weights, policy "fixed".
@@ -126,10 +126,13 @@ def run_case(name: str, seed: int, threads: int, device: str, extra: dict, epoch
     dataset, default_epochs, overrides = CASES[name]
     overrides = {**overrides, **extra}
     epochs = epochs or default_epochs
-    grows = [_in_fresh_process(dataset, epochs, overrides, seed, threads, device) for _ in range(repeats)]
-    if any(g["spec"] != grows[0]["spec"] for g in grows):
-        raise RuntimeError(f"{name}: repeated growing runs with seed {seed} grew different networks; the run is not reproducible")
-    fixeds = [_in_fresh_process(dataset, epochs, overrides, seed, threads, device, spec=grows[0]["spec"]) for _ in range(repeats)]
+    # growing and fixed runs alternate, so that a slow spell of a shared machine hits both sides
+    grows, fixeds = [], []
+    for _ in range(repeats):
+        grows.append(_in_fresh_process(dataset, epochs, overrides, seed, threads, device))
+        if grows[-1]["spec"] != grows[0]["spec"]:
+            raise RuntimeError(f"{name}: repeated growing runs with seed {seed} grew different networks; the run is not reproducible")
+        fixeds.append(_in_fresh_process(dataset, epochs, overrides, seed, threads, device, spec=grows[0]["spec"]))
     grow, fixed = _median_run(grows), _median_run(fixeds)
     return {
         "case": name,

@@ -10,6 +10,7 @@ use a random subset of the scoring rows, and a search may start from an earlier 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,13 +76,30 @@ def _init(k, d_in, generator, dtype, device, identity_weight: bool) -> torch.Ten
 
 def starts_from(init: "Candidate | CandidatePool | None", h_in: torch.Tensor) -> bool:
     """Whether a search on inputs ``h_in`` (B, d_in) starts from ``init`` (an earlier pool or
-    layer candidate): only if its weight has d_in columns (a layer candidate's is d_in × d_in)."""
-    return init is not None and init.weight.shape[1] == h_in.shape[1]
+    layer candidate): if its weight has at most d_in columns. Fewer columns mean the layer that
+    feeds ``h_in`` has gained units since; see :func:`_pack`."""
+    return init is not None and init.weight.shape[1] <= h_in.shape[1]
 
 
-def _pack(init: "Candidate | CandidatePool", like: torch.Tensor) -> torch.Tensor:
-    """A detached copy of ``init``'s parameters packed as ``[W | b | θ]`` (k, d_in + 4), with ``like``'s dtype and device."""
-    return torch.cat([init.weight, init.bias[:, None], init.act_params], 1).detach().to(like).clone()
+def _pack(init: "Candidate | CandidatePool", like: torch.Tensor, layer: bool = False) -> torch.Tensor:
+    """A detached copy of ``init``'s parameters packed as ``[W | b | θ]``, with ``like``'s (B, d_in)
+    dtype and device.
+
+    If ``init`` has d_old < d_in input columns, the inputs gained units since, appended last (as
+    :meth:`~senn_automl.modules.GrowingMLP.add_neurons` appends them): neuron candidates get zero
+    weights on them, so their features are unchanged; a layer candidate (``layer=True``, d_old ×
+    d_old) also gains one unit per new input that passes it on (weight row e_j, bias 0, the
+    default activation), so its width stays d_in. Returns (k, d_in + 4), k = d_in for a layer.
+    """
+    W, b, theta = (t.detach().to(like) for t in (init.weight, init.bias, init.act_params))
+    d_old, d_in = W.shape[1], like.shape[1]
+    if d_old < d_in:
+        W = torch.cat([W, W.new_zeros(W.shape[0], d_in - d_old)], 1)
+        if layer:
+            W = torch.cat([W, torch.eye(d_in, dtype=W.dtype, device=W.device)[d_old:]], 0)
+            b = torch.cat([b, b.new_zeros(d_in - d_old)])
+            theta = torch.cat([theta, torch.tensor(DEFAULT_ACTIVATION).to(theta).expand(d_in - d_old, 3)])
+    return torch.cat([W, b[:, None], theta], 1).contiguous()
 
 
 def _split(params: torch.Tensor):
@@ -91,59 +109,99 @@ def _split(params: torch.Tensor):
 
 
 class _Features:
-    """Candidate features ``f = σ_θ(h Wᵀ + b)`` (B, k) and their backward pass, in closed form.
+    """Candidate features ``f = σ_θ(W hᵀ + b)`` in (k, B) layout and their backward pass, in closed form.
 
     The rational activation of :func:`senn_automl.modules.rational` is written as
-    ``σ(x) = (2v·t + c·u + l·x)/N`` with ``u = 1/(1+x²)``, ``t = x·u`` and
-    ``N = max(√(v²+c²+l²), 1e-6)``; hence ``∂σ/∂x = (2v·u + l)/N − 2t·(σ − l·x/N)``,
-    ``∂σ/∂v = 2t/N − σ·v/N²``, ``∂σ/∂c = u/N − σ·c/N²``, ``∂σ/∂l = x/N − σ·l/N²``.
-    Autograd gives the same numbers (the tests compare them) at 1.1× (neurons, 1,024 rows) to
-    2.5× (layer candidates) the cost: a step is a few dozen element-wise passes over (B, k).
+    ``σ(x) = q + l·x/N`` with ``q = (2v·t + c·u)/N``, ``u = 1/(1+x²)``, ``t = x·u`` and
+    ``N = max(√(v²+c²+l²), 1e-6)``; hence ``∂σ/∂x = (2v·u + l)/N − 2t·q``,
+    ``∂σ/∂v = 2t/N − σ·v/N²``, ``∂σ/∂c = u/N − σ·c/N²``, ``∂σ/∂l = x/N − σ·l/N²``, and
+    ``Σ_b g·σ = (2v·Σg·t + c·Σg·u + l·Σg·x)/N`` needs no pass of its own. Autograd gives the same
+    numbers (the tests compare them). One row per candidate, so every per-candidate coefficient
+    is a (k, 1) column and every per-candidate sum runs along a contiguous row; a step is about a
+    dozen element-wise passes over (k, B) and is bound by the number of kernel launches on CPU.
     """
 
     def __init__(self, h: torch.Tensor, params: torch.Tensor):
-        W, b, theta = _split(params)
-        self.h = h
-        self.x = x = torch.addmm(b, h, W.T)
-        norm = theta.norm(dim=1)
-        self.inv_n = inv_n = 1.0 / norm.clamp_min(_NORM_EPS)
-        self.live = (norm >= _NORM_EPS).to(x.dtype)  # N is constant where clamped
-        self.theta = theta
-        self.cv, self.cc, self.cl = (theta * inv_n[:, None]).unbind(1)  # v/N, c/N, l/N
+        d = params.shape[1] - 4
+        self.h, self.theta = h, (theta := params[:, d + 1 :])
+        self.x = x = torch.addmm(params[:, d : d + 1], params[:, :d], h.T)  # (k, B)
+        norm = theta.norm(dim=1, keepdim=True)  # (k, 1)
+        self.inv_n = inv_n = norm.clamp_min(_NORM_EPS).reciprocal_()
+        # where N is clamped it is constant: no σ·θ/N² term
+        self.decay = (inv_n * inv_n).masked_fill_(norm < _NORM_EPS, 0.0)
+        self.coef = coef = theta * inv_n  # (k, 3): v/N, c/N, l/N
+        self.cv2, self.cc, self.cl = coef[:, :1] * 2, coef[:, 1:2], coef[:, 2:]
         self.u = u = (x * x).add_(1).reciprocal_()
         self.t = t = x * u
-        self.f = torch.addcmul(torch.addcmul(x * self.cl, t, self.cv, value=2), u, self.cc)
+        self.q = q = (t * self.cv2).addcmul_(u, self.cc)
+        self.f = torch.addcmul(q, x, self.cl)
 
     def backward(self, grad_f: torch.Tensor) -> torch.Tensor:
-        """Gradient (k, d_in + 4) w.r.t. the packed parameters, given ``∂L/∂f`` (B, k)."""
-        x, u, t, f = self.x, self.u, self.t, self.f
-        dfdx = torch.addcmul(torch.addcmul(self.cl, u, self.cv, value=2), t, torch.addcmul(f, x, self.cl, value=-1), value=-2)
-        grad_x = grad_f * dfdx
-        dots = torch.stack([torch.linalg.vecdot(grad_f, z, dim=0) for z in (t, u, x, f)])  # (4, k)
-        gf_f = dots[3] * self.live
-        grad_theta = (dots[:3] * torch.tensor([2.0, 1.0, 1.0], dtype=x.dtype, device=x.device)[:, None]).T * self.inv_n[:, None]
-        grad_theta -= self.theta * (gf_f * self.inv_n * self.inv_n)[:, None]
-        return torch.cat([grad_x.T @ self.h, grad_x.sum(0)[:, None], grad_theta], 1)
+        """Gradient (k, d_in + 4) w.r.t. the packed parameters, given ``∂L/∂f`` (k, B)."""
+        x, u, t = self.x, self.u, self.t
+        grad_x = (u * self.cv2).add_(self.cl).addcmul_(t, self.q, value=-2).mul_(grad_f)  # (k, B)
+        # Σ_b g·∂(Nσ)/∂(v, c, l) = (Σ g·2t, Σ g·u, Σ g·x), then Σ_b g·σ from them
+        dots = torch.stack([torch.linalg.vecdot(grad_f, z, dim=1) for z in (t, u, x)], 1)  # (k, 3)
+        dots[:, 0] *= 2
+        dot_f = torch.linalg.vecdot(dots, self.coef, dim=1)[:, None]
+        grad_theta = torch.addcmul(dots * self.inv_n, self.theta, dot_f * self.decay, value=-1)
+        return torch.cat([grad_x @ self.h, grad_x.sum(1, keepdim=True), grad_theta], 1)
 
 
-def _ascend(params: torch.Tensor, grad_fn, steps: int, lr: float, n: int, batch_rows: int | None, generator) -> None:
-    """``steps`` Adam steps on the packed parameters (in place) along ``grad_fn(params, rows)``,
-    the gradient of the loss to minimise on the scoring rows ``rows`` (a fresh random subset of
-    ``batch_rows`` of the ``n`` rows each step, or all rows: ``rows=None``)."""
-    opt = torch.optim.Adam([params], lr=lr, fused=params.device.type in ("cpu", "cuda"))
+def _adam(params: torch.Tensor, grad_fn, steps: int, lr: float, n: int, batch_rows: int | None, generator,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    """``steps`` Adam steps (Kingma & Ba 2015, Algorithm 1, as ``torch.optim.Adam``) on the packed
+    parameters, in place, along ``grad_fn(params, rows)``: the gradient of the loss to minimise on
+    the scoring rows ``rows`` (a fresh random subset of ``batch_rows`` of the ``n`` rows each step,
+    or all rows: ``rows=None``). Written out on the one tensor, as ``torch.optim``'s per-step
+    bookkeeping costs as much as a candidate step's arithmetic."""
+    b1, b2 = betas
+    m, v = torch.zeros_like(params), torch.zeros_like(params)
     sample = batch_rows is not None and batch_rows < n
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         rows = torch.randperm(n, generator=generator)[:batch_rows].to(params.device) if sample else None
-        params.grad = grad_fn(params, rows)
-        opt.step()
+        g = grad_fn(params, rows)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = v.sqrt().div_(math.sqrt(1 - b2**step)).add_(eps)
+        params.addcdiv_(m, denom, value=-lr / (1 - b1**step))
 
 
 def _neuron_scores(f: torch.Tensor, r: torch.Tensor, G_inv: torch.Tensor, damping: float):
-    """Δη'_p of P single-neuron candidates ``f`` (B, P): ``C_p G⁻¹ C_pᵀ / A_f,p``, and ``C``, ``A_f``."""
-    n = f.shape[0]
-    C = f.T @ r / n  # (P, d_out)
-    A_f = (f * f).mean(0) * (1 + damping) + 1e-12
-    return (C * (C @ G_inv)).sum(1) / A_f, C, A_f
+    """Δη'_p of P single-neuron candidates ``f`` (P, B): ``C_p G⁻¹ C_pᵀ / A_f,p``, and ``C`` (P, d_out), ``A_f`` (P,)."""
+    n = f.shape[1]
+    C = (f @ r).div_(n)  # (P, d_out)
+    A_f = torch.linalg.vecdot(f, f, dim=1).mul_((1 + damping) / n).add_(1e-12)
+    return torch.linalg.vecdot(C, C @ G_inv, dim=1).div_(A_f), C, A_f
+
+
+def _neuron_grad(params, h, r, rG, G_inv, damping: float, prior: float) -> torch.Tensor:
+    """Gradient (P, d_in + 4) of ``−Σ_p log Δη'_p + prior·½‖params‖²`` for candidates on inputs
+    ``h`` (B, d_in), consumer residual ``r`` (B, d_out), ``rG = r G⁻¹``; growth-methods.md §1.2:
+    ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (G⁻¹ C_pᵀ rᵀ − (1+γ)·Δη'_p·f_p)``."""
+    feats = _Features(h, params)
+    s, C, A_f = _neuron_scores(feats.f, r, G_inv, damping)
+    a = A_f.mul_(s + 1e-30).reciprocal_().mul_(-2 / h.shape[0])[:, None]  # ∂(−log s)/∂s · 2/(B·A_f)
+    grad_f = torch.addmm(feats.f * (a * s[:, None]).mul_(-(1 + damping)), C * a, rG.T)
+    return feats.backward(grad_f).add_(params, alpha=prior)
+
+
+def _layer_grad(params, h, r, G_inv, damping: float, prior: float, anchor, mask) -> torch.Tensor:
+    """Gradient (k, k + 4) of ``−log Δη' + prior·½‖mask·(params − anchor)‖²`` for a layer
+    candidate on inputs ``h`` (B, k) and consumer residual ``r`` (B, d_out):
+    ``∂Δη'/∂F = 2/B·(K rᵀ − M F − (γ/k)·tr(M)·F)`` in (k, B) layout, ``K = A_f⁻¹ C G⁻¹``,
+    ``M = A_f⁻¹ C K ᵀ`` (the last term from the damping's dependence on ``F``)."""
+    n, k = h.shape
+    feats = _Features(h, params)
+    F = feats.f  # (k, B)
+    C = (F @ r).div_(n)  # (k, d_out)
+    A_iC = DampedFactor((F @ F.T).div_(n), damping, inplace=True).solve(C)  # A_f⁻¹ C
+    K = A_iC @ G_inv
+    M = K @ A_iC.T
+    scale = torch.linalg.vecdot(K.flatten(), C.flatten(), dim=0).add_(1e-30).reciprocal_().mul_(-2 / n)  # −2/(B·Δη')
+    M.diagonal().add_(M.diagonal().sum() * (damping / k))
+    grad_F = torch.addmm(K.mul_(scale) @ r.T, M.mul_(scale), F, alpha=-1)
+    return feats.backward(grad_F).addcmul_(mask, params - anchor, value=prior)
 
 
 def best_neuron_candidate(
@@ -167,11 +225,11 @@ def best_neuron_candidate(
     ----------
     h_in : (B, d_in) inputs of the widened layer (``x`` or the previous hidden layer) on the scoring batch.
     consumer : K-FAC stats of the consumer layer (the layer after the widened one).
-    steps, lr : Adam ascent of ``Σ_p log Δη'_p − prior·½‖θ_p‖²`` (float32, closed-form gradient
-        ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (r G⁻¹ C_pᵀ − (1+γ)·Δη'_p·f_p)``, growth-methods.md §1.2).
+    steps, lr : Adam ascent of ``Σ_p log Δη'_p − prior·½‖θ_p‖²`` (float32, closed-form gradient,
+        :func:`_neuron_grad`).
     init : start from this pool (its P candidates, d_in columns) instead of random candidates,
         e.g. the previous round's or check's pool (then a few ``steps`` suffice).
-        Ignored when its input width differs from ``h_in``'s.
+        Ignored when it has more input columns than ``h_in``; fewer are padded (:func:`starts_from`).
     batch_rows : scoring rows per ascent step, a fresh random subset each step (stochastic
         ascent; the final scores use all rows); ``None``: all rows every step.
 
@@ -189,16 +247,13 @@ def best_neuron_candidate(
         params = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
 
     def grad(params, rows):
-        hb, rb, rGb = (h, r, rG) if rows is None else (h[rows], r[rows], rG[rows])
-        feats = _Features(hb, params)
-        s, C, A_f = _neuron_scores(feats.f, rb, G_inv, damping)
-        # ∂(−Σ log Δη'_p)/∂f
-        grad_f = (rGb @ C.T - (1 + damping) * s * feats.f) * (-2 / (hb.shape[0] * A_f * (s + 1e-30)))
-        return feats.backward(grad_f) + prior * params
+        if rows is None:
+            return _neuron_grad(params, h, r, rG, G_inv, damping, prior)
+        return _neuron_grad(params, h[rows], r[rows], rG[rows], G_inv, damping, prior)
 
-    _ascend(params, grad, steps, lr, n, batch_rows, generator)
+    _adam(params, grad, steps, lr, n, batch_rows, generator)
     W, b, theta = _split(params)
-    s = _neuron_scores(_features(h, W, b, theta), r, G_inv, damping)[0]
+    s = _neuron_scores(_features(h, W, b, theta).T, r, G_inv, damping)[0]
     s = torch.where(torch.isfinite(s), s, torch.zeros_like(s))
     p = int(torch.argmax(s))
     pool = CandidatePool(W.clone(), b.clone(), theta.clone())
@@ -224,11 +279,11 @@ def layer_candidate(
     the consumer layer ``position``; its score is the joint Δη' (k × k ``A_f``).
 
     ``h_in`` : (B, d_in), the consumer's current inputs. ``B`` starts near the identity, or at
-    ``init`` (an earlier layer candidate of the same width, e.g. the previous check's). ``batch_rows``:
+    ``init`` (an earlier layer candidate, e.g. the previous check's, widened if the inputs gained
+    units since: :func:`starts_from`). ``batch_rows``:
     rows of ``h_in`` per ascent step (a fresh random subset each step; ``None``: all). Adam
     ascent of ``log Δη' − prior·½(‖B − I‖² + ‖s‖²)`` in float32 with the closed-form gradient
-    ``∂Δη'/∂F = 2/B·(r Kᵀ − F M − (γ/k)·tr(M)·F)``, ``K = A_f⁻¹ C G⁻¹``, ``M = K Cᵀ A_f⁻¹``
-    (the last term from the damping's dependence on ``F``); the returned score is Δη' in float64.
+    (:func:`_layer_grad`); the returned score is Δη' in float64.
     """
     h = h_in.float()
     r64 = residual(consumer)
@@ -236,7 +291,7 @@ def layer_candidate(
     G_inv = consumer.G_inv.inverse().float()
     k = h.shape[1]
     if starts_from(init, h):
-        params = _pack(init, h)
+        params = _pack(init, h, layer=True)
     else:
         params = _init(k, k, generator, h.dtype, h.device, identity_weight=True)
     anchor = torch.zeros_like(params)
@@ -246,18 +301,9 @@ def layer_candidate(
 
     def grad(params, rows):
         hb, rb = (h, r) if rows is None else (h[rows], r[rows])
-        n = hb.shape[0]
-        feats = _Features(hb, params)
-        F = feats.f
-        C = F.T @ rb / n  # (k, d_out)
-        A_iC = DampedFactor(F.T @ F / n, damping).solve(C)  # A_f⁻¹ C
-        K = A_iC @ G_inv
-        s = (K * C).sum()
-        M = K @ A_iC.T
-        ds_dF = (rb @ K.T - F @ M - (damping / k) * M.diagonal().sum() * F) * (2 / n)
-        return feats.backward(ds_dF * (-1 / (s + 1e-30))) + prior * mask * (params - anchor)
+        return _layer_grad(params, hb, rb, G_inv, damping, prior, anchor, mask)
 
-    _ascend(params, grad, steps, lr, h.shape[0], batch_rows, generator)
+    _adam(params, grad, steps, lr, h.shape[0], batch_rows, generator)
     W, b, theta = _split(params)
     with torch.no_grad():
         s = float(delta_eta_lower_bound(_features(h.double(), W.double(), b.double(), theta.double()), r64, consumer.G_inv, damping))

@@ -40,17 +40,20 @@ class DampedFactor:
 
     ``M`` is a symmetric positive semi-definite (k × k) matrix. ``solve(X)`` returns
     ``(M + γ·mean(diag M)·I)⁻¹ X`` for X of shape (k, m). A pseudo-inverse is never used; if the
-    damped matrix is numerically singular (e.g. ``M = 0``), an absolute jitter of 1e-12 is added.
+    damped matrix is numerically singular (e.g. ``M = 0``), an absolute jitter of 1e-12 is added,
+    and more (from 1e-10, ×100 per try) until the Cholesky factorisation succeeds. ``inplace=True``
+    overwrites ``M`` with the damped matrix instead of copying it.
     """
 
-    def __init__(self, M: torch.Tensor, damping: float):
-        k = M.shape[0]
-        eye = torch.eye(k, dtype=M.dtype, device=M.device)
+    def __init__(self, M: torch.Tensor, damping: float, inplace: bool = False):
+        D = M if inplace else M.clone()  # inplace: M is overwritten with the damped matrix
         shift = damping * M.diagonal().mean().clamp_min(0.0) + 1e-12
-        L, info = torch.linalg.cholesky_ex(M + shift * eye)
+        D.diagonal().add_(shift)
+        L, info = torch.linalg.cholesky_ex(D)
         jitter = 1e-10
         while int(info) != 0:
-            L, info = torch.linalg.cholesky_ex(M + (shift + jitter) * eye)
+            D.diagonal().add_(jitter)
+            L, info = torch.linalg.cholesky_ex(D)
             jitter *= 100
         self.L = L
 
@@ -155,26 +158,33 @@ def collect_kfac(
                 is_X.add(idx)
         return fn
 
+    if fisher not in ("gauss_newton", "empirical"):
+        raise ValueError(f"fisher={fisher!r} is unknown; use 'gauss_newton' or 'empirical'")
     handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
         with torch.enable_grad():
             out = model(X)
             loss = loss_fn(out, y)
             outs = [outputs[i] for i in range(len(layers))]
-            grads = torch.autograd.grad(loss, outs, retain_graph=fisher == "gauss_newton")
+            if fisher == "empirical":
+                grads = torch.autograd.grad(loss, outs)
+            else:
+                # all output units' Jacobians J_c (n_out, B, d_c) in one batched backward pass;
+                # the per-sample gradients follow from them: δ_c = Σ_k (∂ℓ/∂y_k) J_c,k
+                (g_out,) = torch.autograd.grad(loss, out, retain_graph=True)  # (B, n_out)
+                k_out = out.shape[1]
+                unit = torch.eye(k_out, dtype=out.dtype, device=out.device)[:, None, :].expand(k_out, X.shape[0], k_out)
+                jacs = torch.autograd.grad(out, outs, grad_outputs=unit, is_grads_batched=True)
+                grads = [(g_out.T[:, :, None] * J).sum(0) for J in jacs]
     finally:
         for h in handles:
             h.remove()
     n = X.shape[0]
     if fisher == "gauss_newton":
-        gram = [0.0] * len(layers)
-        for k in range(out.shape[1]):
-            jac = torch.autograd.grad(out[:, k].sum(), outs, retain_graph=k < out.shape[1] - 1)
-            for i, J in enumerate(jac):
-                J = J.reshape(n, -1).double()
-                gram[i] = gram[i] + J.T @ J / n
-    elif fisher != "empirical":
-        raise ValueError(f"fisher={fisher!r} is unknown; use 'gauss_newton' or 'empirical'")
+        gram = []
+        for J in jacs:
+            J = J.reshape(k_out * n, -1).double()
+            gram.append(J.T @ J / n)
     stats = []
     eta = 0.0
     key = (id(X), X._version, float(damping))

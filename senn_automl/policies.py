@@ -227,9 +227,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
         cheaper per step; candidates then fit less of the scoring batch's noise, so with
         ``accept_on="scoring"`` fewer pass a given ``tau`` (BENCHMARKS.md, growth overhead).
     warm_checks : ``True`` (default): a check starts from the pools the previous check left
-        (neuron pools per hidden layer and the layer candidate per insertion point, where the
-        widths still match) with ``refine_steps``, so the search continues across checks instead
-        of restarting; a check that finds nothing then costs a fifth. ``False``: every check
+        (neuron pools per hidden layer and the layer candidate per insertion point; where the
+        inputs gained units since, the pools are padded, see
+        :func:`~senn_automl.candidates.starts_from`) with ``refine_steps``, so the search
+        continues across checks instead of restarting; a check that finds nothing then costs a
+        fifth. Pruning or a layer insertion restarts the pools from random. ``False``: every check
         starts from random with ``candidate_steps``. Pools live in the policy object only (a run
         resumed from a checkpoint restarts them from random).
     damping : γ of the K-FAC factors, > 0.
@@ -378,6 +380,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             delta = prune_compensation(stats.layers[layer + 1], consumer.weight, consumer.bias, drop, self.damping)
             before = model.n_params()
             _, diff = apply(lambda m, L=layer, d=drop, dw=delta: m.remove_neurons(L, d, dw), check=False)
+            self._starts = ({}, {}, None)  # the pools' input columns no longer line up with the layer's units
             for job in self._pending:  # later reviews of this layer: shift indices past the removed ones
                 if job[1] == layer:
                     job[2] = [i - sum(k < i for k in drop) for i in job[2] if i not in drop]
@@ -396,7 +399,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Candidates are optimised on the scoring batch ``(X, y)``. ``warm``: ``{layer:
         CandidatePool}`` to start neuron candidates from, and ``layer_warm``: ``{position:
         Candidate}`` to start layer candidates from, each with ``refine_steps`` steps where the
-        widths match. ``depth=False``: no layer proposals (later rounds of a check). If held-out data ``(X_val,
+        inputs have not narrowed since. ``depth=False``: no layer proposals (later rounds of a check). If held-out data ``(X_val,
         y_val)`` with at least 2 rows is given, every proposal is then scored there with the
         debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
         held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.

@@ -361,48 +361,65 @@ def _candidate_problem(trained, consumer_idx, k, seed, identity):
 
 
 def test_neuron_candidate_gradient_matches_autograd(trained):
-    """The closed-form ascent gradient of Σ_p log Δη'_p equals autograd through the rational activation."""
-    from senn_automl.candidates import _Features, _neuron_scores, _split
+    """The closed-form ascent gradient of Σ_p log Δη'_p (the one the search steps along) equals
+    autograd through the rational activation."""
+    from senn_automl.candidates import _neuron_grad, _split
     from senn_automl.modules import rational
 
     h, _, r, G_inv, params = _candidate_problem(trained, 2, 7, seed=1, identity=False)
-    n = h.shape[0]
-
-    feats = _Features(h, params)
-    s, C, A_f = _neuron_scores(feats.f, r, G_inv, DAMPING)
-    closed = feats.backward((r @ G_inv @ C.T - (1 + DAMPING) * s * feats.f) * (-2 / (n * A_f * (s + 1e-30))))
+    n, prior = h.shape[0], 0.01
+    closed = _neuron_grad(params, h, r, r @ G_inv, G_inv, DAMPING, prior)
 
     p = params.clone().requires_grad_(True)
     W, b, theta = _split(p)
     f = rational(h @ W.T + b, theta[:, 0], theta[:, 1], theta[:, 2])
     C = f.T @ r / n
     score = (C * (C @ G_inv)).sum(1) / ((f * f).mean(0) * (1 + DAMPING) + 1e-12)
-    (-torch.log(score).sum()).backward()
+    (-torch.log(score).sum() + prior / 2 * (p * p).sum()).backward()
     torch.testing.assert_close(closed, p.grad, rtol=1e-9, atol=1e-12)
 
 
 def test_layer_candidate_gradient_matches_autograd(trained):
-    """Closed-form ∂(−log Δη')/∂params of a layer candidate, with the damping's own dependence on F."""
-    from senn_automl.candidates import _Features, _split
+    """Closed-form ∂(−log Δη')/∂params of a layer candidate (the search's gradient), with the
+    damping's own dependence on F and the prior on B − I and s."""
+    from senn_automl.candidates import _layer_grad, _split
     from senn_automl.modules import rational
 
     h, consumer, r, G_inv, params = _candidate_problem(trained, 1, None, seed=2, identity=True)
-    k, n = h.shape[1], h.shape[0]
-
-    feats = _Features(h, params)
-    F_ = feats.f
-    C = F_.T @ r / n
-    A_iC = DampedFactor(F_.T @ F_ / n, DAMPING).solve(C)
-    K = A_iC @ G_inv
-    s = (K * C).sum()
-    M = K @ A_iC.T
-    closed = feats.backward((r @ K.T - F_ @ M - (DAMPING / k) * M.diagonal().sum() * F_) * (-2 / n / s))
+    k, prior = h.shape[1], 0.01
+    anchor = torch.zeros_like(params)
+    anchor[:, :k] = torch.eye(k, dtype=h.dtype)
+    mask = torch.zeros_like(params)
+    mask[:, : k + 1] = 1.0
+    closed = _layer_grad(params, h, r, G_inv, DAMPING, prior, anchor, mask)
 
     p = params.clone().requires_grad_(True)
     W, b, theta = _split(p)
     f = rational(h @ W.T + b, theta[:, 0], theta[:, 1], theta[:, 2])
-    (-torch.log(delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING))).backward()
+    loss = -torch.log(delta_eta_lower_bound(f, r, consumer.G_inv, DAMPING)) + prior / 2 * (mask * (p - anchor)).pow(2).sum()
+    loss.backward()
     torch.testing.assert_close(closed, p.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_candidate_adam_matches_torch_adam():
+    """The search's written-out Adam takes the same steps as ``torch.optim.Adam``."""
+    from senn_automl.candidates import _adam
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    start = torch.randn(5, 7, generator=g, dtype=torch.float64)
+
+    def grad(params, rows):
+        return (params - target) ** 3
+
+    ours = start.clone()
+    _adam(ours, grad, 30, 0.05, 1, None, g)
+    ref = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=0.05)
+    for _ in range(30):
+        ref.grad = grad(ref.detach(), None)
+        opt.step()
+    torch.testing.assert_close(ours, ref.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_stochastic_ascent_on_row_subsets_still_finds_useful_neurons(trained):
@@ -430,3 +447,29 @@ def test_candidate_batch_size_and_warm_checks_validated(bad):
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         NaturalExpansionPolicy(**bad)
+
+
+def test_pools_padded_when_their_inputs_gained_units():
+    """A pool made before its input layer grew starts the next search with the same features on
+    the old inputs (zero weights on the new ones); a layer candidate also gains pass-through units
+    so it stays as wide as its inputs; a pool with more inputs than the layer has is not used."""
+    from senn_automl.candidates import CandidatePool, _pack, _split, _features, starts_from
+    from senn_automl.modules import DEFAULT_ACTIVATION
+
+    g = torch.Generator().manual_seed(0)
+    h_old = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    h_new = torch.cat([h_old, torch.randn(50, 2, generator=g, dtype=torch.float64)], 1)  # 2 units appended
+    pool = CandidatePool(torch.randn(7, 4, generator=g), torch.randn(7, generator=g), torch.randn(7, 3, generator=g))
+    assert starts_from(pool, h_new) and starts_from(pool, h_old) and not starts_from(pool, h_new[:, :3])
+
+    W, b, theta = _split(_pack(pool, h_new))
+    assert W.shape == (7, 6) and W.dtype == torch.float64
+    torch.testing.assert_close(_features(h_new, W, b, theta), pool.features(h_old))
+
+    layer = CandidatePool(torch.randn(4, 4, generator=g), torch.randn(4, generator=g), torch.randn(4, 3, generator=g))
+    W, b, theta = _split(_pack(layer, h_new, layer=True))
+    assert W.shape == (6, 6)
+    f = _features(h_new, W, b, theta)
+    torch.testing.assert_close(f[:, :4], layer.features(h_old))
+    torch.testing.assert_close(W[4:], torch.eye(6, dtype=W.dtype)[4:])
+    torch.testing.assert_close(theta[4:], torch.tensor(DEFAULT_ACTIVATION, dtype=W.dtype).expand(2, 3))
