@@ -883,19 +883,21 @@ def _test_accuracy(result: SearchResult, ds) -> float:
     user would load it), on ``ds``'s test split; also logged as ``champion_test_acc`` on the parent run.
 
     Leaves MLflow's global tracking and registry URIs alone (setting them would also set
-    environment variables that later Ray workers inherit)."""
+    environment variables that later Ray workers inherit). The version's artifact location is
+    asked of this search's registry: ``download_artifacts("models:/<name>/<version>", registry_uri=...)``
+    resolves the version's ``models:/m-<id>`` source through the ambient tracking URI instead, which
+    after ``--resume`` was the default ``./mlflow.db`` of the working directory (another store)."""
     import mlflow
     import numpy as np
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
+    location = client.get_model_version_download_uri(result.registered_model_name, result.champion_version)
     with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{result.registered_model_name}/{result.champion_version}", dst_path=tmp,
-            tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri,
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=result.tracking_uri)
         proba = np.asarray(mlflow.pyfunc.load_model(local).predict(np.asarray(ds.X_test, dtype=np.float32)))
     acc = float((proba.argmax(1) == np.asarray(ds.y_test)).mean())
-    MlflowClient(tracking_uri=result.tracking_uri).log_metric(result.parent_run_id, "champion_test_acc", acc)
+    client.log_metric(result.parent_run_id, "champion_test_acc", acc)
     return acc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,6 +234,8 @@ def test_resume_after_driver_killed(tmp_path, ray_tmp):
     done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "resumed" in done.stdout
+    # the champion is loaded back from this search's registry (not from ./mlflow.db of the working directory)
+    assert re.search(r"champion test accuracy: \d\.\d{4} ", done.stdout), done.stdout[-2000:]
 
     study = optuna.load_study(study_name="resume-test", storage=storage)
     states = collections.Counter(t.state.name for t in study.trials)
