@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .modules import GrowingMLP
+
 __all__ = [
     "DampedFactor",
     "LayerStats",
@@ -141,50 +143,21 @@ def collect_kfac(
         unmodified ``X`` object (same version counter) and damping: the same numbers, without
         the (B × d_in²) product and the d_in³ factorisation (most of a call on 784 inputs).
 
-    Does not touch ``.grad`` of any parameter (uses :func:`torch.autograd.grad`).
+    For a :class:`~senn_automl.modules.GrowingMLP` with ``layers=None``, δ and the Jacobians come
+    from the chain rule through its layers (:func:`_mlp_backward`); otherwise from forward hooks on
+    ``layers`` and one batched autograd backward pass (:func:`_autograd_backward`). Does not touch
+    ``.grad`` of any parameter (uses :func:`torch.autograd.grad`).
     """
-    layers = list(model.linears if layers is None else layers)
-    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t, reduction="sum"))
-    inputs: dict[int, torch.Tensor] = {}
-    outputs: dict[int, torch.Tensor] = {}
-
-    is_X: set[int] = set()
-
-    def hook(idx):
-        def fn(module, args, out):
-            inputs[idx] = args[0].detach()
-            outputs[idx] = out
-            if args[0] is X:
-                is_X.add(idx)
-        return fn
-
     if fisher not in ("gauss_newton", "empirical"):
         raise ValueError(f"fisher={fisher!r} is unknown; use 'gauss_newton' or 'empirical'")
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        with torch.enable_grad():
-            out = model(X)
-            loss = loss_fn(out, y)
-            outs = [outputs[i] for i in range(len(layers))]
-            if fisher == "empirical":
-                grads = torch.autograd.grad(loss, outs)
-            else:
-                # all output units' Jacobians J_c (n_out, B, d_c) in one batched backward pass;
-                # the per-sample gradients follow from them: δ_c = Σ_k (∂ℓ/∂y_k) J_c,k
-                (g_out,) = torch.autograd.grad(loss, out, retain_graph=True)  # (B, n_out)
-                k_out = out.shape[1]
-                unit = torch.eye(k_out, dtype=out.dtype, device=out.device)[:, None, :].expand(k_out, X.shape[0], k_out)
-                jacs = torch.autograd.grad(out, outs, grad_outputs=unit, is_grads_batched=True)
-                grads = [(g_out.T[:, :, None] * J).sum(0) for J in jacs]
-    finally:
-        for h in handles:
-            h.remove()
+    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t, reduction="sum"))
+    if layers is None and isinstance(model, GrowingMLP):
+        inputs, grads, gram, loss, is_X = _mlp_backward(model, X, y, loss_fn, fisher == "gauss_newton")
+        layers = list(model.linears)
+    else:
+        layers = list(model.linears if layers is None else layers)
+        inputs, grads, gram, loss, is_X = _autograd_backward(model, layers, X, y, loss_fn, fisher == "gauss_newton")
     n = X.shape[0]
-    if fisher == "gauss_newton":
-        gram = []
-        for J in jacs:
-            J = J.reshape(k_out * n, -1).double()
-            gram.append(J.T @ J / n)
     stats = []
     eta = 0.0
     key = (id(X), X._version, float(damping))
@@ -210,7 +183,89 @@ def collect_kfac(
         eta += eta_c
         stats.append(LayerStats(a, delta, A, G, grad, A_inv, G_inv, eta_c))
     lam = float((grads[-1].double() ** 2).sum(dim=1).mean())
-    return KFACStats(stats, eta, lam, float(loss.detach()) / n)
+    return KFACStats(stats, eta, lam, float(loss) / n)
+
+
+def _gram(J: torch.Tensor) -> torch.Tensor:
+    """``E_b[Σ_k J_kᵀ J_k]`` (d, d) in float64 of Jacobians ``J`` (n_out, B, d)."""
+    Jf = J.reshape(-1, J.shape[-1]).double()
+    return Jf.T @ Jf / J.shape[1]
+
+
+def _autograd_backward(model, layers, X, y, loss_fn, gauss_newton: bool):
+    """Layer inputs, per-sample output gradients δ_c and (Gauss-Newton) ``E[J_cᵀ J_c]`` of any
+    ``model`` via forward hooks on ``layers`` and autograd: all output units' Jacobians
+    ``J_c`` (n_out, B, d_c) in one batched backward pass, and ``δ_c = Σ_k (∂ℓ/∂y_k) J_c,k``.
+    Returns ``(inputs, grads, gram or None, loss, indices of layers fed by X itself)``."""
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+    is_X: set[int] = set()
+
+    def hook(idx):
+        def fn(module, args, out):
+            inputs[idx] = args[0].detach()
+            outputs[idx] = out
+            if args[0] is X:
+                is_X.add(idx)
+        return fn
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        with torch.enable_grad():
+            out = model(X)
+            loss = loss_fn(out, y)
+            outs = [outputs[i] for i in range(len(layers))]
+            if not gauss_newton:
+                return [inputs[i] for i in range(len(layers))], torch.autograd.grad(loss, outs), None, loss.detach(), is_X
+            (g_out,) = torch.autograd.grad(loss, out, retain_graph=True)  # (B, n_out)
+            k_out, n = out.shape[1], X.shape[0]
+            unit = torch.eye(k_out, dtype=out.dtype, device=out.device)[:, None, :].expand(k_out, n, k_out)
+            jacs = torch.autograd.grad(out, outs, grad_outputs=unit, is_grads_batched=True)
+    finally:
+        for h in handles:
+            h.remove()
+    grads = [(g_out.T[:, :, None] * J).sum(0) for J in jacs]
+    gram = [_gram(J) for J in jacs]
+    return [inputs[i] for i in range(len(layers))], grads, gram, loss.detach(), is_X
+
+
+@torch.no_grad()
+def _mlp_backward(model: GrowingMLP, X, y, loss_fn, gauss_newton: bool):
+    """What :func:`_autograd_backward` returns, for a :class:`GrowingMLP` by the chain rule: with
+    pre-activations ``s_c`` and activation derivatives ``σ'_c`` (element-wise, from one small
+    autograd call per hidden layer), ``δ_c = (δ_{c+1} W_{c+1}) ⊙ σ'_c`` and
+    ``J_c = (J_{c+1} W_{c+1}) ⊙ σ'_c`` from ``J_out = I``; so ``G_out = I``, and for the last hidden
+    layer ``G = (W_outᵀ W_out) ⊙ E[σ' σ'ᵀ]`` without forming J. Same numbers as autograd (tested),
+    at about half the cost of a check's statistics pass on digits."""
+    h, inputs, pre = X, [], []
+    for lin, act in zip(model.linears, model.activations):
+        inputs.append(h)
+        pre.append(lin(h))
+        h = act(pre[-1])
+    inputs.append(h)
+    out = model.linears[-1](h).requires_grad_()
+    with torch.enable_grad():
+        loss = loss_fn(out, y)
+        (delta,) = torch.autograd.grad(loss, out)
+    n, k_out = out.shape
+    grads, gram = [delta], [torch.eye(k_out, dtype=torch.float64, device=out.device)] if gauss_newton else None
+    J = None  # J_{c+1} (n_out, B, d_{c+1}) below the last hidden layer
+    for c in range(model.depth - 1, -1, -1):
+        s = pre[c].requires_grad_()
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(model.activations[c](s).sum(), s)  # σ'_c(s_c), (B, d_c)
+        W = model.linears[c + 1].weight
+        delta = (delta @ W).mul_(slope)
+        grads.insert(0, delta)
+        if gauss_newton:
+            if c == model.depth - 1:
+                d = slope.double()
+                gram.insert(0, (W.T.double() @ W.double()).mul_(d.T @ d / n))
+                J = W[:, None, :] * slope if c > 0 else None  # (n_out, B, d_c)
+            else:
+                J = (J @ W).mul_(slope)
+                gram.insert(0, _gram(J))
+    return inputs, grads, gram, loss.detach(), {0}
 
 
 def residual(stats: LayerStats) -> torch.Tensor:

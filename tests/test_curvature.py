@@ -473,3 +473,25 @@ def test_pools_padded_when_their_inputs_gained_units():
     torch.testing.assert_close(f[:, :4], layer.features(h_old))
     torch.testing.assert_close(W[4:], torch.eye(6, dtype=W.dtype)[4:])
     torch.testing.assert_close(theta[4:], torch.tensor(DEFAULT_ACTIVATION, dtype=W.dtype).expand(2, 3))
+
+
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4, 3)])
+@pytest.mark.parametrize("fisher", ["gauss_newton", "empirical"])
+def test_mlp_chain_rule_statistics_equal_autograd(hidden, fisher):
+    """collect_kfac's chain-rule pass for a GrowingMLP gives the same factors, gradients, η and λ
+    as its generic path (forward hooks and a batched autograd backward pass)."""
+    torch.manual_seed(0)
+    X, y = _task(64, 6, 3, seed=2)
+    model = GrowingMLP(6, 3, hidden, max_depth=3).double()
+    with torch.no_grad():  # activations away from their initial values
+        for act in model.activations:
+            for p in act.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    fast = collect_kfac(model, X, y, damping=DAMPING, fisher=fisher)
+    generic = collect_kfac(model, X, y, damping=DAMPING, fisher=fisher, layers=list(model.linears))
+    assert len(fast.layers) == len(generic.layers) == len(hidden) + 1
+    for a, b in zip(fast.layers, generic.layers):
+        for name in ("a", "delta", "A", "G", "grad"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
+        assert a.eta == pytest.approx(b.eta, rel=1e-9)
+    assert fast.lam == pytest.approx(generic.lam, rel=1e-12) and fast.loss == pytest.approx(generic.loss, rel=1e-12)
