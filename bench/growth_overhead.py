@@ -14,7 +14,11 @@ reported; on a shared 2-core machine single runs vary by about ±10 %, at times 
 
 Both processes first train a throw-away copy of the start model for one epoch on 256 rows
 (warm-up: imports, thread pools, allocator), then time ``Trainer.fit``. Reported per case:
-wall-time ratio growing / fixed (target <= 1.3), the share of the growing run spent in growth
+wall-time ratio growing / fixed (target <= 1.3); ``ratio_in_run``, the growing run's wall time over
+its own time outside growth checks (median over the repeats): an upper bound of the ratio, as the
+growing network is never larger than the final one, taken inside one process with checks and
+epochs interleaved, so a busy machine moves it much less than the ratio of two separate runs;
+the share of the growing run spent in growth
 checks (``Trainer.timings["growth"]``: statistics, candidate search, edits), and peak memory
 (CPU: peak resident set size of the process, and its rise during the fit; CUDA: peak allocated).
 Writes ``growth_overhead.{csv,json,png}`` to ``--out``.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -146,6 +151,7 @@ def run_case(name: str, seed: int, threads: int, device: str, extra: dict, epoch
         "growing_s": round(grow["seconds"], 2),
         "fixed_s": round(fixed["seconds"], 2),
         "ratio": round(grow["seconds"] / fixed["seconds"], 3),
+        "ratio_in_run": round(statistics.median(g["seconds"] / (g["seconds"] - g["growth_s"]) for g in grows), 3),
         "repeats": repeats,
         "growing_s_all": [round(g["seconds"], 2) for g in grows],
         "fixed_s_all": [round(f["seconds"], 2) for f in fixeds],
@@ -188,7 +194,8 @@ def plot(rows: list[dict], path: Path) -> Path:
             labels.append(f"{what}: {run['n_params']:,} params, test acc {run['test_acc']:.3f}")
         ax.set_yticks([0, 1], labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(f"{row['case']} ({row['epochs']} epochs): ratio {row['ratio']:.2f}", fontsize=9, loc="left")
+        ax.set_title(f"{row['case']} ({row['epochs']} epochs): ratio {row['ratio']:.2f}, within the growing run {row['ratio_in_run']:.2f}",
+                     fontsize=9, loc="left")
         ax.tick_params(axis="x", labelsize=8)
     axes[-1, 0].set_xlabel(f"wall-clock seconds ({rows[0]['device']}, median of {rows[0]['repeats']} runs per side)")
     fig.suptitle("Growth overhead: growing run vs a fixed network of its final architecture", fontsize=10)
@@ -216,13 +223,13 @@ def main(argv=None) -> list[dict]:
     if args.repeats < 1:
         ap.error(f"--repeats {args.repeats} is invalid: use at least 1 run per side")
     rows = [run_case(c, args.seed, args.threads, device, extra, args.epochs, args.repeats) for c in args.cases]
-    shown = ["case", "epochs", "final_hidden", "start_params", "final_params", "events", "growing_s", "fixed_s", "ratio",
+    shown = ["case", "epochs", "final_hidden", "start_params", "final_params", "events", "growing_s", "fixed_s", "ratio", "ratio_in_run",
              "checks_s", "checks_share", "acc_growing", "acc_fixed", "peak_rss_growing_mb", "peak_rss_fixed_mb"]
     if device.startswith("cuda"):
         shown += ["cuda_peak_growing_mb", "cuda_peak_fixed_mb"]
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     report("growth_overhead", public, args.out, device=device, columns=shown,
-           extra={"threads": args.threads, "note": "ratio = growing_s / fixed_s, target <= 1.3"})
+           extra={"threads": args.threads, "note": "ratio = growing_s / fixed_s, target <= 1.3; ratio_in_run = growing_s / (growing_s - checks_s), median over repeats, an upper bound of ratio measured inside one process"})
     png = plot(rows, args.out / "growth_overhead.png")
     print(f"wrote {png}")
     return public

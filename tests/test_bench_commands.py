@@ -38,6 +38,8 @@ def test_growth_overhead_runs_each_side_in_its_own_process(tmp_path):
     assert row["growing_s"] == min(row["growing_s_all"]) and row["fixed_s"] == min(row["fixed_s_all"])
     # ratio is growing / fixed (from unrounded seconds; the s columns are rounded to 0.01 s)
     assert row["ratio"] == pytest.approx(row["growing_s"] / row["fixed_s"], rel=0.1)
+    # the within-run figure: growing wall time over its time outside checks, so above 1 when checks ran
+    assert row["ratio_in_run"] > 1 and row["checks_s"] > 0
     assert row["final_params"] >= row["start_params"] == 790  # 64-10-10 start
     assert 0 <= row["checks_share"] < 1 and row["peak_rss_growing_mb"] > 0
     assert rec["machine"]["device"] == "cpu"
