@@ -99,7 +99,7 @@ def _pack(init: "Candidate | CandidatePool", like: torch.Tensor, layer: bool = F
             W = torch.cat([W, torch.eye(d_in, dtype=W.dtype, device=W.device)[d_old:]], 0)
             b = torch.cat([b, b.new_zeros(d_in - d_old)])
             theta = torch.cat([theta, torch.tensor(DEFAULT_ACTIVATION).to(theta).expand(d_in - d_old, 3)])
-    return torch.cat([W, b[:, None], theta], 1).contiguous()
+    return torch.cat([W, b[:, None], theta], 1)
 
 
 def _split(params: torch.Tensor):
@@ -178,7 +178,7 @@ def _neuron_scores(f: torch.Tensor, r: torch.Tensor, G_inv: torch.Tensor, dampin
 def _neuron_grad(params, h, r, rG, G_inv, damping: float, prior: float) -> torch.Tensor:
     """Gradient (P, d_in + 4) of ``−Σ_p log Δη'_p + prior·½‖params‖²`` for candidates on inputs
     ``h`` (B, d_in), consumer residual ``r`` (B, d_out), ``rG = r G⁻¹``; growth-methods.md §1.2:
-    ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (G⁻¹ C_pᵀ rᵀ − (1+γ)·Δη'_p·f_p)``."""
+    ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (C_p G⁻¹ rᵀ − (1+γ)·Δη'_p·f_p)`` (a row over the B samples)."""
     feats = _Features(h, params)
     s, C, A_f = _neuron_scores(feats.f, r, G_inv, damping)
     a = A_f.mul_(s + 1e-30).reciprocal_().mul_(-2 / h.shape[0])[:, None]  # ∂(−log s)/∂s · 2/(B·A_f)
@@ -190,7 +190,7 @@ def _layer_grad(params, h, r, G_inv, damping: float, prior: float, anchor, mask)
     """Gradient (k, k + 4) of ``−log Δη' + prior·½‖mask·(params − anchor)‖²`` for a layer
     candidate on inputs ``h`` (B, k) and consumer residual ``r`` (B, d_out):
     ``∂Δη'/∂F = 2/B·(K rᵀ − M F − (γ/k)·tr(M)·F)`` in (k, B) layout, ``K = A_f⁻¹ C G⁻¹``,
-    ``M = A_f⁻¹ C K ᵀ`` (the last term from the damping's dependence on ``F``)."""
+    ``M = A_f⁻¹ C Kᵀ`` (the last term from the damping's dependence on ``F``)."""
     n, k = h.shape
     feats = _Features(h, params)
     F = feats.f  # (k, B)
