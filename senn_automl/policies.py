@@ -399,8 +399,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Candidates are optimised on the scoring batch ``(X, y)``. ``warm``: ``{layer:
         CandidatePool}`` to start neuron candidates from, and ``layer_warm``: ``{position:
         Candidate}`` to start layer candidates from, each with ``refine_steps`` steps where the
-        inputs have not narrowed since. ``depth=False``: no layer proposals (later rounds of a check). If held-out data ``(X_val,
-        y_val)`` with at least 2 rows is given, every proposal is then scored there with the
+        inputs have not narrowed since. ``depth=False``: no layer proposals (later rounds of a
+        check). If held-out data ``(X_val, y_val)`` with at least 2 rows is given, every proposal is then scored there with the
         debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
         held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.
 
