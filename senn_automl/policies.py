@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from .candidates import Candidate, best_neuron_candidate, heldout_score, layer_candidate, starts_from
+from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
 from .curvature import collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
@@ -182,6 +182,13 @@ class GrowthPolicy:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._last_event_epoch = state.get("last_event_epoch")
 
+    def tensor_state(self) -> dict[str, torch.Tensor]:
+        """Tensor state for a checkpoint's ``state.pt`` (name -> tensor); none by default."""
+        return {}
+
+    def load_tensor_state(self, state: dict[str, torch.Tensor], model) -> None:
+        """Restore :meth:`tensor_state` for ``model`` (the model the checkpoint rebuilt)."""
+
 
 @dataclass
 class FixedPolicy(GrowthPolicy):
@@ -232,8 +239,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         :func:`~senn_automl.candidates.starts_from`) with ``refine_steps``, so the search
         continues across checks instead of restarting; a check that finds nothing then costs a
         fifth. Pruning or a layer insertion restarts the pools from random. ``False``: every check
-        starts from random with ``candidate_steps``. Pools live in the policy object only (a run
-        resumed from a checkpoint restarts them from random).
+        starts from random with ``candidate_steps``. Checkpoints keep the pools
+        (:meth:`tensor_state`), so a resumed run continues the same search.
     damping : γ of the K-FAC factors, > 0.
     fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
     accept_on : "validation" (default): thresholds are tested on the validation split with the
@@ -341,6 +348,26 @@ class NaturalExpansionPolicy(GrowthPolicy):
         self._checks = int(state.get("checks", 0))
         self._last_depth_check = int(state.get("last_depth_check", -(10**9)))
         self._pending = [list(job) for job in state.get("pending", [])]
+
+    def tensor_state(self) -> dict[str, torch.Tensor]:
+        """The warm pools (see ``warm_checks``): ``pool.<layer>.<weight|bias|act_params>`` and
+        ``layer.<position>.<weight|bias|act_params>``, so a resumed run continues the same search."""
+        pools, layer_starts, _ = self._starts
+        out = {}
+        for kind, found in (("pool", pools), ("layer", layer_starts)):
+            for where, c in found.items():
+                for name in ("weight", "bias", "act_params"):
+                    out[f"{kind}.{where}.{name}"] = getattr(c, name)
+        return out
+
+    def load_tensor_state(self, state: dict[str, torch.Tensor], model) -> None:
+        parts: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+        for key, t in state.items():
+            kind, where, name = key.split(".")
+            parts.setdefault((kind, int(where)), {})[name] = t
+        pools = {w: CandidatePool(**p) for (k, w), p in parts.items() if k == "pool"}
+        layer_starts = {w: Candidate("layer", w, math.nan, **p) for (k, w), p in parts.items() if k == "layer"}
+        self._starts = (pools, layer_starts, id(model))
 
     def _track(self, kind: str, where: int, model, epoch: int) -> None:
         """Keep the pending pruning reviews' layer / neuron indices valid after an edit."""

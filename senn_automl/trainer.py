@@ -350,7 +350,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str | os.PathLike) -> Path:
-        """Write ``state.pt`` (weights, optimiser state, RNG, epoch) and ``arch.json`` (spec,
+        """Write ``state.pt`` (weights, optimiser state, RNG, epoch, the policy's tensor state) and ``arch.json`` (spec,
         growth log, history, policy and train config) into ``directory``; returns its path."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
@@ -363,6 +363,7 @@ class Trainer:
                 "timings": self.timings,
                 "best": self._best,
                 "since_best": self._since_best,
+                "policy_tensors": self.policy.tensor_state(),
             },
             d / "state.pt",
         )
@@ -407,6 +408,7 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     trainer.timings = dict(state["timings"])
     trainer._best = state.get("best")
     trainer._since_best = int(state.get("since_best", 0))
+    trainer.policy.load_tensor_state(state.get("policy_tensors", {}), trainer.model)
     trainer.history = meta["history"]
     trainer.growth_log = [GrowthEvent.from_dict(e) for e in meta["growth_log"]]
     return trainer

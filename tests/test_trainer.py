@@ -409,3 +409,28 @@ def test_warm_checks_continue_from_the_previous_checks_pools(digits):
     assert all(torch.equal(f1[p].weight, s1[p].weight) for p in f1)
     (f0, _, _), (s0, _, _) = pools[False]
     assert not any(torch.equal(f0[i].weight, s0[i].weight) for i in f0)
+
+
+def test_run_resumed_from_a_checkpoint_grows_like_one_continued_in_memory(digits, tmp_path):
+    """A checkpoint keeps everything the growth depends on, the warm candidate pools included: a
+    run saved after its first check, reloaded and continued adds the same units with the same
+    weights as the same run continued in memory (with the pools dropped from the checkpoint,
+    the later checks start from random candidates and grow differently)."""
+    from senn_automl.trainer import load_checkpoint
+
+    Xtr, ytr, Xv, yv = digits
+
+    def start():
+        policy = _policy(min_gap=0, max_additions=2, refine_steps=3)
+        return Trainer(_model(0), policy, _config(max_epochs=8)).fit(Xtr, ytr, Xv, yv, epochs=3)
+
+    in_memory = start()
+    saved = start()
+    assert saved.growth_log and saved.policy.tensor_state()  # the check after epoch 2 left pools
+    saved.save_checkpoint(tmp_path / "ckpt")
+    in_memory.fit(Xtr, ytr, Xv, yv)
+    resumed = load_checkpoint(tmp_path / "ckpt").fit(Xtr, ytr, Xv, yv)
+    assert len(in_memory.growth_log) > len(saved.growth_log)  # the later checks grew too
+    assert [e.to_dict() for e in resumed.growth_log] == [e.to_dict() for e in in_memory.growth_log]
+    for a, b in zip(resumed.model.state_dict().values(), in_memory.model.state_dict().values()):
+        assert torch.equal(a, b)
