@@ -224,6 +224,7 @@ def _autograd_backward(model, layers, X, y, loss_fn, gauss_newton: bool):
     finally:
         for h in handles:
             h.remove()
+    jacs = [J.reshape(k_out, n, -1) for J in jacs]  # per sample flat, as δ is used below
     grads = [(g_out.T[:, :, None] * J).sum(0) for J in jacs]
     gram = [_gram(J) for J in jacs]
     return [inputs[i] for i in range(len(layers))], grads, gram, loss.detach(), is_X
