@@ -65,3 +65,40 @@ def test_search_overhead_times_loop_and_search(tmp_path):
     assert hows == ["plain loop", "run_search, 1 concurrent", "run_search, 2 concurrent"]
     assert all(r["registered_versions"] >= 2 for r in rec["rows"][1:])  # at least one final model per trial
     assert (tmp_path / "search_overhead.png").stat().st_size > 0
+
+
+def test_candidate_effort_repeats_searches_without_changing_the_run(tmp_path):
+    from senn_automl import config
+    from senn_automl.data import load_dataset
+    from senn_automl.trainer import Trainer
+
+    overrides = {"expansion_interval": 5}
+    _run("candidate_effort.py", "--seeds", "0", "--epochs", "12", "--set", "expansion_interval=5", "--cold-steps", "5", "50",
+         "--warm-steps", "0", "10", "--candidates", "8", "32", "--out", str(tmp_path))
+    rec = json.loads((tmp_path / "candidate_effort_digits.json").read_text())
+    assert (tmp_path / "candidate_effort_digits.png").stat().st_size > 0
+    rows = {(r["kind"], r["start"], r["P"], r["steps"]): r for r in rec["rows"]}
+    # the first check searches cold: neurons at each step count and P, layers at both insertion points
+    assert {("neuron", "cold", 32, 5), ("neuron", "cold", 32, 50), ("neuron", "cold", 8, 50)} <= set(rows)
+    assert {("layer@0", "cold", None, 50), ("layer@1", "cold", None, 50)} <= set(rows)
+    assert rows[("neuron", "cold", 32, 50)]["default"] and not rows[("neuron", "cold", 32, 5)]["default"]
+    # every effort of one search starts from the same point: as many searches per effort
+    cold = [r["searches"] for k, r in rows.items() if k[0] == "neuron" and k[1] == "cold"]
+    assert len(set(cold)) == 1
+    assert all(r["ms_per_search"] > 0 and 0 <= r["pass_share"] <= 1 for r in rows.values())
+    # the probe repeats searches on its own generator: the run grows as a plain run does
+    import torch
+
+    ds = load_dataset("digits", seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark runs: the same summation order
+    conf = config.resolve(overrides, max_epochs=12, patience=None, restore_best=False, seed=0, device="cpu", progress=False)
+    model, policy, train = config.build(conf, ds.n_features, ds.n_classes, ds.image_shape)
+    try:
+        plain = Trainer(model, policy, train).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    finally:
+        torch.set_num_threads(threads)
+    (run,) = rec["runs"]
+    assert run["hidden"] == list(plain.model.hidden)
+    assert run["event_scores"] == pytest.approx([e.score for e in plain.growth_log], rel=1e-9) and plain.growth_log
+    assert run["final_train_loss"] == pytest.approx(plain.history[-1]["train_loss"], rel=1e-9)
