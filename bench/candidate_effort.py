@@ -53,6 +53,7 @@ class _EffortProbe(NaturalExpansionPolicy):
     candidate_counts: tuple = (16, 32, 100)
     records: list = field(default_factory=list, repr=False)
     _proposals: int = field(default=0, repr=False)
+    _searches: int = field(default=0, repr=False)
 
     def propose(self, model, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True):
         sc, proposals = super().propose(model, X, y, X_val, y_val, generator, warm, layer_warm, depth)
@@ -71,8 +72,8 @@ class _EffortProbe(NaturalExpansionPolicy):
         efforts = [(self.n_candidates, s) for s in (self.warm_steps if start == "warm" else self.cold_steps)]
         if neuron and start == "cold":
             efforts += [(p, self.candidate_steps) for p in self.candidate_counts if p != self.n_candidates]
-        seed = len({(r["proposal"], r["kind"]) for r in self.records})  # one start for every effort of this search
-        for p, steps in efforts:
+        seed, self._searches = self._searches, self._searches + 1
+        for p, steps in efforts:  # every effort of this search from the same start
             kw = dict(steps=steps, damping=self.damping, generator=torch.Generator(device=h.device).manual_seed(seed),
                       batch_rows=self.candidate_batch_size, init=init)
             t0 = time.perf_counter()
