@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from _common import add_common_args, report, setup
 
-from senn_automl.candidates import best_neuron_candidate, heldout_score, layer_candidate, starts_from
+from senn_automl.candidates import best_neuron_candidate, layer_candidate, starts_from
 from senn_automl.policies import NaturalExpansionPolicy
 
 
@@ -68,7 +68,6 @@ class _EffortProbe(NaturalExpansionPolicy):
         h, stats = sc.inputs[where], sc.stats.layers[consumer]
         init = (warm if neuron else layer_warm).get(where)
         start = "warm" if starts_from(init, h) else "cold"
-        ref = sc.held.eta if self.relative_to == "total" else sc.held.layers[consumer].eta
         efforts = [(self.n_candidates, s) for s in (self.warm_steps if start == "warm" else self.cold_steps)]
         if neuron and start == "cold":
             efforts += [(p, self.candidate_steps) for p in self.candidate_counts if p != self.n_candidates]
@@ -79,14 +78,11 @@ class _EffortProbe(NaturalExpansionPolicy):
             t0 = time.perf_counter()
             found = best_neuron_candidate(h, stats, where, n_candidates=p, **kw) if neuron else layer_candidate(h, stats, where, **kw)
             ms = (time.perf_counter() - t0) * 1e3
-            if sc.held is sc.stats:
-                score = found.score
-            else:
-                score = heldout_score(found, sc.held_inputs[where], sc.held.layers[consumer], self.damping)
+            ratio, score, _ = self.rate(found, sc)  # as the policy tests it
             self.records.append({
                 "kind": "neuron" if neuron else f"layer@{where}", "start": start, "P": p if neuron else None,
                 "steps": steps, "check": self._checks, "proposal": self._proposals,
-                "score": score / (1.0 if neuron else self.layer_cost), "level": self.tau * max(ref, 1e-30), "ms": ms,
+                "score": score, "of_level": ratio / self.tau, "ms": ms,
             })
 
 
@@ -102,8 +98,8 @@ def _summary(records: list[dict], policy) -> list[dict]:
             "default": steps == default_steps and (p is None or p == policy.n_candidates),
             "searches": len(rs),
             "mean_score": statistics.fmean(r["score"] for r in rs),
-            "mean_of_level": round(statistics.fmean(r["score"] / r["level"] for r in rs), 3),
-            "pass_share": round(sum(r["score"] > r["level"] for r in rs) / len(rs), 3),
+            "mean_of_level": round(statistics.fmean(r["of_level"] for r in rs), 3),
+            "pass_share": round(sum(r["of_level"] > 1 for r in rs) / len(rs), 3),
             "ms_per_search": round(statistics.fmean(r["ms"] for r in rs), 1),
         })
     return rows

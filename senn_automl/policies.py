@@ -442,19 +442,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)
+        sc = _Scoring(stats, inputs, held, held_inputs)
         kw = dict(damping=self.damping, generator=generator, batch_rows=self.candidate_batch_size)
-
-        def rate(cand: Candidate, consumer_idx: int, cost: float):
-            consumer = held.layers[consumer_idx]
-            if held is stats:
-                score = cand.score
-            else:
-                source_idx = consumer_idx - 1 if cand.kind == "neuron" else consumer_idx
-                score = heldout_score(cand, held_inputs[source_idx], consumer, self.damping)
-            score /= cost
-            ref = held.eta if self.relative_to == "total" else consumer.eta
-            return (score / max(ref, 1e-30), score, cand)
-
         proposals = []
         if self.grow_width:
             for i in range(model.depth):
@@ -464,7 +453,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
                         inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
                         steps=self.refine_steps if starts_from(init, inputs[i]) else self.candidate_steps, **kw,
                     )
-                    proposals.append(rate(cand, i + 1, 1.0))
+                    proposals.append(self.rate(cand, sc))
         if self.grow_depth and depth and self._checks - self._last_depth_check > self.depth_cooldown:
             for p in range(model.depth + 1):
                 if model.can_insert_layer(p):
@@ -473,8 +462,23 @@ class NaturalExpansionPolicy(GrowthPolicy):
                         inputs[p], stats.layers[p], p, init=init,
                         steps=self.refine_steps if starts_from(init, inputs[p]) else self.candidate_steps, **kw,
                     )
-                    proposals.append(rate(cand, p, self.layer_cost))
-        return _Scoring(stats, inputs, held, held_inputs), proposals
+                    proposals.append(self.rate(cand, sc))
+        return sc, proposals
+
+    def rate(self, cand: Candidate, sc: "_Scoring") -> tuple[float, float, Candidate]:
+        """``(ratio, score, cand)`` of a candidate as the thresholds test it: ``score`` is its Δη'
+        (the debiased held-out Δη' when ``sc`` has held-out statistics, else the scoring-batch one),
+        divided by ``layer_cost`` for a layer; ``ratio = score / η`` (total η or the consumer's η_c,
+        per ``relative_to``, from the held-out statistics when given)."""
+        consumer_idx = cand.where + 1 if cand.kind == "neuron" else cand.where
+        consumer = sc.held.layers[consumer_idx]
+        if sc.held is sc.stats:
+            score = cand.score
+        else:  # the candidate's inputs are those of layer ``cand.where``
+            score = heldout_score(cand, sc.held_inputs[cand.where], consumer, self.damping)
+        score /= 1.0 if cand.kind == "neuron" else self.layer_cost
+        ref = sc.held.eta if self.relative_to == "total" else consumer.eta
+        return (score / max(ref, 1e-30), score, cand)
 
     def _passes(self, ratio: float, score: float, lam: float) -> bool:
         return ratio > self.tau and score / max(lam, 1e-30) > self.alpha
