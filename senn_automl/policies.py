@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
-from .curvature import collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
+from .curvature import FISHERS, collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
@@ -247,7 +247,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         starts from random with ``candidate_steps``. Checkpoints keep the pools
         (:meth:`tensor_state`), so a resumed run continues the same search.
     damping : γ of the K-FAC factors, > 0.
-    fisher : "gauss_newton" (default) or "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
+    fisher : "gauss_newton" (default), "unit_gradient" (the official SENN code's output factor) or
+        "empirical"; see :func:`senn_automl.curvature.collect_kfac`.
     accept_on : "validation" (default): thresholds are tested on the validation split with the
         debiased held-out Δη'; "scoring": on the training scoring batch, as in the paper (more
         growth: candidates fitted on those rows look better there than they generalise).
@@ -328,8 +329,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             bad("warm_checks", self.warm_checks, "use True or False")
         if not (number(self.damping) and self.damping > 0):
             bad("damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
-        if self.fisher not in ("gauss_newton", "empirical"):
-            bad("fisher", self.fisher, "use 'gauss_newton' or 'empirical'")
+        if self.fisher not in FISHERS:
+            bad("fisher", self.fisher, f"use one of: {', '.join(map(repr, FISHERS))}")
         if self.accept_on not in ("validation", "scoring"):
             bad("accept_on", self.accept_on, "use 'validation' or 'scoring'")
         if self.max_additions is not None and not (whole(self.max_additions) and self.max_additions >= 1):

@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 
-from . import config
+from . import config, curvature
 from .triggers import WHEN
 from .policies import POLICIES
 from .trainer import OPTIMIZERS
@@ -92,7 +92,7 @@ def _enumerations() -> dict[str, tuple[Any, ...]]:
         "policy": tuple(POLICIES),
         "optimizer": tuple(OPTIMIZERS),
         "relative_to": ("total", "layer"),  # NaturalExpansionPolicy.validate
-        "fisher": ("gauss_newton", "empirical"),  # NaturalExpansionPolicy.validate
+        "fisher": curvature.FISHERS,
         "model": tuple(config.MODELS),
         "when": tuple(WHEN),
         "metric": ("abs_grad", "grad_variance", "weight_sq", "weight_abs"),  # EdgeExpansionPolicy.validate
