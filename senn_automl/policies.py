@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
-from .curvature import FISHERS, collect_kfac, delta_eta_heldout, input_saliency, prune_compensation, residual
+from .curvature import FISHERS, collect_kfac, input_saliency, prune_compensation
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
@@ -440,15 +440,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Returns ``(scoring, [(ratio, score, Candidate), ...])``: ``scoring.held`` are the
         statistics the thresholds are measured against; ``score`` includes the layer cost multiplier.
         """
-        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
-        with torch.no_grad():
-            inputs = model.layer_inputs(X)
-        held, held_inputs = stats, inputs
-        if self.accept_on == "validation" and X_val is not None and len(X_val) >= 2:
-            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
-            with torch.no_grad():
-                held_inputs = model.layer_inputs(X_val)
-        sc = _Scoring(stats, inputs, held, held_inputs)
+        sc = self._statistics(model, X, y, X_val, y_val)
+        inputs, stats = sc.inputs, sc.stats
         kw = dict(damping=self.damping, generator=generator, batch_rows=self.candidate_batch_size)
         proposals = []
         if self.grow_width:
@@ -471,6 +464,19 @@ class NaturalExpansionPolicy(GrowthPolicy):
                     proposals.append(self.rate(cand, sc))
         return sc, proposals
 
+    def _statistics(self, model: GrowingMLP, X, y, X_val=None, y_val=None) -> "_Scoring":
+        """K-FAC statistics and layer inputs on the scoring batch, and on the held-out data when
+        ``accept_on="validation"`` and it has at least 2 rows (else the same objects)."""
+        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
+        with torch.no_grad():
+            inputs = model.layer_inputs(X)
+        held, held_inputs = stats, inputs
+        if self.accept_on == "validation" and X_val is not None and len(X_val) >= 2:
+            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
+            with torch.no_grad():
+                held_inputs = model.layer_inputs(X_val)
+        return _Scoring(stats, inputs, held, held_inputs)
+
     def rate(self, cand: Candidate, sc: "_Scoring") -> tuple[float, float, Candidate]:
         """``(ratio, score, cand)`` of a candidate as the thresholds test it: ``score`` is its Δη'
         (the debiased held-out Δη' when ``sc`` has held-out statistics, else the scoring-batch one),
@@ -489,53 +495,36 @@ class NaturalExpansionPolicy(GrowthPolicy):
     def _passes(self, ratio: float, score: float, lam: float) -> bool:
         return ratio > self.tau and score / max(lam, 1e-30) > self.alpha
 
-    def _more_neurons(self, model, first: Candidate, sc: "_Scoring", budget: int) -> list[tuple[Candidate, float, float, float]]:
-        """Greedy sequence of further neurons for the layer of ``first`` from its candidate pool.
+    def _add_neurons(self, model, first: tuple[float, float, Candidate], sc: "_Scoring", budget: int, apply: Apply,
+                     record, data: tuple, epoch: int) -> None:
+        """Add ``first = (ratio, score, candidate)`` and then, greedily, further neurons of its
+        candidate pool to its layer.
 
-        A new neuron has zero outgoing weights, so the network function and every δ are
-        unchanged; only the consumer's inputs gain the feature ``f``. Recomputing the statistics
-        after an addition therefore reduces to projecting ``f`` out of the consumer residual
-        (on the scoring batch and on the held-out data), and η grows by the accepted score.
-        Each further neuron must pass both thresholds on held-out data like the first.
-        Returns ``[(candidate, score, ratio, eta_ref), ...]`` in order, ``first`` included.
+        After each addition the statistics are re-collected (:meth:`_statistics` on ``data =
+        (X, y, X_val, y_val)``), so the next neuron is ranked (Δη' on the scoring batch) and
+        tested (on held-out data when given, like the first) against the exact residual, η and λ
+        of the grown network. Stops at ``budget`` neurons, at ``max_width``, or at the first
+        neuron that fails a threshold.
         """
-        layer, pool = first.where, first.pool
-        consumer_idx = layer + 1
-        held_is_train = sc.held is sc.stats
-        c_tr, c_h = sc.stats.layers[consumer_idx], sc.held.layers[consumer_idx]
-        F_tr = pool.features(sc.inputs[layer].double())
-        F_h = F_tr if held_is_train else pool.features(sc.held_inputs[layer].double())
-        r_tr, r_h = residual(c_tr), residual(c_h)
-        eta_ref = sc.held.eta if self.relative_to == "total" else c_h.eta
-        lam = sc.held.lam
-        available = torch.ones(F_tr.shape[1], dtype=torch.bool)
-        chosen = []
-        p = int(torch.nonzero((pool.weight == first.weight).all(1))[0])
-        while len(chosen) < budget and model.hidden[layer] + len(chosen) < model.max_width:
-            if chosen:  # rank the remaining pool on the scoring batch
-                n = F_tr.shape[0]
-                C = F_tr.T @ r_tr / n
-                s_tr = (C * c_tr.G_inv.solve(C.T).T).sum(1) / ((F_tr**2).mean(0) * (1 + self.damping) + 1e-30)
-                s_tr[~available] = -torch.inf
-                p = int(torch.argmax(s_tr))
-            if held_is_train:
-                f = F_h[:, p : p + 1]
-                C = f.T @ r_h / f.shape[0]
-                score = float((C * c_h.G_inv.solve(C.T).T).sum() / ((f**2).mean() * (1 + self.damping) + 1e-30))
-            else:
-                score = delta_eta_heldout(F_h[:, p : p + 1], r_h, c_h.G_inv, self.damping)
-            ratio = score / max(eta_ref, 1e-30)
-            if not self._passes(ratio, score, lam):
-                break
-            chosen.append((pool.candidate(p, layer, score), score, ratio, eta_ref))
+        ratio, score, cand = first
+        layer, pool = cand.where, cand.pool
+        available = torch.ones(pool.weight.shape[0], dtype=torch.bool)
+        p = int(torch.nonzero((pool.weight == cand.weight).all(1))[0])
+        for added in range(budget):
+            before = model.n_params()
+            _, diff = apply(lambda m, c=cand: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
+            self._track("neuron", layer, model, epoch)
+            record("neuron", layer, score, ratio, sc, before, diff)
             available[p] = False
-            eta_ref += score
-            for F, r in ((F_tr, r_tr), (F_h, r_h)):
-                f = F[:, p : p + 1]
-                r -= f @ (f.T @ r) / (f.T @ f).clamp_min(1e-30)
-            if held_is_train:
-                r_h = r_tr
-        return chosen
+            if added + 1 == budget or not model.can_add_neurons(layer) or not available.any():
+                return
+            sc = self._statistics(model, *data)
+            s_tr = pool.scores(sc.inputs[layer], sc.stats.layers[layer + 1], self.damping)
+            s_tr[~available] = -torch.inf
+            p = int(torch.argmax(s_tr))
+            ratio, score, cand = self.rate(pool.candidate(p, layer, float(s_tr[p])), sc)
+            if not self._passes(ratio, score, sc.held.lam):
+                return
 
     def grow(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
         events: list[GrowthEvent] = []
@@ -580,11 +569,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 warm, pools, layer_starts = {}, {}, {}  # layer indices and widths changed: start afresh
                 continue
             warm = pools
-            for c, c_score, c_ratio, _ in self._more_neurons(model, cand, sc, self.n_max - len(events)):
-                before = model.n_params()
-                _, diff = apply(lambda m, c=c: m.add_neurons(c.where, c.weight, c.bias, c.act_params))
-                self._track("neuron", c.where, model, epoch)
-                record("neuron", c.where, c_score, c_ratio, sc, before, diff)
+            self._add_neurons(model, (ratio, score, cand), sc, self.n_max - len(events), apply, record,
+                              (X, y, X_val, y_val), epoch)
         self._starts = (pools, layer_starts, id(model))
         self._checks += 1
         return events

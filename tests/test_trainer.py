@@ -467,3 +467,50 @@ def test_run_resumed_from_a_checkpoint_grows_like_one_continued_in_memory(digits
     assert [e.to_dict() for e in resumed.growth_log] == [e.to_dict() for e in in_memory.growth_log]
     for a, b in zip(resumed.model.state_dict().values(), in_memory.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("accept_on", ["scoring", "validation"])
+def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on):
+    """Every neuron a check adds, the first and the greedy further ones, is scored and tested
+    against statistics collected afresh on the network as it is just before that addition:
+    its recorded Δη' (scoring batch) or debiased held-out Δη', η and ratio equal the ones
+    computed from scratch (to float64 rounding)."""
+    import copy
+
+    from senn_automl.curvature import collect_kfac, delta_eta_heldout, delta_eta_lower_bound, residual
+    from senn_automl.modules import rational
+
+    Xtr, ytr, Xv, yv = (torch.as_tensor(a) for a in digits)
+    torch.manual_seed(0)
+    model = GrowingMLP(64, 10, (4,), max_width=16, max_depth=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        F.cross_entropy(model(Xtr), ytr).backward()
+        opt.step()
+    policy = _policy(tau=1e-4, alpha=1e-7, grow_depth=False, max_additions=5, accept_on=accept_on)
+    before = []
+
+    def apply(edit, check=True):
+        before.append(copy.deepcopy(model))
+        return apply_edit(model, edit, probe=Xtr[:128], optimizer=opt)
+
+    X, y = Xtr[:512], ytr[:512]
+    events = policy.grow(model, X, y, epoch=0, apply=apply, X_val=Xv, y_val=yv, generator=torch.Generator().manual_seed(0))
+    assert len(events) == 5 and all(e.kind == "neuron" and e.where == 0 for e in events)
+    Xh, yh = (Xv, yv) if accept_on == "validation" else (X, y)
+    for event, m in zip(events, before):
+        held = collect_kfac(m, Xh, yh, damping=policy.damping, fisher=policy.fisher).layers[1]
+        eta = collect_kfac(m, Xh, yh, damping=policy.damping, fisher=policy.fisher).eta
+        lin, act = model.linears[0], model.activations[0]
+        j = m.hidden[0]  # the added neuron's index in the grown model
+        with torch.no_grad():
+            f = rational(Xh.double() @ lin.weight[j : j + 1].double().T + lin.bias[j].double(), act.v[j : j + 1].double(),
+                         act.c[j : j + 1].double(), act.l[j : j + 1].double())
+        if accept_on == "validation":
+            expected = delta_eta_heldout(f, residual(held), held.G_inv, policy.damping)
+        else:
+            expected = float(delta_eta_lower_bound(f, residual(held), held.G_inv, policy.damping))
+        assert event.score == pytest.approx(expected, rel=1e-6, abs=1e-12)
+        assert event.eta == pytest.approx(eta, rel=1e-9)
+        assert event.ratio == pytest.approx(expected / eta, rel=1e-6)
