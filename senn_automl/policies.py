@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
-from .curvature import FISHERS, collect_kfac, input_saliency, prune_compensation
+from .curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
@@ -434,8 +434,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Candidate}`` to start layer candidates from, each with ``refine_steps`` steps where the
         inputs have not narrowed since. ``depth=False``: no layer proposals (later rounds of a
         check, or a check within the depth cooldown). If held-out data ``(X_val, y_val)`` with at least 2 rows is given, every proposal is then scored there with the
-        debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`) and η, λ are the
-        held-out ones, so a candidate that only fits noise of the scoring batch is not accepted.
+        debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`), λ is the held-out one and
+        η the debiased held-out one (:meth:`_Scoring.eta`), so a candidate that only fits noise of
+        the scoring batch is not accepted, and the noise floor of η on a small split does not
+        block every candidate.
 
         Returns ``(scoring, [(ratio, score, Candidate), ...])``: ``scoring.held`` are the
         statistics the thresholds are measured against; ``score`` includes the layer cost multiplier.
@@ -481,7 +483,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         """``(ratio, score, cand)`` of a candidate as the thresholds test it: ``score`` is its Δη'
         (the debiased held-out Δη' when ``sc`` has held-out statistics, else the scoring-batch one),
         divided by ``layer_cost`` for a layer; ``ratio = score / η`` (total η or the consumer's η_c,
-        per ``relative_to``, from the held-out statistics when given)."""
+        per ``relative_to``; debiased on held-out statistics, see :meth:`_Scoring.eta`)."""
         consumer_idx = cand.where + 1 if cand.kind == "neuron" else cand.where
         consumer = sc.held.layers[consumer_idx]
         if sc.held is sc.stats:
@@ -489,7 +491,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         else:  # the candidate's inputs are those of layer ``cand.where``
             score = heldout_score(cand, sc.held_inputs[cand.where], consumer, self.damping)
         score /= 1.0 if cand.kind == "neuron" else self.layer_cost
-        ref = sc.held.eta if self.relative_to == "total" else consumer.eta
+        ref = sc.eta() if self.relative_to == "total" else sc.eta(consumer_idx)
         return (score / max(ref, 1e-30), score, cand)
 
     def _passes(self, ratio: float, score: float, lam: float) -> bool:
@@ -532,7 +534,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         def record(kind, where, score, ratio, sc, before, diff):
             events.append(
                 GrowthEvent(
-                    step=len(events), epoch=epoch, kind=kind, where=where, score=score, eta=sc.held.eta,
+                    step=len(events), epoch=epoch, kind=kind, where=where, score=score, eta=sc.eta(),
                     lam=sc.held.lam, ratio=ratio, tau=self.tau, alpha=self.alpha, params_before=before,
                     params_after=model.n_params(), hidden_after=tuple(model.hidden), max_abs_diff=diff,
                 )
@@ -555,7 +557,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             layer_starts = {c.where: c for _, _, c in proposals if c.kind == "layer"} or layer_starts
             depth = False
             if not events:
-                self.last_eta = sc.held.eta
+                self.last_eta = sc.eta()
             if not proposals:
                 break
             ratio, score, cand = max(proposals, key=lambda t: t[0])
@@ -585,6 +587,17 @@ class _Scoring:
     inputs: list
     held: Any
     held_inputs: list
+    _eta: dict = field(default_factory=dict)
+
+    def eta(self, layer: int | None = None) -> float:
+        """Reference η of the ``tau`` test (one layer's η_c when ``layer`` is given): the scoring
+        batch's, or on held-out data the debiased one (:func:`~senn_automl.curvature.eta_heldout`),
+        like the debiased held-out Δη' it is compared with."""
+        if self.held is self.stats:
+            return self.stats.eta if layer is None else self.stats.layers[layer].eta
+        if layer not in self._eta:
+            self._eta[layer] = eta_heldout(self.held, layer)
+        return self._eta[layer]
 
 
 #: policy name -> "module:class"; classes are imported on first use by :func:`policy_class`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from senn_automl.curvature import (
     delta_eta_exact,
     delta_eta_heldout,
     delta_eta_lower_bound,
+    eta_heldout,
     natural_expansion_score,
     residual,
 )
@@ -571,3 +573,60 @@ def test_mlp_chain_rule_statistics_equal_autograd(hidden, fisher):
             torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
         assert a.eta == pytest.approx(b.eta, rel=1e-9)
     assert fast.lam == pytest.approx(generic.lam, rel=1e-12) and fast.loss == pytest.approx(generic.loss, rel=1e-12)
+
+
+def test_layer_candidates_are_scaled_orthogonal_so_the_consumer_keeps_its_scale(trained):
+    """A layer candidate's B has all singular values equal (its polar factor times their mean),
+    so after insertion the consumer's weights W B⁻¹ are W rotated and divided by σ̄: no
+    direction of the consumer is amplified (what destabilised Adam after insertions)."""
+    from senn_automl.candidates import layer_candidate
+
+    model, X, y = trained
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    with torch.no_grad():
+        h = model.layer_inputs(X)
+    cand = layer_candidate(h[1], stats.layers[1], 1, steps=60, generator=torch.Generator().manual_seed(0))
+    S = torch.linalg.svdvals(cand.weight.double())
+    assert float(S.max() / S.min()) < 1 + 1e-5
+    W = model.linears[1].weight.detach().double().clone()
+    with torch.no_grad():
+        out = model(X)
+        model.insert_layer(1, cand.weight.to(W.dtype), cand.bias.to(W.dtype))
+        torch.testing.assert_close(model(X), out, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(torch.linalg.svdvals(model.linears[2].weight.detach().double()), torch.linalg.svdvals(W) / S.mean(),
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_heldout_eta_is_the_mean_over_pairs_of_distinct_samples():
+    """``eta_heldout`` = Σ_c Σ_{n≠m} ⟨z_n, z_m⟩_{(G⊗A)⁻¹} / (B(B−1)) with the per-sample gradients
+    ``z_n = δ_n a_nᵀ`` (computed densely with the Kronecker product of the damped factors):
+    the U-statistic of η with no ``n = m`` (noise) terms."""
+    model, X, y = _tiny_problem(n=12)
+    stats = collect_kfac(model, X, y, damping=DAMPING)
+    total = 0.0
+    for c, layer in enumerate(stats.layers):
+        F_c = torch.kron(_damped(layer.G, DAMPING), _damped(layer.A, DAMPING))
+        Z = torch.einsum("ni,nj->nij", layer.delta, layer.a).reshape(12, -1)  # vec(z_n), row-major
+        gram = Z @ torch.linalg.solve(F_c, Z.T)
+        total += float(gram.sum() - gram.diagonal().sum()) / (12 * 11)
+        assert eta_heldout(stats, c) == pytest.approx(float(gram.sum() - gram.diagonal().sum()) / (12 * 11), rel=1e-8)
+    assert eta_heldout(stats) == pytest.approx(total, rel=1e-8)
+    assert eta_heldout(stats) < stats.eta  # the removed diagonal terms are positive
+
+
+def test_heldout_eta_removes_the_noise_floor_of_small_batches(trained):
+    """On 64-row batches η is far above its value on 20,000 rows (its noise floor ~ params·λ/B);
+    the debiased estimate averages close to the large-sample value."""
+    model, _, _ = trained
+    X, y = _task(20000, 6, 3, seed=11)
+    ref = collect_kfac(model, X, y, damping=DAMPING).eta
+    g = torch.Generator().manual_seed(0)
+    raw, debiased = [], []
+    for _ in range(200):
+        rows = torch.randperm(len(X), generator=g)[:64]
+        st = collect_kfac(model, X[rows], y[rows], damping=DAMPING)
+        raw.append(st.eta)
+        debiased.append(eta_heldout(st))
+    raw_bias, bias = np.mean(raw) - ref, np.mean(debiased) - ref
+    assert raw_bias > 2 * ref  # the noise floor dominates η on 64 rows
+    assert abs(bias) < 0.25 * raw_bias, (ref, np.mean(raw), np.mean(debiased))
