@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -104,8 +105,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         layer's (as in the official code).
     layer_cost : float, default=20.0
         Depth cost multiplier ≥ 1 (dimensionless): a layer proposal's score is divided by it.
-    expansion_interval : int, default=10
-        Epochs between growth checks, ≥ 1.
+    expansion_interval : int, default=3
+        Epochs between growth checks, ≥ 1. Candidates are optimised on training rows and accepted
+        on the validation split, so what a check adds must help there; training residuals stop
+        carrying over to held-out data once the net fits its training rows, so checks come early
+        and often (every 3 epochs: growth in every fold of digits, wine and breast_cancer, against
+        1 of 5 on digits every 10 epochs; BENCHMARKS.md, "Growth against the same network
+        trained fixed").
     depth_cooldown : int, default=3
         Growth checks without layer proposals after a check that proposed layers, ≥ 0.
     n_candidates : int, default=32
@@ -140,6 +146,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     device : str, default="auto"
         Torch device for training: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``,
         ``"cuda"``, ``"cuda:1"``, ... The fitted model is always moved back to the CPU.
+    standardize : bool, default=True
+        Standardise every feature to zero mean and unit variance (scikit-learn's
+        ``StandardScaler``, fitted on the training split) before training an MLP, then fold the
+        transform into the first linear layer (``W / scale``, ``b − W·mean / scale``), so
+        ``model_`` itself reads raw features: predictions, pickles and exported MLflow models
+        need no scaler. Growth statistics (η, Δη') then see the standardised inputs. Not applied to
+        image inputs (CNN) or to the edge-expansion model.
     verbose : int, default=0
         ``> 0``: show a progress bar (tqdm) and print every growth event.
 
@@ -207,7 +220,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         alpha=2.5e-3,
         relative_to="total",
         layer_cost=20.0,
-        expansion_interval=10,
+        expansion_interval=3,
         depth_cooldown=3,
         n_candidates=32,
         candidate_steps=50,
@@ -219,6 +232,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         max_epochs=100,
         patience=30,
         validation_fraction=0.15,
+        standardize=True,
         random_state=None,
         device="auto",
         verbose=0,
@@ -250,6 +264,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.standardize = standardize
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -297,6 +312,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"validation_fraction={self.validation_fraction!r} is invalid: use a fraction in [0, 1), e.g. 0.15 (0 = no split)"
             )
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise ValueError(f"standardize={self.standardize!r} is invalid: use True (standardise features inside the model) or False")
         if not (_whole(self.verbose) or isinstance(self.verbose, bool)):
             raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
         # Built for validation whatever the policy (raises ValueError naming the argument).
@@ -404,6 +421,12 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         split_seed = int(rng.randint(np.iinfo(np.int32).max))
         config.seed = seed
         X_tr, y_tr, X_val, y_val = self._split(X, y_enc, len(classes), split_seed)
+        kind = _config.model_kind({"model": self.model, "policy": self.policy})
+        scaler = None
+        if self.standardize and kind == "mlp" and self.image_shape_ is None:
+            scaler = StandardScaler().fit(X_tr)  # on the training split only
+            X_tr = scaler.transform(X_tr).astype(np.float32)
+            X_val = None if X_val is None else scaler.transform(X_val).astype(np.float32)
 
         device = resolve_device(config.device)
         fork_devices = []
@@ -413,7 +436,6 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             # Seed only the CPU generator (torch.manual_seed would also reseed every CUDA
             # generator process-wide); the model is built on CPU, so this fixes weight init.
             torch.default_generator.manual_seed(seed)
-            kind = _config.model_kind({"model": self.model, "policy": self.policy})
             model = _config.make_model(
                 kind, X.shape[1], len(classes), hidden=tuple(hidden), max_width=int(self.max_width),
                 max_depth=int(self.max_depth), image_shape=self.image_shape_,
@@ -427,6 +449,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             trainer.fit(_tensor(X_tr), _tensor(y_tr), *val)
 
         model = trainer.model.cpu().eval()
+        if scaler is not None:
+            _fold_standardization(model, scaler.mean_, scaler.scale_)
         # Set all fitted attributes together, only after everything succeeded.
         self.classes_ = classes
         self.model_ = model
@@ -498,6 +522,19 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             rebuilt.load_state_dict(model["state_dict"])
             state["model_"] = rebuilt.eval()
         super().__setstate__(state)
+
+
+@torch.no_grad()
+def _fold_standardization(model, mean: np.ndarray, scale: np.ndarray) -> None:
+    """Fold ``x ↦ (x − mean) / scale`` into the first linear layer of ``model`` (a GrowingMLP):
+    ``W ← W / scale`` (per input column), ``b ← b − (W / scale) · mean``, computed in float64.
+    The model then maps raw features to the same outputs as the trained one did on
+    standardised features, so predictions, pickles and exported models need no scaler."""
+    lin = model.linears[0]
+    W = lin.weight.double() / torch.as_tensor(scale, dtype=torch.float64)
+    b = lin.bias.double() - W @ torch.as_tensor(mean, dtype=torch.float64)
+    lin.weight.copy_(W.to(lin.weight))
+    lin.bias.copy_(b.to(lin.bias))
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

@@ -333,3 +333,41 @@ def test_same_random_state_same_model_and_global_rng_untouched():
     assert any(r["kind"] == "layer" for r in a.growth_history_), "this configuration is meant to insert a layer"
     c = _fast(**{**kw, "random_state": 9}).fit(X, y)
     assert not np.array_equal(a.predict_proba(X), c.predict_proba(X))
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_standardize_makes_the_fit_invariant_to_feature_scales(standardize):
+    """With ``standardize`` a fit on features rescaled column by column (by powers of two,
+    2^-6 ... 2^10, as raw measurements in different units are) learns the same network: the
+    same growth and, through the transform folded into the first layer, the same predicted
+    probabilities on correspondingly rescaled inputs. Without it the fits differ."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    scales = 2.0 ** np.resize(np.arange(-6, 11), X.shape[1])
+    a = _fast(standardize=standardize).fit(X, y)
+    b = _fast(standardize=standardize).fit(X * scales, y)
+    pa, pb = a.predict_proba(X), b.predict_proba(X * scales)
+    if standardize:
+        assert [e["hidden_after"] for e in a.growth_history_] == [e["hidden_after"] for e in b.growth_history_]
+        np.testing.assert_allclose(pa, pb, rtol=1e-5, atol=1e-7)
+        # the folded model reads raw features: a pickle predicts the same without any scaler
+        np.testing.assert_allclose(pickle.loads(pickle.dumps(b)).predict_proba(X * scales), pb, rtol=0, atol=0)
+    else:
+        assert np.abs(pa - pb).max() > 1e-3
+
+
+def test_standardize_validated():
+    with pytest.raises(ValueError, match="standardize='yes' is invalid"):
+        SENNClassifier(standardize="yes").fit(np.zeros((20, 2)), np.arange(20) % 2)
+
+
+def test_default_estimator_grows_on_digits_and_keeps_what_it_grew():
+    """At its defaults the estimator starts at (10,) on digits (a task where wider nets score
+    better) and returns a larger network: growth passes the held-out tests, and the model kept
+    (the best-validation epoch's) is one that grew."""
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    est = SENNClassifier(random_state=0, device="cpu").fit(X_tr, y_tr)
+    assert est.growth_history_, "no growth on digits at the default settings"
+    assert est.model_.hidden[0] > 10 and est.n_params_ > 790
+    assert est.score(X_te, y_te) > 0.95
