@@ -370,7 +370,8 @@ def main(out: Path = Path("docs/img"), seed: int = 0, steps: int = 2000, check_e
     neuron; ``None``: up to Theorem 3.1's N_max). Returns a summary dict: ``hidden`` (final
     width), ``mse_start`` (1-neuron training MSE at the first check), ``mse_baseline`` (1 neuron
     after ``steps``), ``mse_final``, ``val_mse_baseline``, ``val_mse_final``, ``near_vs_elsewhere``
-    (one per added neuron, see :func:`near_vs_elsewhere`), ``positions``, ``added_at``,
+    (one per added neuron, see :func:`near_vs_elsewhere`), ``positions`` and ``bend_widths``
+    (each neuron's −b/w and 1/|w|), ``added_at``,
     ``plot`` (path written), ``seconds``.
     """
     t0 = time.perf_counter()
@@ -410,6 +411,7 @@ def main(out: Path = Path("docs/img"), seed: int = 0, steps: int = 2000, check_e
         "val_mse_final": val_mse,
         "near_vs_elsewhere": ratios,
         "positions": positions.tolist(),
+        "bend_widths": (1 / model.linears[0].weight.detach()[:, 0].double().abs()).tolist(),
         "added_at": run["added_at"],
         "plot": str(path),
         "seconds": time.perf_counter() - t0,

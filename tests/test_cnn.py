@@ -168,11 +168,17 @@ def test_optimizer_state_carried_into_slices_and_training_continues():
         for key in ("exp_avg", "exp_avg_sq"):
             old = saved[id(c.old)][key]
             assert torch.equal(st[key][c.index], old)
-            rest = st[key].clone()
-            rest[c.index] = 0
-            assert torch.all(rest == 0)
-    for c in changes2:
-        assert c.new not in opt.state or not opt.state[c.new]
+            new = torch.ones_like(st[key], dtype=torch.bool)
+            new[c.index] = False
+            # new entries: zero first moment, the old entries' mean second moment
+            fill = float(old.mean()) if key == "exp_avg_sq" else 0.0
+            assert new.any() and torch.all(st[key][new] == fill)
+    old_v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()
+                       if p in opt.state and not any(p is c.new for c in changes2)])
+    for c in changes2:  # brand-new parameters: the others' step, zero first moment, mean second moment
+        st = opt.state[c.new]
+        assert float(st["step"]) == 5.0 and not st["exp_avg"].any()
+        torch.testing.assert_close(st["exp_avg_sq"], torch.full_like(c.new, float(old_v.mean())))
     kept = [p for p in model.parameters() if id(p) in saved]
     assert kept and all(torch.equal(opt.state[p]["exp_avg"], saved[id(p)]["exp_avg"]) for p in kept)
 
