@@ -26,6 +26,7 @@ __all__ = [
     "DampedFactor",
     "FISHERS",
     "eta_heldout",
+    "with_new_neuron",
     "LSTSQ_JITTER",
     "LayerStats",
     "KFACStats",
@@ -213,6 +214,40 @@ def collect_kfac(
         stats.append(LayerStats(a, delta, A, G, grad, A_inv, G_inv, eta_c, A_ls))
     lam = float((grads[-1].double() ** 2).sum(dim=1).mean())
     return KFACStats(stats, eta, lam, float(loss) / n)
+
+
+def with_new_neuron(stats: KFACStats, layer: int, f: torch.Tensor, damping: float) -> KFACStats:
+    """The statistics :func:`collect_kfac` would return after a neuron with **zero outgoing
+    weights** and activations ``f`` (B,) on the same rows was appended to hidden layer ``layer``
+    (the output of ``stats.layers[layer]``, the input of ``stats.layers[layer + 1]``), without a
+    pass over the data.
+
+    Exact because the network function and every δ are unchanged (arXiv:2307.04526, §3.4): the
+    widened layer gains a unit whose δ and Jacobian rows are zero (a zero row of ∇W, a zero row and
+    column of G, whose damping ``γ·mean(diag G)`` is recomputed), and the consumer gains the input
+    column ``f`` before its bias column (new a, A, ∇W = E[δ aᵀ] and factors); η_c of both is
+    recomputed, other layers, λ and the loss are kept. ``damping`` must be the one ``stats`` was
+    collected with. Tested equal to statistics collected on the grown network. Returns a new
+    :class:`KFACStats` (the input is not modified).
+    """
+    n = f.shape[0]
+    layers = list(stats.layers)
+    w = layers[layer]
+    d = w.delta.shape[1]
+    delta = torch.cat([w.delta, w.delta.new_zeros(n, 1)], dim=1)
+    G = w.G.new_zeros(d + 1, d + 1)
+    G[:d, :d] = w.G
+    grad = torch.cat([w.grad, w.grad.new_zeros(1, w.grad.shape[1])], dim=0)
+    G_inv = DampedFactor(G, damping)
+    layers[layer] = LayerStats(w.a, delta, w.A, G, grad, w.A_inv, G_inv, natural_expansion_score(grad, w.A_inv, G_inv), w.A_ls)
+    c = layers[layer + 1]
+    a = torch.cat([c.a[:, :-1], f.reshape(n, 1).to(c.a), c.a[:, -1:]], dim=1)
+    A = a.T @ a / n
+    cgrad = c.delta.T @ a / n
+    A_inv = DampedFactor(A, damping)
+    layers[layer + 1] = LayerStats(a, c.delta, A, c.G, cgrad, A_inv, c.G_inv, natural_expansion_score(cgrad, A_inv, c.G_inv),
+                                   DampedFactor(A, LSTSQ_JITTER))
+    return KFACStats(layers, sum(st.eta for st in layers), stats.lam, stats.loss)
 
 
 def _gram(J: torch.Tensor) -> torch.Tensor:

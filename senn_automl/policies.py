@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
-from .curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation
+from .curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation, with_new_neuron
 from .modules import GrowingMLP, ParamChange
 from .triggers import should_check, validate_when
 
@@ -481,6 +481,22 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 held_inputs = model.layer_inputs(X_val)
         return _Scoring(stats, inputs, held, held_inputs)
 
+    def _after_neuron(self, model: GrowingMLP, sc: "_Scoring", layer: int) -> "_Scoring":
+        """``sc`` for ``model`` after a neuron with zero outgoing weights was appended to hidden
+        layer ``layer`` (:func:`~senn_automl.curvature.with_new_neuron`: no pass over the data;
+        the new unit's activations come from the model's own layer, as a forward pass gives them)."""
+
+        def grown(stats, inputs):
+            with torch.no_grad():
+                f = model.activations[layer](model.linears[layer](inputs[layer]))[:, -1:]
+            inputs = [*inputs[: layer + 1], torch.cat([inputs[layer + 1], f], dim=1), *inputs[layer + 2:]]
+            return with_new_neuron(stats, layer, f[:, 0].double(), self.damping), inputs
+
+        stats, inputs = grown(sc.stats, sc.inputs)
+        if sc.held is sc.stats:
+            return _Scoring(stats, inputs, stats, inputs)
+        return _Scoring(stats, inputs, *grown(sc.held, sc.held_inputs))
+
     def rate(self, cand: Candidate, sc: "_Scoring") -> tuple[float, float, Candidate]:
         """``(ratio, score, cand)`` of a candidate as the thresholds test it: ``score`` is its Δη'
         (the debiased held-out Δη' when ``sc`` has held-out statistics, else the scoring-batch one),
@@ -500,15 +516,15 @@ class NaturalExpansionPolicy(GrowthPolicy):
         return ratio > self.tau and score / max(lam, 1e-30) > self.alpha
 
     def _add_neurons(self, model, first: tuple[float, float, Candidate], sc: "_Scoring", budget: int, apply: Apply,
-                     record, data: tuple, epoch: int) -> None:
+                     record, epoch: int) -> None:
         """Add ``first = (ratio, score, candidate)`` and then, greedily, further neurons of its
         candidate pool to its layer.
 
-        After each addition the statistics are re-collected (:meth:`_statistics` on ``data =
-        (X, y, X_val, y_val)``), so the next neuron is ranked (Δη' on the scoring batch) and
-        tested (on held-out data when given, like the first) against the exact residual, η and λ
-        of the grown network. Stops at ``budget`` neurons, at ``max_width``, or at the first
-        neuron that fails a threshold.
+        After each addition the statistics are updated to those of the grown network
+        (:meth:`_after_neuron`, exact: what :meth:`_statistics` would collect), so the next
+        neuron is ranked (Δη' on the scoring batch) and tested (on held-out data when given, like
+        the first) against the exact residual, η and λ of the grown network. Stops at ``budget``
+        neurons, at ``max_width``, or at the first neuron that fails a threshold.
         """
         ratio, score, cand = first
         layer, pool = cand.where, cand.pool
@@ -522,7 +538,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             available[p] = False
             if added + 1 == budget or not model.can_add_neurons(layer) or not available.any():
                 return
-            sc = self._statistics(model, *data)
+            sc = self._after_neuron(model, sc, layer)
             s_tr = pool.scores(sc.inputs[layer], sc.stats.layers[layer + 1], self.damping)
             s_tr[~available] = -torch.inf
             p = int(torch.argmax(s_tr))
@@ -573,8 +589,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 warm, pools, layer_starts = {}, {}, {}  # layer indices and widths changed: start afresh
                 continue
             warm = pools
-            self._add_neurons(model, (ratio, score, cand), sc, self.n_max - len(events), apply, record,
-                              (X, y, X_val, y_val), epoch)
+            self._add_neurons(model, (ratio, score, cand), sc, self.n_max - len(events), apply, record, epoch)
         self._starts = (pools, layer_starts, id(model))
         self._checks += 1
         return events

@@ -14,6 +14,7 @@ from senn_automl.curvature import (
     delta_eta_heldout,
     delta_eta_lower_bound,
     eta_heldout,
+    with_new_neuron,
     natural_expansion_score,
     residual,
 )
@@ -630,3 +631,35 @@ def test_heldout_eta_removes_the_noise_floor_of_small_batches(trained):
     raw_bias, bias = np.mean(raw) - ref, np.mean(debiased) - ref
     assert raw_bias > 2 * ref  # the noise floor dominates η on 64 rows
     assert abs(bias) < 0.25 * raw_bias, (ref, np.mean(raw), np.mean(debiased))
+
+
+@pytest.mark.parametrize("fisher", ["unit_gradient", "gauss_newton", "empirical"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_statistics_after_a_new_neuron_equal_collected_ones(trained, fisher, layer):
+    """``with_new_neuron`` (no pass over the data) gives the statistics collect_kfac gives on the
+    network with the neuron appended: every factor, gradient, damped solve, η_c, η and λ."""
+    import copy
+
+    model, X, y = trained
+    model = copy.deepcopy(model)
+    stats = collect_kfac(model, X, y, damping=DAMPING, fisher=fisher)
+    g = torch.Generator().manual_seed(layer)
+    d_in = model.linears[layer].in_features
+    w, b = torch.randn(1, d_in, generator=g, dtype=X.dtype), torch.randn(1, generator=g, dtype=X.dtype)
+    act = torch.tensor([[0.7, 0.2, 0.5]], dtype=X.dtype)
+    with torch.no_grad():
+        model.add_neurons(layer, w, b, act)
+        f = model.activations[layer](model.linears[layer](model.layer_inputs(X)[layer]))[:, -1]
+    new = with_new_neuron(stats, layer, f, DAMPING)
+    ref = collect_kfac(model, X, y, damping=DAMPING, fisher=fisher)
+    for got, want in zip(new.layers, ref.layers):
+        for name in ("a", "delta", "A", "G", "grad"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+        probe = torch.randn(got.A.shape[0], 2, generator=g, dtype=X.dtype)
+        torch.testing.assert_close(got.A_inv.solve(probe), want.A_inv.solve(probe), rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(got.A_ls.solve(probe), want.A_ls.solve(probe), rtol=1e-6, atol=1e-8)
+        probe = torch.randn(got.G.shape[0], 2, generator=g, dtype=X.dtype)
+        torch.testing.assert_close(got.G_inv.solve(probe), want.G_inv.solve(probe), rtol=1e-8, atol=1e-10)
+        assert got.eta == pytest.approx(want.eta, rel=1e-10)
+    assert new.eta == pytest.approx(ref.eta, rel=1e-10) and new.lam == pytest.approx(ref.lam, rel=1e-12)
+    assert new.layers[layer + 1].eta != stats.layers[layer + 1].eta  # the consumer really changed

@@ -486,9 +486,9 @@ def test_run_resumed_from_a_checkpoint_grows_like_one_continued_in_memory(digits
 @pytest.mark.parametrize("accept_on", ["scoring", "validation"])
 def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on):
     """Every neuron a check adds, the first and the greedy further ones, is scored and tested
-    against statistics collected afresh on the network as it is just before that addition:
-    its recorded Δη' (scoring batch) or debiased held-out Δη', η and ratio equal the ones
-    computed from scratch (to float64 rounding)."""
+    against the statistics of the network as it is just before that addition: its recorded Δη'
+    (scoring batch) or debiased held-out Δη', η and ratio equal the ones collected from scratch
+    on a copy of that network."""
     import copy
 
     from senn_automl.curvature import collect_kfac, delta_eta_heldout, delta_eta_lower_bound, eta_heldout, residual
@@ -526,6 +526,7 @@ def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on
             expected = delta_eta_heldout(f, residual(held), held.G_inv, policy.damping)
         else:
             expected = float(delta_eta_lower_bound(f, residual(held), held.G_inv, policy.damping))
+        # to float32 rounding: the wider layer's forward pass sums in another order
         assert event.score == pytest.approx(expected, rel=1e-6, abs=1e-12)
-        assert event.eta == pytest.approx(eta, rel=1e-9)
+        assert event.eta == pytest.approx(eta, rel=1e-6)
         assert event.ratio == pytest.approx(expected / eta, rel=1e-6)
