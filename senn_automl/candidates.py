@@ -54,12 +54,12 @@ class CandidatePool:
         with torch.no_grad():
             return _features(h, W, b, theta)
 
-    def scores(self, h: torch.Tensor, consumer: LayerStats, damping: float = 0.1) -> torch.Tensor:
-        """Δη' (P,) float64 of every candidate on layer inputs ``h`` (B, d_in) against the
-        consumer statistics ``consumer`` (its least-squares residual and damped G; same formula as
-        :func:`~senn_automl.curvature.delta_eta_lower_bound` for one feature each)."""
-        f = self.features(h.double()).T  # (P, B)
-        return _neuron_scores(f, residual(consumer), consumer.G_inv.inverse(), damping)[0]
+    def scores(self, f: torch.Tensor, consumer: LayerStats, damping: float = 0.1) -> torch.Tensor:
+        """Δη' (P,) float64 of every candidate against the consumer statistics ``consumer`` (its
+        least-squares residual and damped G; the formula of
+        :func:`~senn_automl.curvature.delta_eta_lower_bound` for one feature each), from the
+        candidates' features ``f = self.features(h)`` (B, P) on the consumer's rows."""
+        return _neuron_scores(f.double().T, residual(consumer), consumer.G_inv.inverse(), damping)[0]
 
     def candidate(self, p: int, layer: int, score: float) -> "Candidate":
         return Candidate("neuron", layer, score, self.weight[p : p + 1], self.bias[p : p + 1], self.act_params[p : p + 1])

@@ -528,6 +528,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         """
         ratio, score, cand = first
         layer, pool = cand.where, cand.pool
+        features = pool.features(sc.inputs[layer].double())  # the layer's inputs do not change
         available = torch.ones(pool.weight.shape[0], dtype=torch.bool)
         p = int(torch.nonzero((pool.weight == cand.weight).all(1))[0])
         for added in range(budget):
@@ -539,7 +540,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             if added + 1 == budget or not model.can_add_neurons(layer) or not available.any():
                 return
             sc = self._after_neuron(model, sc, layer)
-            s_tr = pool.scores(sc.inputs[layer], sc.stats.layers[layer + 1], self.damping)
+            s_tr = pool.scores(features, sc.stats.layers[layer + 1], self.damping)
             s_tr[~available] = -torch.inf
             p = int(torch.argmax(s_tr))
             ratio, score, cand = self.rate(pool.candidate(p, layer, float(s_tr[p])), sc)
