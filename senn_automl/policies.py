@@ -45,8 +45,10 @@ class GrowthEvent:
     / block pruned; score : the accepted candidate's score (Δη' for SENN, held-out and debiased
     when a validation split is given, divided by the layer cost multiplier for layers; the
     regularised natural expansion score for SECNN; the mean normalised edge metric for edges;
-    the removed η-share or metric for pruning); eta, lam : η and λ = E‖∂ℓ/∂y‖² the thresholds
-    were measured against (``nan`` where not used); ratio : score / η reference; tau, alpha :
+    the removed η-share or metric for pruning); eta, lam : the network's total η (debiased on
+    held-out data) and λ = E‖∂ℓ/∂y‖² on the data the thresholds were measured on (``nan`` where
+    not used); ratio : score / η reference (total or consumer η_c, per ``relative_to``; on
+    held-out data floored at α·λ); tau, alpha :
     thresholds in force (``nan`` where not used); params_before/after : parameter counts;
     hidden_after : the model's ``hidden`` summary after the change (nested tuples of ints);
     max_abs_diff : measured output change on the probe batch; n : how many neurons, channels,
@@ -510,6 +512,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             score = heldout_score(cand, sc.held_inputs[cand.where], consumer, self.damping)
         score /= 1.0 if cand.kind == "neuron" else self.layer_cost
         ref = sc.eta() if self.relative_to == "total" else sc.eta(consumer_idx)
+        if sc.held is not sc.stats:
+            # the debiased held-out η may be ≤ 0 (no significant descent direction): floor it at
+            # the level the α test already calls insignificant, so the ratio stays finite and α decides
+            ref = max(ref, self.alpha * sc.held.lam)
         return (score / max(ref, 1e-30), score, cand)
 
     def _passes(self, ratio: float, score: float, lam: float) -> bool:
@@ -524,7 +530,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         (:meth:`_after_neuron`, exact: what :meth:`_statistics` would collect), so the next
         neuron is ranked (Δη' on the scoring batch) and tested (on held-out data when given, like
         the first) against the exact residual, η and λ of the grown network. Stops at ``budget``
-        neurons, at ``max_width``, or at the first neuron that fails a threshold.
+        neurons, at ``max_width``, when the pool is used up, or at the first neuron that fails a
+        threshold.
         """
         ratio, score, cand = first
         layer, pool = cand.where, cand.pool
