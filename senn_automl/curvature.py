@@ -193,8 +193,7 @@ def collect_kfac(
             h = inputs[i].reshape(n, -1).double()
             a = torch.cat([h, torch.ones(n, 1, dtype=h.dtype, device=h.device)], dim=1)
             A = a.T @ a / n
-            A_inv = DampedFactor(A, damping)
-            A_ls = DampedFactor(A, LSTSQ_JITTER)
+            A_inv, A_ls = _input_factors(A, damping)
             if cache is not None and i in is_X:
                 for old in [k for k in cache if k[0] == key[0]]:  # X was modified in place
                     del cache[old]
@@ -214,6 +213,11 @@ def collect_kfac(
         stats.append(LayerStats(a, delta, A, G, grad, A_inv, G_inv, eta_c, A_ls))
     lam = float((grads[-1].double() ** 2).sum(dim=1).mean())
     return KFACStats(stats, eta, lam, float(loss) / n)
+
+
+def _input_factors(A: torch.Tensor, damping: float) -> tuple[DampedFactor, DampedFactor]:
+    """The damped factor of ``A`` (η, Δη') and its least-squares factor (the residual, exact Δη)."""
+    return DampedFactor(A, damping), DampedFactor(A, LSTSQ_JITTER)
 
 
 def with_new_neuron(stats: KFACStats, layer: int, f: torch.Tensor, damping: float) -> KFACStats:
@@ -244,9 +248,8 @@ def with_new_neuron(stats: KFACStats, layer: int, f: torch.Tensor, damping: floa
     a = torch.cat([c.a[:, :-1], f.reshape(n, 1).to(c.a), c.a[:, -1:]], dim=1)
     A = a.T @ a / n
     cgrad = c.delta.T @ a / n
-    A_inv = DampedFactor(A, damping)
-    layers[layer + 1] = LayerStats(a, c.delta, A, c.G, cgrad, A_inv, c.G_inv, natural_expansion_score(cgrad, A_inv, c.G_inv),
-                                   DampedFactor(A, LSTSQ_JITTER))
+    A_inv, A_ls = _input_factors(A, damping)
+    layers[layer + 1] = LayerStats(a, c.delta, A, c.G, cgrad, A_inv, c.G_inv, natural_expansion_score(cgrad, A_inv, c.G_inv), A_ls)
     return KFACStats(layers, sum(st.eta for st in layers), stats.lam, stats.loss)
 
 
@@ -391,13 +394,21 @@ def eta_heldout(stats: KFACStats, layer: int | None = None) -> float:
     Returns a float (loss² units, may be ≤ 0 when no descent direction is significant); needs
     B ≥ 2 rows.
     """
-    total = 0.0
-    for st in stats.layers if layer is None else [stats.layers[layer]]:
-        n = st.a.shape[0]
-        qa = (st.a * st.A_inv.solve(st.a.T).T).sum(1)
-        qd = (st.delta * st.G_inv.solve(st.delta.T).T).sum(1)
-        total += st.eta * n / (n - 1) - float((qa * qd).sum()) / (n * (n - 1))
-    return total
+    return sum(_debiased(st.eta, _row_forms(st.a, st.A_inv) * _row_forms(st.delta, st.G_inv))
+               for st in (stats.layers if layer is None else [stats.layers[layer]]))
+
+
+def _row_forms(X: torch.Tensor, F: DampedFactor) -> torch.Tensor:
+    """``x_nᵀ F⁻¹ x_n`` for every row ``x_n`` of ``X`` (B, d): shape (B,)."""
+    return (X * F.solve(X.T).T).sum(1)
+
+
+def _debiased(q: float, per_sample: torch.Tensor) -> float:
+    """U-statistic of a quadratic form of a batch mean: ``q·B/(B−1) − Σ_n q_n / (B(B−1))``, with
+    ``q`` the form of the mean of B per-sample terms and ``per_sample`` (B,) the form of each;
+    its expectation is the form of the population mean (the n = m noise terms removed)."""
+    n = per_sample.shape[0]
+    return q * n / (n - 1) - float(per_sample.sum()) / (n * (n - 1))
 
 
 def delta_eta_heldout(f: torch.Tensor, r: torch.Tensor, G_inv: DampedFactor, damping: float = 0.1) -> float:
@@ -415,8 +426,7 @@ def delta_eta_heldout(f: torch.Tensor, r: torch.Tensor, G_inv: DampedFactor, dam
     C = f.T @ r / n
     A_f = DampedFactor(f.T @ f / n, damping)
     q = float((A_f.solve(C) * G_inv.solve(C.T).T).sum())
-    per_sample = (f * A_f.solve(f.T).T).sum(1) * (r * G_inv.solve(r.T).T).sum(1)
-    return q * n / (n - 1) - float(per_sample.sum()) / (n * (n - 1))
+    return _debiased(q, _row_forms(f, A_f) * _row_forms(r, G_inv))
 
 
 def input_saliency(stats: LayerStats, weight: torch.Tensor, damping: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
