@@ -36,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, code_version, report, setup
-from estimator_vs_sklearn import load_raw, preprocessing
+from estimator_vs_sklearn import ALL_DATASETS, load_raw, preprocessing
 
 NAME = "growth_vs_fixed"
 DATASETS = ("digits", "mnist")
@@ -122,7 +122,7 @@ def plot(per_fold: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r["dataset"] for r in per_fold}, key=list(DATASETS + ("breast_cancer", "wine", "iris")).index)
+    names = sorted({r["dataset"] for r in per_fold}, key=ALL_DATASETS.index)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
         rows = [r for r in per_fold if r["dataset"] == name and r["fold"] >= 0]
@@ -147,7 +147,7 @@ def plot(per_fold: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=["digits", "mnist", "breast_cancer", "wine", "iris"])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=ALL_DATASETS)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="estimator or policy parameter")
     ap.add_argument("--widths", nargs="*", type=int, default=[], help="also train fixed (w,) nets of these widths")
