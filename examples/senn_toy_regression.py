@@ -123,7 +123,7 @@ def spread_candidate(
     ``s`` at the quantiles ``(i + ½)/n_starts`` of ``X`` (``n_candidates // n_starts`` candidates
     each, so the cost is that of one search), and the winner's bias is mapped back:
     ``w·(x − s) + b = w·x + (b − w·s)``. These are the "few restarts" of the candidate search of
-    arXiv:2307.04526, §3.3 (growth-methods.md §1.2), placed by the data.
+    arXiv:2307.04526, §3.3, placed by the data.
 
     ``X`` : (n, 1) inputs of the hidden layer; ``consumer`` : K-FAC stats of the output layer.
     Returns the :class:`~senn_automl.candidates.Candidate` with the largest Δη' (training data).

@@ -4,7 +4,7 @@ Candidates are optimised for the lower bound Δη' on the small sub-problem only
 the widened layer, the consumer layer's residual ``r`` and its damped ``G`` (arXiv:2307.04526,
 §3.3 and Theorem 3.2). ``P`` neuron candidates are stacked as one (P × d_in) weight matrix and
 ascended together with Adam; a weak N(0, 1) prior on the weights keeps them well scaled.
-Gradients are in closed form (:class:`_Features`; growth-methods.md §1.2, item 4), each step may
+Gradients are in closed form (:class:`_Features`; docs/design.md, "Candidate search"), each step may
 use a random subset of the scoring rows, and a search may start from an earlier pool.
 """
 
@@ -184,7 +184,7 @@ def _neuron_scores(f: torch.Tensor, r: torch.Tensor, G_inv: torch.Tensor, dampin
 
 def _neuron_grad(params, h, r, rG, G_inv, damping: float, prior: float) -> torch.Tensor:
     """Gradient (P, d_in + 4) of ``−Σ_p log Δη'_p + prior·½‖params‖²`` for candidates on inputs
-    ``h`` (B, d_in), consumer residual ``r`` (B, d_out), ``rG = r G⁻¹``; growth-methods.md §1.2:
+    ``h`` (B, d_in), consumer residual ``r`` (B, d_out), ``rG = r G⁻¹``; from Theorem 3.2 (k = 1):
     ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (C_p G⁻¹ rᵀ − (1+γ)·Δη'_p·f_p)`` (a row over the B samples)."""
     feats = _Features(h, params)
     s, C, A_f = _neuron_scores(feats.f, r, G_inv, damping)

@@ -1,8 +1,8 @@
 """A convolutional network that adds conv layers and channels while training (torch only).
 
 Architecture of SECNN (Appolinary et al., "Self Expanding Convolutional Neural Networks",
-arXiv:2401.05686, §3; ``../shared/reference/growth-methods.md`` §2.1) with the function-preserving
-edits that reference recommends instead of the published code's (§2.3):
+arXiv:2401.05686, §3) with exactly function-preserving edits instead of the published code's
+(docs/design.md, "More models and policies"):
 
     x (B, C, H, W)
       block 0:  [conv3x3 → BN → LeakyReLU]  (+ residual layers, see below)
@@ -336,7 +336,7 @@ class GrowingCNN(nn.Module):
 
         The layer computes ``y = x + BN(LeakyReLU(conv3x3(x)))`` with BN ``γ = 0, β = 0`` and
         running statistics 0 / 1, so ``y = x`` exactly in train and eval mode (the reference's
-        replacement for SECNN's box-filter "identity", ``growth-methods.md`` §2.3). Its conv
+        replacement for SECNN's box-filter "identity", which is not one). Its conv
         weight (C, C, 3, 3) is ``weight`` (a scored candidate) or He-normal from ``generator``.
 
         Returns ``ParamChange(None, p)`` for the new parameters.

@@ -1,6 +1,6 @@
 """K-FAC curvature statistics and the natural expansion score (torch only).
 
-Notation (``../shared/reference/growth-methods.md`` §1): for a linear layer ``c`` with
+Notation (Mitchell et al., arXiv:2307.04526, §3): for a linear layer ``c`` with
 augmented inputs ``a = [h, 1]`` (B × (d_in+1)) and per-sample output gradients
 ``δ = ∂ℓ_n/∂y_n`` (B × d_out), the K-FAC factors of the empirical Fisher are
 ``A = E[a aᵀ]`` and ``G = E[δ δᵀ]``, and the mean gradient is ``∇W = E[δ aᵀ]``.
@@ -443,7 +443,7 @@ def input_saliency(stats: LayerStats, weight: torch.Tensor, damping: float = 0.1
       input ``i`` with the compensation of :func:`prune_compensation` (Hassibi & Stork 1993,
       "Optimal Brain Surgeon", with the Kronecker-factored Fisher). Units: loss (nats).
 
-    Both follow the official SENN CNN variant's freeze rule (growth-methods.md §1.5), computed
+    Both follow the freeze rule of the official SENN code's CNN variant, computed
     for all inputs at once from ``Â⁻¹`` (``s_i = 1/(Â⁻¹)_ii``, ``r_i = s_i·(∇W Â⁻¹)_i``).
 
     ``weight`` : (d_out, d_in) the layer's current weight. Returns two float64 tensors (d_in,)
@@ -466,7 +466,7 @@ def prune_compensation(stats: LayerStats, weight: torch.Tensor, bias: torch.Tens
     """K-FAC compensation of the remaining weights when inputs ``remove`` of a layer are removed.
 
     Minimises ``E‖W_R a_R − ΔW_S a_S‖²`` over the kept inputs S (bias included), giving
-    ``ΔW_S = W_R Â_RS Â_SS⁻¹`` (growth-methods.md §1.5; OBS with the Kronecker-factored Fisher,
+    ``ΔW_S = W_R Â_RS Â_SS⁻¹`` (the official SENN code's freeze rule; OBS with the Kronecker-factored Fisher,
     whose G factor cancels). ``weight`` (d_out, d_in), ``bias`` (d_out,). Returns ΔW_S of shape
     (d_out, d_in − |R| + 1), the last column for the bias, in float64.
     """

@@ -1,8 +1,8 @@
 """Edge-based expansion: score single weights, give the best ones a vertex of their own (torch only).
 
-Method: CTLab-ITMO "self-expanding-nets" (``../shared/reference/growth-methods.md`` §3), with
-the defects of the published code fixed (§3.2-3.3): the new vertices use an activation that is
-the identity for inputs of *any* sign (SENN's rational activation at ``IDENTITY``, §1.4), the
+Method: CTLab-ITMO "self-expanding-nets" (github.com/CTLab-ITMO/self-expanding-nets), with
+the defects of the published code fixed (docs/design.md): the new vertices use an activation that is
+the identity for inputs of *any* sign (SENN's rational activation at ``IDENTITY``, arXiv:2307.04526 §3.4), the
 extra edges start at exactly zero (so an expansion is exactly function-preserving), pruning
 removes edges whose metric is **at most** the threshold, and every other parameter keeps
 training with its optimiser state (edits go through :func:`senn_automl.surgery.apply_edit`).
@@ -44,7 +44,7 @@ __all__ = [
     "EdgeExpansionPolicy",
 ]
 
-#: Edge metrics (growth-methods.md §3.1). High value = edge worth expanding / keeping.
+#: Edge metrics (those of CTLab-ITMO self-expanding-nets). High value = edge worth expanding / keeping.
 METRICS = ("abs_grad", "grad_variance", "weight_sq", "weight_abs")
 
 
@@ -262,7 +262,7 @@ class EdgeMLP(nn.Module):
 
     ``x (B, in_features) -> [ExpandingLinear -> RationalActivation] * len(hidden) -> ExpandingLinear
     -> logits (B, out_features)``. With ``hidden=()`` (default) it is logistic regression, one
-    expandable layer ``in_features -> out_features`` (growth-methods.md §3.4 start point).
+    expandable layer ``in_features -> out_features`` (the published method's start point).
 
     Parameters
     ----------
@@ -397,7 +397,7 @@ def layer_edge_metrics(
     model: EdgeMLP, X: torch.Tensor, y: torch.Tensor, metric: str, *, layer: int = -1, batch_size: int = 128,
     normalise: bool = True,
 ) -> list[torch.Tensor]:
-    """Per-edge metric of every edge matrix of expandable layer ``layer`` (growth-methods.md §3.1).
+    """Per-edge metric of every edge matrix of expandable layer ``layer`` (see :data:`METRICS`).
 
     For each minibatch ``b`` (consecutive slices of ``X`` of ``batch_size`` rows; a shorter last
     batch counts like the others) let ``g_b = ∂L_b/∂w`` with ``L_b`` the mean cross-entropy (nats)
@@ -483,7 +483,7 @@ def _whole(x) -> bool:
 
 @dataclass
 class EdgeExpansionPolicy(GrowthPolicy):
-    """Edge-based expansion of an :class:`EdgeMLP` (CTLab-ITMO self-expanding-nets; growth-methods.md §3).
+    """Edge-based expansion of an :class:`EdgeMLP` (CTLab-ITMO self-expanding-nets; see the module doc).
 
     When (:mod:`senn_automl.triggers`, default ``when="plateau"``): the mean |Δ val_loss| over
     ``plateau_window`` epochs falls below ``plateau_threshold``, at least ``min_gap`` epochs

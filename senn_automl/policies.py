@@ -209,8 +209,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
     ``Δη'/η > tau`` **and** ``Δη'/λ > alpha``. Repeat, recomputing the statistics, until no
     proposal passes, at most ``N_max = ⌈1 + ln(1/α)/ln(1+τ)⌉`` times (Theorem 3.1) or
     ``max_additions`` if set. A check that proposes layers starts a depth cooldown: the next
-    ``depth_cooldown`` checks propose neurons only (growth-methods.md §1.3, "a separate cooldown
-    for depth"). When a validation split is given, candidates are optimised on the scoring
+    ``depth_cooldown`` checks propose neurons only (the official code's separate cooldown for
+    depth). When a validation split is given, candidates are optimised on the scoring
     batch but accepted on the validation split (debiased Δη', held-out η and λ).
 
     Parameters
@@ -263,7 +263,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         saliency (:func:`~senn_automl.curvature.input_saliency`, measured at its consumer) are
         at most ``prune_threshold · η``, and the consumer's remaining weights get the K-FAC
         compensation (:func:`~senn_automl.curvature.prune_compensation`); official SENN
-        freeze rule, growth-methods.md §1.5.
+        freeze rule.
     prune_threshold : fraction of η, in [0, 1) (official 3e-4).
     prune_existing : review every neuron of the layers, not only the event's new ones.
 

@@ -3,8 +3,8 @@
 SECNN (Appolinary et al., "Self Expanding Convolutional Neural Networks", arXiv:2401.05686, §3)
 decides every epoch, for each block, between two candidates — add one conv layer, or widen every
 conv of the block by 4 channels — and applies the best if its natural expansion score beats the
-current one. Its published code scores with a diagonal "fraction of large gradients"; following
-``../shared/reference/growth-methods.md`` §2.3 we score a candidate instead with SENN's natural
+current one. Its published code scores with a diagonal "fraction of large gradients"; here
+(docs/design.md, "More models and policies") a candidate is scored instead with SENN's natural
 expansion score (Mitchell et al., "Self-Expanding Neural Networks", arXiv:2307.04526, Eq. 2 and
 Theorem 3.2) restricted to the candidate's new, zero-initialised parameters:
 
@@ -501,7 +501,7 @@ class SECNNPolicy(GrowthPolicy):
 
     Candidates are ranked by ``ratio`` and the best is accepted if it passes the rule; with the
     size penalty ``π = exp(−size_penalty·Δp²)`` (SECNN's size regularisation, ``Δp`` = parameters
-    added; off by default, 1e-7 in the SECNN code; ``growth-methods.md`` §2.2):
+    added; off by default, 1e-7 in the SECNN code):
 
     - ``"ratio"`` (SECNN): ``score = (η + Δη)·π`` (the candidate network's regularised score) and
       ``ratio = score/η > tau``. Default ``tau`` 1.01: SECNN's τ = 2 was set for its diagonal score;

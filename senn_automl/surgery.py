@@ -1,7 +1,7 @@
 """Applying a structural edit safely: function-preservation check and optimiser surgery (torch only).
 
 PyTorch optimisers key their state by Parameter object; after an edit replaces a Parameter the
-old state must move to the new one (``../shared/reference/growth-methods.md`` §4).
+old state must move to the new one (docs/design.md, "Optimiser state of new entries").
 """
 
 from __future__ import annotations

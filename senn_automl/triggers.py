@@ -4,7 +4,7 @@ Every policy chooses its "when" with the same keys: ``when="interval"`` checks a
 ``expansion_interval`` epochs (SENN, SECNN); ``when="plateau"`` checks when the mean absolute
 change of validation loss over the last ``plateau_window`` epochs falls below
 ``plateau_threshold``, at least ``min_gap`` epochs after the previous growth event (edge-based
-expansion, CTLab-ITMO "self-expanding-nets"; ``../shared/reference/growth-methods.md`` §3.3).
+expansion, CTLab-ITMO "self-expanding-nets").
 """
 
 from __future__ import annotations
