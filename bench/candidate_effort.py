@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from _common import add_common_args, report, setup
 
-from senn_automl.candidates import best_neuron_candidate, layer_candidate, starts_from
-from senn_automl.policies import NaturalExpansionPolicy
+from senn_automl.growth.natural import NaturalExpansionPolicy
+from senn_automl.scores.candidates import best_neuron_candidate, layer_candidate, starts_from
 
 
 @dataclass
@@ -149,10 +149,10 @@ def main(argv=None) -> list[dict]:
     args = ap.parse_args(argv)
     device = setup(args)
 
-    from senn_automl import config
     from senn_automl.cli import parse_overrides
     from senn_automl.data import load_dataset
-    from senn_automl.trainer import Trainer
+    from senn_automl.training import config
+    from senn_automl.training.trainer import Trainer
 
     overrides = parse_overrides(args.set_)
     records, runs, policy = [], [], None

@@ -1,6 +1,6 @@
 """CNN throughput: a GrowingCNN grown by the SECNN policy against a fixed CNN of its final architecture.
 
-Both runs train with :class:`senn_automl.trainer.Trainer` (Adam, same data, epochs, batch and seed;
+Both runs train with :class:`senn_automl.training.trainer.Trainer` (Adam, same data, epochs, batch and seed;
 no early stopping) on synthetic CIFAR-shaped data (3x32x32, 10 classes: a smooth random template
 per class plus noise, so there is something to learn). The fixed network is built with
 ``GrowingCNN.from_spec`` from the grown model's final spec (fresh weights, "fixed" policy).
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from senn_automl.cnn import GrowingCNN
-from senn_automl.policies import FixedPolicy
-from senn_automl.secnn import SECNNPolicy
-from senn_automl.trainer import TrainConfig, Trainer, resolve_device
+from senn_automl.growth.fixed import FixedPolicy
+from senn_automl.growth.secnn import SECNNPolicy
+from senn_automl.models.cnn import GrowingCNN
+from senn_automl.training.trainer import TrainConfig, Trainer, resolve_device
 
 
 def synthetic_cifar(n: int, seed: int, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,8 +38,8 @@ SETTINGS = {
 def _fit(conf: dict, ds, device):
     import torch
 
-    from senn_automl import config
-    from senn_automl.trainer import Trainer
+    from senn_automl.training import config
+    from senn_automl.training.trainer import Trainer
 
     model, policy, train = config.build({**conf, "device": str(device), "progress": False}, ds.n_features, ds.n_classes)
     t0 = time.perf_counter()

@@ -165,7 +165,7 @@ def make_estimator(key: str, name: str, *, device: str, seed: int = 0, settings:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.neural_network import MLPClassifier
 
-    from senn_automl.estimator import SENNClassifier
+    from senn_automl.integrations.estimator import SENNClassifier
 
     if key == "mlp":
         return MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)

@@ -68,11 +68,11 @@ def _measure(dataset: str, epochs: int, overrides: dict, seed: int, threads: int
     import torch
     from _common import peak_rss_mb
 
-    from senn_automl import config
     from senn_automl.data import load_dataset
-    from senn_automl.modules import model_from_spec
-    from senn_automl.policies import FixedPolicy
-    from senn_automl.trainer import Trainer
+    from senn_automl.growth.fixed import FixedPolicy
+    from senn_automl.models.registry import model_from_spec
+    from senn_automl.training import config
+    from senn_automl.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     ds = load_dataset(dataset, seed=seed)
@@ -166,7 +166,7 @@ def run_case(name: str, seed: int, threads: int, device: str, extra: dict, epoch
         "cuda_peak_growing_mb": grow["cuda_peak_mb"] and round(grow["cuda_peak_mb"], 1),
         "cuda_peak_fixed_mb": fixed["cuda_peak_mb"] and round(fixed["cuda_peak_mb"], 1),
         "config": overrides,
-        "_grow": grow,
+        "grow_parameter": grow,
         "_fixed": fixed,
     }
 
@@ -184,7 +184,7 @@ def plot(rows: list[dict], path: Path) -> Path:
              ("eval_s", "validation", "tab:gray"))
     for i, (row, ax) in enumerate(zip(rows, axes[:, 0])):
         labels = []
-        for y, which in enumerate(("_fixed", "_grow")):
+        for y, which in enumerate(("_fixed", "grow_parameter")):
             run, left = row[which], 0.0
             for key, label, colour in parts:
                 ax.barh(y, run[key], left=left, color=colour, label=label if (i, y) == (0, 1) else None)

@@ -46,7 +46,7 @@ TARGET_GAP = 0.003
 
 def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``key=value`` strings -> (estimator params, policy params)."""
-    from senn_automl.estimator import SENNClassifier
+    from senn_automl.integrations.estimator import SENNClassifier
 
     names = set(SENNClassifier().get_params())
     est, pol = {}, {}
@@ -61,7 +61,7 @@ def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 def fit_score(settings: dict[str, Any], X_tr, y_tr, X_te, y_te, name: str):
     from sklearn.pipeline import make_pipeline
 
-    from senn_automl.estimator import SENNClassifier
+    from senn_automl.integrations.estimator import SENNClassifier
 
     pipe = make_pipeline(preprocessing(name), SENNClassifier(**settings))
     t0 = time.perf_counter()

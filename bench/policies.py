@@ -3,7 +3,7 @@
 Every run trains on the same split (``load_dataset(dataset, seed=0)``); the seed (``0 .. --seeds-1``)
 varies the weight initialisation, the minibatch order and the candidate search (``TrainConfig.seed``
 and ``torch.manual_seed``). All runs get the same number of epochs (``--epochs``) and otherwise the
-defaults of :func:`senn_automl.config.resolve` (Adam, lr 3e-3, batch 64, early stopping patience 30
+defaults of :func:`senn_automl.training.config.resolve` (Adam, lr 3e-3, batch 64, early stopping patience 30
 on the validation loss, best-validation model restored at the end), except for the overrides below,
 which are printed and stored in the JSON (``settings``: each row's config beyond the defaults;
 ``overrides_of_defaults``: every resolved key that differs from the documented defaults):
@@ -69,9 +69,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_common_args, code_version, machine, peak_rss_mb, report, setup
 
-from senn_automl import config
 from senn_automl.data import load_dataset
-from senn_automl.trainer import Trainer
+from senn_automl.training import config
+from senn_automl.training.trainer import Trainer
 
 #: row name → (config overrides beyond the defaults, needs images). The only overrides of the
 #: documented defaults are edges' (from examples/edge_growth_mnist.py) and natural_paper's; ``policy``/``model``/

@@ -2,7 +2,7 @@
 
     python bench/run_config.py mnist '{"tau": 0.005, "expansion_interval": 1}'
 
-The JSON keys are those of ``senn_automl.config.DEFAULTS``. Uses 1 torch thread.
+The JSON keys are those of ``senn_automl.training.config.DEFAULTS``. Uses 1 torch thread.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from senn_automl import config
 from senn_automl.data import load_dataset
-from senn_automl.trainer import Trainer
+from senn_automl.training import config
+from senn_automl.training.trainer import Trainer
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def sample_configs(n: int, seed: int, space_name: str = "quick"):
     """N (searched params, full config) pairs drawn from the search space with a seeded sampler."""
     import optuna
 
-    from senn_automl.search_space import load_search_space
+    from senn_automl.integrations.tune.search_space import load_search_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_search_space(space_name)
@@ -53,11 +53,11 @@ def sample_configs(n: int, seed: int, space_name: str = "quick"):
 def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
     import torch
 
-    from senn_automl.config import build, resolve
     from senn_automl.data import load_dataset
-    from senn_automl.trainer import Trainer
+    from senn_automl.training.config import build, resolve
+    from senn_automl.training.trainer import Trainer
 
-    torch.set_num_threads(1)  # as a trial of 1 CPU (senn_automl.tune.train_senn)
+    torch.set_num_threads(1)  # as a trial of 1 CPU (senn_automl.integrations.tune.train_senn)
     ds = load_dataset(dataset, seed=seed)
     t0 = time.perf_counter()
     accs = []
@@ -70,7 +70,7 @@ def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
 
 
 def through_search(configs, dataset: str, seed: int, max_concurrent: int, work: Path) -> dict:
-    from senn_automl.tune import run_search
+    from senn_automl.integrations.tune import run_search
 
     out = work / f"mc{max_concurrent}"
     ray_tmp = tempfile.mkdtemp(prefix="srb", dir="/tmp")  # short: Ray socket paths

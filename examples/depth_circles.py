@@ -17,9 +17,9 @@ import torch
 from sklearn.datasets import make_circles
 from sklearn.model_selection import train_test_split
 
-from senn_automl import config
-from senn_automl.plotting import plot_growth
-from senn_automl.trainer import Callback, Trainer
+from senn_automl.integrations.plotting import plot_growth
+from senn_automl.training import config
+from senn_automl.training.trainer import Callback, Trainer
 
 
 def main(out: Path, seed: int = 0) -> dict:

@@ -1,7 +1,7 @@
 """Edge-based expansion on MNIST: grow logistic regression into a sparse network, then prune.
 
 Starting from logistic regression (784 -> 10, no hidden layer), the ``edges`` policy
-(:class:`senn_automl.edges.EdgeExpansionPolicy`; CTLab-ITMO self-expanding-nets) waits for the
+(:class:`senn_automl.growth.edges.EdgeExpansionPolicy`; CTLab-ITMO self-expanding-nets) waits for the
 validation loss to plateau, gives the edges with the largest mean |gradient| a vertex of their
 own (exactly function-preserving), and ``prune_after`` epochs later removes that event's
 zero-initialised extra edges whose normalised metric stayed at or below ``prune_threshold``.
@@ -35,9 +35,10 @@ from dataclasses import dataclass
 import torch
 
 from senn_automl.data import load_dataset
-from senn_automl.edges import EdgeExpansionPolicy, EdgeMLP
-from senn_automl.policies import FixedPolicy
-from senn_automl.trainer import TrainConfig, Trainer
+from senn_automl.growth.edges import EdgeExpansionPolicy
+from senn_automl.growth.fixed import FixedPolicy
+from senn_automl.models.edge_mlp import EdgeMLP
+from senn_automl.training.trainer import TrainConfig, Trainer
 
 #: growth settings used for the figures in the module docstring
 POLICY = dict(metric="abs_grad", edge_threshold=0.2, max_edges=100, max_events=3, prune_after=5, prune_threshold=0.05,
@@ -54,9 +55,9 @@ class MeasuredEdgePolicy(EdgeExpansionPolicy):
         self.test_data = None
         self.prune_log: list[tuple[float, float]] = []
 
-    def prune(self, model, X, y, **kw):
+    def prune(self, model, ctx):
         before = _accuracy(model, *self.test_data)
-        events = super().prune(model, X, y, **kw)
+        events = super().prune(model, ctx)
         if events:
             self.prune_log.append((before, _accuracy(model, *self.test_data)))
         return events

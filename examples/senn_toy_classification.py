@@ -1,8 +1,8 @@
 """SENN's toy classification figure: two spirals grown from zero hidden layers.
 
 Logistic regression (``start_depth=0``) cannot bend its decision boundary around two
-interleaved spirals. The real :class:`~senn_automl.trainer.Trainer` with SENN's
-:class:`~senn_automl.policies.NaturalExpansionPolicy` (Mitchell et al., arXiv:2307.04526; toy
+interleaved spirals. The real :class:`~senn_automl.training.trainer.Trainer` with SENN's
+:class:`~senn_automl.growth.natural.NaturalExpansionPolicy` (Mitchell et al., arXiv:2307.04526; toy
 thresholds τ = 1, α = 2.5e-3) checks every 5 epochs: it optimises neuron and layer
 candidates for the lower bound Δη' of the natural expansion score η = gᵀF⁻¹g on the training
 data and accepts the best one when ``Δη'/η > τ`` and ``Δη'/λ > α`` on the validation split.
@@ -10,7 +10,7 @@ Inserted layers start as the identity and new neurons with zero outgoing weights
 boundary does not jump at a change; training then bends it. Growth stops when no addition
 would raise η enough.
 
-A :class:`~senn_automl.trainer.Callback` records the decision boundary at every growth check
+A :class:`~senn_automl.training.trainer.Callback` records the decision boundary at every growth check
 that changed the network and η on the validation split after every epoch. The figure shows a
 row of boundaries (the linear model right before the first insertion, the boundary each grown
 architecture reached before the next change, and the final one), and η and validation accuracy
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from senn_automl import config
-from senn_automl.curvature import collect_kfac
-from senn_automl.trainer import Callback, Trainer
+from senn_automl.scores.curvature import collect_kfac
+from senn_automl.training import config
+from senn_automl.training.trainer import Callback, Trainer
 
 #: growth and training settings of the figure: SENN's toy thresholds (τ = 1, α = 2.5e-3),
 #: a check every 5 epochs, depth cost 2 and a one-check depth cooldown (as in depth_circles.py);

@@ -1,11 +1,11 @@
 """SENN's toy regression figure: 1-D least squares grown from one hidden neuron.
 
 A smooth trend with three localised bumps of different widths is fitted by a
-:class:`~senn_automl.modules.GrowingMLP` (1 input, 1 output) that starts with ONE hidden neuron,
+:class:`~senn_automl.models.mlp.GrowingMLP` (1 input, 1 output) that starts with ONE hidden neuron,
 by full-batch Adam on the mean squared error. Every ``check_every`` steps the natural expansion
 score η = gᵀF⁻¹g of the least-squares loss is measured with K-FAC
-(:func:`~senn_automl.curvature.collect_kfac`), the best new neuron is searched by maximising
-the lower bound Δη' (:func:`~senn_automl.candidates.best_neuron_candidate`, started at five
+(:func:`~senn_automl.scores.curvature.collect_kfac`), the best new neuron is searched by maximising
+the lower bound Δη' (:func:`~senn_automl.scores.candidates.best_neuron_candidate`, started at five
 places spread over the inputs) and added, function-preservingly, when ``Δη'/η > τ`` and
 ``Δη'/λ > α`` on held-out points (Mitchell et al., arXiv:2307.04526, Theorem 3.1 thresholds,
 toy values τ = 1, α = 2.5e-3). With one linear output, ``Δη' = E[f r]² / E[f²]`` (Theorem
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from senn_automl.candidates import best_neuron_candidate, heldout_score
-from senn_automl.curvature import collect_kfac
-from senn_automl.modules import GrowingMLP
-from senn_automl.surgery import apply_edit
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.scores.candidates import best_neuron_candidate, heldout_score
+from senn_automl.scores.curvature import collect_kfac
+from senn_automl.training.surgery import apply_edit
 
 X_RANGE = (-3.0, 3.0)
 #: bumps of the target: (centre, width, height)
@@ -73,7 +73,7 @@ def make_data(n: int, seed: int, noise: float = 0.05) -> tuple[torch.Tensor, tor
 def sum_sq_loss(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Least-squares loss summed over the batch, ``Σ_n ½‖y_n − t_n‖²``; out, t (B, 1).
 
-    This is the ``loss_fn`` of :func:`~senn_automl.curvature.collect_kfac`: its per-sample output
+    This is the ``loss_fn`` of :func:`~senn_automl.scores.curvature.collect_kfac`: its per-sample output
     gradient is the error ``δ_n = y_n − t_n``, so ``λ = E‖∂ℓ/∂y‖² = E[(y − t)²]`` is exactly the
     mean squared error, and the bound ``η ≤ λ`` (arXiv:2307.04526, §3.2) reads "a natural step
     cannot remove more than the whole error". (The bound holds for the exact Fisher and for each
@@ -117,7 +117,7 @@ def spread_candidate(
     """Best single-neuron candidate for the hidden layer of a 1-input network, searched from
     ``n_starts`` places spread over the inputs.
 
-    :func:`~senn_automl.candidates.best_neuron_candidate` starts every candidate with a small
+    :func:`~senn_automl.scores.candidates.best_neuron_candidate` starts every candidate with a small
     bias (``0.1·N(0, 1)``), i.e. bending near ``x = 0``, and its local ascent of Δη' rarely
     travels to features far from the origin. Here it is run on shifted inputs ``x − s`` for
     ``s`` at the quantiles ``(i + ½)/n_starts`` of ``X`` (``n_candidates // n_starts`` candidates
@@ -126,7 +126,7 @@ def spread_candidate(
     arXiv:2307.04526, §3.3, placed by the data.
 
     ``X`` : (n, 1) inputs of the hidden layer; ``consumer`` : K-FAC stats of the output layer.
-    Returns the :class:`~senn_automl.candidates.Candidate` with the largest Δη' (training data).
+    Returns the :class:`~senn_automl.scores.candidates.Candidate` with the largest Δη' (training data).
     """
     best = None
     shifts = torch.quantile(X[:, 0], (torch.arange(n_starts, dtype=X.dtype) + 0.5) / n_starts)
@@ -163,15 +163,15 @@ def expansion_check(
     ``max_per_check`` times if that is smaller): optimise ``n_candidates`` neurons
     (:func:`spread_candidate`) for the lower bound Δη' (Theorem 3.2) on the training points
     ``X, y`` (n, 1); score the best one on the held-out points ``X_val, y_val`` with the debiased
-    Δη' (:func:`~senn_automl.candidates.heldout_score`), and accept it if
+    Δη' (:func:`~senn_automl.scores.candidates.heldout_score`), and accept it if
     ``Δη'/η > tau`` and ``Δη'/λ > alpha`` with the held-out η and λ (the meaning of the
-    thresholds of :class:`~senn_automl.policies.NaturalExpansionPolicy`, ``accept_on="validation"``).
+    thresholds of :class:`~senn_automl.growth.natural.NaturalExpansionPolicy`, ``accept_on="validation"``).
     Held-out scoring matters here: on B training points Δη' has a noise floor of about λ/B,
     which for B = 300 is α itself, so a training-set test would keep adding neurons that fit noise.
 
     The neuron is added with zero outgoing weight (function-preserving, checked on ``X`` by
-    :func:`~senn_automl.surgery.apply_edit`), which also moves ``optimizer``'s Adam state onto the
-    grown parameters (:func:`~senn_automl.surgery.update_optimizer`).
+    :func:`~senn_automl.training.surgery.apply_edit`), which also moves ``optimizer``'s Adam state onto the
+    grown parameters (:func:`~senn_automl.training.surgery.update_optimizer`).
 
     Returns ``(eta, added)``: η (held-out, same units as the MSE) at the start of the check, and
     one dict per added neuron with ``position`` (x = −b/w), ``score`` (Δη'), ``ratio`` (Δη'/η) and
@@ -222,7 +222,7 @@ def train(
     X, y (n, 1) training points; X_val, y_val (m, 1) held-out points for accepting neurons;
     grid (g, 1) inputs at which the fit is recorded before every check. No check in the last
     ``check_every`` steps (a neuron added there would not be trained). The Adam state of every
-    parameter is kept across growth (:func:`~senn_automl.surgery.apply_edit`).
+    parameter is kept across growth (:func:`~senn_automl.training.surgery.apply_edit`).
 
     Returns a dict: ``log`` (list of {step, mse (training MSE, = λ), eta (training η), hidden}),
     one entry every ``log_every`` steps and one right after every check that added neurons;
@@ -231,7 +231,7 @@ def train(
     hidden neuron was added, 0 for the start neuron, in neuron order).
     """
     # One Adam for the whole run: apply_edit (in expansion_check) moves its state onto the grown
-    # parameters (senn_automl.surgery.update_optimizer), old entries keep their moments, the new
+    # parameters (senn_automl.training.surgery.update_optimizer), old entries keep their moments, the new
     # entries start at zero moments under the tensor's old step count.
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)

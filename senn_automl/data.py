@@ -33,6 +33,8 @@ from sklearn import datasets as _skdatasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from senn_automl.validation import is_real, is_whole
+
 __all__ = [
     "DATASETS",
     "FOLDER_DATASETS",
@@ -217,21 +219,16 @@ def _canonical_name(name: str) -> str:
     return key
 
 
-def _check_fraction(arg: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{arg}={value!r} must be a float fraction in (0, 1), e.g. {arg}=0.2")  # noqa: TRY004
+def _check_fraction(arg: str, value: float, of: str = "") -> None:
+    if not is_real(value):
+        raise ValueError(f"{arg}={value!r} must be a float fraction in (0, 1), e.g. {arg}=0.2")
     if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{arg}={value!r} is outside (0, 1); pass a fraction, e.g. {arg}=0.2")
+        raise ValueError(f"{arg}={value!r} is outside (0, 1); pass a fraction{of}, e.g. {arg}=0.2")
 
 
 def _check_sizes(test_size: float, val_size: float) -> None:
     for arg, value in (("test_size", test_size), ("val_size", val_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-            raise ValueError(f"{arg}={value!r} must be a float fraction in (0, 1), e.g. {arg}=0.2")
-        if not 0.0 < float(value) < 1.0:
-            raise ValueError(
-                f"{arg}={value!r} is outside (0, 1); pass a fraction of the whole set, e.g. {arg}=0.2"
-            )
+        _check_fraction(arg, value, " of the whole set")
     if float(test_size) + float(val_size) >= 1.0:
         raise ValueError(
             f"test_size + val_size = {float(test_size) + float(val_size):g} must be < 1 so that a "
@@ -623,7 +620,7 @@ def _load_folder(
     key: str, root: str | os.PathLike, *, val_size: float, seed: int, scale: bool, download: bool, limit: int | None
 ) -> Dataset:
     _check_fraction("val_size", val_size)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 2):
+    if limit is not None and not (is_whole(limit) and limit >= 2):
         raise ValueError(f"limit={limit!r} must be None or an int >= 2 (images kept from each of train and test files)")
     root_path = Path(os.fspath(root)).expanduser()
     try:

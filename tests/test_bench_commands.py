@@ -68,9 +68,9 @@ def test_search_overhead_times_loop_and_search(tmp_path):
 
 
 def test_candidate_effort_repeats_searches_without_changing_the_run(tmp_path):
-    from senn_automl import config
     from senn_automl.data import load_dataset
-    from senn_automl.trainer import Trainer
+    from senn_automl.training import config
+    from senn_automl.training.trainer import Trainer
 
     overrides = {"expansion_interval": 5}
     _run("candidate_effort.py", "--seeds", "0", "--epochs", "12", "--set", "expansion_interval=5", "--cold-steps", "5", "50",

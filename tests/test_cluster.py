@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import descendants, free_port, healthy, kill_pids, pids_mentioning, short_tmp, wait_for
 
 pytest.importorskip("ray.tune")
@@ -88,7 +87,7 @@ def mlflow_server(tmp_path_factory):
 def cluster_search(cluster, mlflow_server, tmp_path_factory):
     import ray
 
-    from senn_automl.tune import run_search
+    from senn_automl.integrations.tune import run_search
 
     ray.init(address=cluster, log_to_driver=False, logging_level="ERROR")
     nodes = [n for n in ray.nodes() if n["Alive"]]

@@ -1,4 +1,4 @@
-"""Tests for senn_automl.cnn: GrowingCNN shapes, exactly function-preserving edits, optimiser state, spec, limits."""
+"""Tests for senn_automl.models.cnn: GrowingCNN shapes, exactly function-preserving edits, optimiser state, spec, limits."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-
-from senn_automl.cnn import GrowingCNN
-from senn_automl.modules import ParamChange, model_from_spec
-from senn_automl.surgery import apply_edit
 from conftest import eval_outputs
+
+from senn_automl.models.cnn import GrowingCNN
+from senn_automl.models.mlp import ParamChange
+from senn_automl.models.registry import model_from_spec
+from senn_automl.training.surgery import apply_edit
 
 SHAPES = [(1, 8, 8), (3, 32, 32)]
 

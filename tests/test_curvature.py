@@ -1,4 +1,4 @@
-"""Tests for senn_automl.curvature: K-FAC statistics, η and the Δη bounds (real computations, float64)."""
+"""Tests for senn_automl.scores.curvature: K-FAC statistics, η and the Δη bounds (real computations, float64)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from senn_automl.curvature import (
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.scores.curvature import (
     DampedFactor,
     collect_kfac,
     delta_eta_exact,
     delta_eta_heldout,
     delta_eta_lower_bound,
     eta_heldout,
-    with_new_neuron,
     natural_expansion_score,
     residual,
+    with_new_neuron,
 )
-from senn_automl.modules import GrowingMLP
 
 DAMPING = 0.1
 
@@ -392,7 +392,7 @@ def test_eta_bounded_by_lambda_for_gauss_newton(trained):
 
 
 def test_warm_started_candidates_continue_from_the_pool(trained):
-    from senn_automl.candidates import best_neuron_candidate
+    from senn_automl.scores.candidates import best_neuron_candidate
 
     model, X, y = trained
     stats = collect_kfac(model, X, y, damping=DAMPING)
@@ -414,7 +414,7 @@ def test_warm_started_candidates_continue_from_the_pool(trained):
 
 
 def test_refine_steps_validated():
-    from senn_automl.policies import NaturalExpansionPolicy
+    from senn_automl.growth.natural import NaturalExpansionPolicy
 
     with pytest.raises(ValueError, match="refine_steps"):
         NaturalExpansionPolicy(refine_steps=-1)
@@ -425,7 +425,7 @@ def test_refine_steps_validated():
 
 def _candidate_problem(trained, consumer_idx, k, seed, identity):
     """Inputs h_1 (B, d), the consumer's residual and G⁻¹, and packed candidate parameters (k, d + 4)."""
-    from senn_automl.candidates import _init
+    from senn_automl.scores.candidates import _init
 
     model, X, y = trained
     stats = collect_kfac(model, X, y, damping=DAMPING)
@@ -442,8 +442,8 @@ def _candidate_problem(trained, consumer_idx, k, seed, identity):
 def test_neuron_candidate_gradient_matches_autograd(trained):
     """The closed-form ascent gradient of Σ_p log Δη'_p (the one the search steps along) equals
     autograd through the rational activation."""
-    from senn_automl.candidates import _neuron_grad, _split
-    from senn_automl.modules import rational
+    from senn_automl.models.mlp import rational
+    from senn_automl.scores.candidates import _neuron_grad, _split
 
     h, _, r, G_inv, params = _candidate_problem(trained, 2, 7, seed=1, identity=False)
     n, prior = h.shape[0], 0.01
@@ -461,8 +461,8 @@ def test_neuron_candidate_gradient_matches_autograd(trained):
 def test_layer_candidate_gradient_matches_autograd(trained):
     """Closed-form ∂(−log Δη')/∂params of a layer candidate (the search's gradient), with the
     damping's own dependence on F and the prior on B − I and s."""
-    from senn_automl.candidates import _layer_grad, _split
-    from senn_automl.modules import rational
+    from senn_automl.models.mlp import rational
+    from senn_automl.scores.candidates import _layer_grad, _split
 
     h, consumer, r, G_inv, params = _candidate_problem(trained, 1, None, seed=2, identity=True)
     k, prior = h.shape[1], 0.01
@@ -482,7 +482,7 @@ def test_layer_candidate_gradient_matches_autograd(trained):
 
 def test_candidate_adam_matches_torch_adam():
     """The search's written-out Adam takes the same steps as ``torch.optim.Adam``."""
-    from senn_automl.candidates import _adam
+    from senn_automl.scores.candidates import _adam
 
     g = torch.Generator().manual_seed(0)
     target = torch.randn(5, 7, generator=g, dtype=torch.float64)
@@ -503,7 +503,7 @@ def test_candidate_adam_matches_torch_adam():
 
 def test_stochastic_ascent_on_row_subsets_still_finds_useful_neurons(trained):
     """Ascent on random 64-row subsets per step: finite scores on all rows, far above a random start."""
-    from senn_automl.candidates import best_neuron_candidate, layer_candidate
+    from senn_automl.scores.candidates import best_neuron_candidate, layer_candidate
 
     model, X, y = trained
     stats = collect_kfac(model, X, y, damping=DAMPING)
@@ -522,7 +522,7 @@ def test_stochastic_ascent_on_row_subsets_still_finds_useful_neurons(trained):
 
 @pytest.mark.parametrize("bad", [dict(candidate_batch_size=1), dict(candidate_batch_size=2.5), dict(warm_checks="yes")])
 def test_candidate_batch_size_and_warm_checks_validated(bad):
-    from senn_automl.policies import NaturalExpansionPolicy
+    from senn_automl.growth.natural import NaturalExpansionPolicy
 
     with pytest.raises(ValueError, match=next(iter(bad))):
         NaturalExpansionPolicy(**bad)
@@ -532,8 +532,8 @@ def test_pools_padded_when_their_inputs_gained_units():
     """A pool made before its input layer grew starts the next search with the same features on
     the old inputs (zero weights on the new ones); a layer candidate also gains pass-through units
     so it stays as wide as its inputs; a pool with more inputs than the layer has is not used."""
-    from senn_automl.candidates import CandidatePool, _pack, _split, _features, starts_from
-    from senn_automl.modules import DEFAULT_ACTIVATION
+    from senn_automl.models.mlp import DEFAULT_ACTIVATION
+    from senn_automl.scores.candidates import CandidatePool, _features, _pack, _split, starts_from
 
     g = torch.Generator().manual_seed(0)
     h_old = torch.randn(50, 4, generator=g, dtype=torch.float64)
@@ -580,7 +580,7 @@ def test_layer_candidates_are_scaled_orthogonal_so_the_consumer_keeps_its_scale(
     """A layer candidate's B has all singular values equal (its polar factor times their mean),
     so after insertion the consumer's weights W B⁻¹ are W rotated and divided by σ̄: no
     direction of the consumer is amplified (what destabilised Adam after insertions)."""
-    from senn_automl.candidates import layer_candidate
+    from senn_automl.scores.candidates import layer_candidate
 
     model, X, y = trained
     stats = collect_kfac(model, X, y, damping=DAMPING)

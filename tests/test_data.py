@@ -600,7 +600,7 @@ def test_as_images_errors():
 
 def test_augment_flip_crop():
     torch = pytest.importorskip("torch")
-    from senn_automl.augment import augment_flip_crop
+    from senn_automl.training.augment import augment_flip_crop
 
     x = torch.arange(16 * 3 * 6 * 5, dtype=torch.float32).reshape(16, 3, 6, 5)
     before = x.clone()

@@ -1,4 +1,4 @@
-"""Tests for senn_automl.edges: edge metrics, function-preserving edge expansion, pruning, the edges policy."""
+"""Tests for senn_automl.growth.edges: edge metrics, function-preserving edge expansion, pruning, the edges policy."""
 
 from __future__ import annotations
 
@@ -13,17 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from senn_automl.edges import (
-    METRICS,
-    EdgeExpansionPolicy,
-    EdgeMLP,
-    edge_metrics,
-    layer_edge_metrics,
-    normalise_metric,
-)
-from senn_automl.modules import GrowingMLP, ParamChange, model_from_spec
-from senn_automl.policies import make_policy
-from senn_automl.surgery import apply_edit
+from senn_automl.growth import GrowthContext
+from senn_automl.growth.base import make_policy
+from senn_automl.growth.edges import EdgeExpansionPolicy
+from senn_automl.models.edge_mlp import EdgeMLP
+from senn_automl.models.mlp import GrowingMLP, ParamChange
+from senn_automl.models.registry import model_from_spec
+from senn_automl.scores.edge_metrics import METRICS, edge_metrics, layer_edge_metrics, normalise_metric
+from senn_automl.training.surgery import apply_edit
 
 
 def _out(model, X):
@@ -177,7 +174,7 @@ def test_spec_round_trip_in_a_fresh_process(tmp_path):
     code = textwrap.dedent(
         f"""
         import json, torch
-        from senn_automl.modules import model_from_spec
+        from senn_automl.models.registry import model_from_spec
         d = torch.load({str(tmp_path / 'm.pt')!r}, weights_only=True)
         m = model_from_spec(json.load(open({str(tmp_path / 'spec.json')!r})))
         m.load_state_dict(d["state"]); m.eval()
@@ -229,7 +226,7 @@ def test_metrics_cover_blocks_and_respect_masks():
         assert float(m.min()) >= 0 and float(m.max()) <= 1
         assert bool((m[mask == 0] == 0).all())
     assert normalise_metric(torch.full((3, 4), 2.0), torch.ones(3, 4)).abs().sum() == 0  # constant -> zeros
-    with pytest.raises(ValueError, match="abs_grad, grad_variance, weight_sq, weight_abs"):
+    with pytest.raises(ValueError, match="metric='fisher' is invalid: use one of: 'abs_grad', 'grad_variance', 'weight_sq', 'weight_abs'"):
         edge_metrics(model, X, y, "fisher")
 
 
@@ -247,7 +244,7 @@ def _pruning_setup(prune_existing=False):
     policy = EdgeExpansionPolicy(when="interval", expansion_interval=1, min_gap=0, max_edges=12, edge_threshold=0.1,
                                  prune_after=2, prune_threshold=0.3, prune_existing=prune_existing, metric_batch_size=32)
     _train(model, opt, X, y, 10)
-    events = policy.grow(model, X, y, epoch=0, apply=apply)
+    events = policy.grow(model, GrowthContext(X, y, epoch=0, apply=apply))
     assert len(events) == 1 and events[0].kind == "edges"
     _train(model, opt, X, y, 10)
     return model, opt, apply, policy, X, y
@@ -257,13 +254,13 @@ def test_pruning_removes_low_metric_extras_and_keeps_survivor_state():
     model, opt, apply, policy, X, y = _pruning_setup()
     lin, block = model.layers[0], model.layers[0].blocks[0]
     off = lin.offset(0)
-    assert policy.prune(model, X, y, epoch=1, apply=apply) == []  # not due yet
+    assert policy.prune(model, GrowthContext(X, y, epoch=1, apply=apply)) == []  # not due yet
     metrics = layer_edge_metrics(model, X, y, policy.metric, batch_size=policy.metric_batch_size)
     old_W = lin.weight.detach().clone()
     masks_before = [m.clone() for _, m in lin.edge_tensors()]
     state_before = {p: {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in model.parameters()}
     n_before = model.n_params()
-    events = policy.prune(model, X, y, epoch=2, apply=apply)
+    events = policy.prune(model, GrowthContext(X, y, epoch=2, apply=apply))
     assert len(events) == 1
     ev = events[0]
     assert ev.kind == "prune" and ev.n > 0 and ev.params_before == n_before and ev.params_after == model.n_params()
@@ -294,7 +291,7 @@ def test_pruning_removes_low_metric_extras_and_keeps_survivor_state():
         opt.step()
     for r, (p, m) in zip(removed, lin.edge_tensors()):
         assert bool(((p * m)[r] == 0).all()) and bool((m[r] == 0).all())
-    policy.prune(model, X, y, epoch=5, apply=apply)  # every epoch: stored values of masked entries reset to 0
+    policy.prune(model, GrowthContext(X, y, epoch=5, apply=apply))  # every epoch: stored values of masked entries reset to 0
     for r, (p, _) in zip(removed, lin.edge_tensors()):
         assert bool((p[r] == 0).all())
 
@@ -304,7 +301,7 @@ def test_prune_existing_may_touch_older_edges_and_dead_vertices_go():
     lin = model.layers[0]
     off = lin.offset(0)
     mask0 = lin.weight_mask[:, :off].clone()
-    events = policy.prune(model, X, y, epoch=2, apply=apply)
+    events = policy.prune(model, GrowthContext(X, y, epoch=2, apply=apply))
     assert events and bool((lin.weight_mask[:, :off] < mask0).any())
     # a vertex whose outgoing edges are all removed is removed with its in-edges and activation
     block = lin.blocks[0]
@@ -332,8 +329,8 @@ def test_no_selected_edges_does_nothing():
         EdgeExpansionPolicy(metric="weight_abs", edge_threshold=0.1),  # constant metric
         EdgeExpansionPolicy(metric="abs_grad", edge_threshold=1.0),  # nothing exceeds the maximum
     ):
-        assert policy.grow(model, X, y, epoch=0, apply=apply) == []
-        assert policy.step(model, X, y, epoch=0, history=[], apply=apply) == []
+        assert policy.grow(model, GrowthContext(X, y, epoch=0, apply=apply)) == []
+        assert policy.step(model, GrowthContext(X, y, epoch=0, history=[], apply=apply)) == []
         assert model.spec() == spec and model.n_params() == n and policy._pending == []
 
 
@@ -404,7 +401,7 @@ def test_bad_models_and_edits():
 
 def test_trainer_on_digits_grows_and_prunes(tmp_path):
     from senn_automl.data import load_dataset
-    from senn_automl.trainer import TrainConfig, Trainer, load_checkpoint
+    from senn_automl.training.trainer import TrainConfig, Trainer, load_checkpoint
 
     ds = load_dataset("digits", seed=0)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests for senn_automl.estimator.SENNClassifier on real scikit-learn data sets (no mocks).
+"""Tests for senn_automl.integrations.estimator.SENNClassifier on real scikit-learn data sets (no mocks).
 
 Runs on tiny data use a fast configuration (short training, few and short candidate searches);
 the estimator's defaults are for real use, not for these tests.
@@ -20,9 +20,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from senn_automl.estimator import SENNClassifier
-from senn_automl.modules import GrowingMLP
-from senn_automl.policies import GrowthEvent
+from senn_automl.growth.base import GrowthEvent
+from senn_automl.integrations.estimator import SENNClassifier
+from senn_automl.models.mlp import GrowingMLP
 
 # Short training (a higher learning rate and smaller batches make up for fewer epochs) and a cheap
 # candidate search; the growth thresholds (tau, alpha, layer_cost, ...) stay at their defaults.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from senn_automl.estimator import SENNClassifier
+from senn_automl.integrations.estimator import SENNClassifier
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_cli_fit_cnn_and_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
     from senn_automl.cli import app
-    from senn_automl.trainer import load_checkpoint
+    from senn_automl.training.trainer import load_checkpoint
 
     out = tmp_path / "fit"
     r = CliRunner().invoke(app, ["fit", "--dataset", "digits", "--model", "cnn", "--epochs", "3", "--quiet",
@@ -88,11 +88,11 @@ def test_search_runs_every_policy_and_compare_shows_them(tmp_path):
     """One Ray Tune run over fixed configs: natural, edges, secnn (CNN on 1x8x8 digits) and fixed;
     each trial is a MLflow child run with registered versions; compare shows the four side by side."""
     import pandas as pd
+    from conftest import descendants, kill_pids, pids_mentioning, short_tmp
     from mlflow.tracking import MlflowClient
 
-    from conftest import descendants, kill_pids, pids_mentioning, short_tmp
-    from senn_automl.compare import compare
-    from senn_automl.tune import run_search
+    from senn_automl.integrations.compare import compare
+    from senn_automl.integrations.tune import run_search
 
     ray_dir = short_tmp("pol")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -139,8 +139,8 @@ def test_trainer_augments_image_batches_only_when_asked(digits_images):
     a seeded run stays reproducible."""
     import torch
 
-    from senn_automl.config import make_model
-    from senn_automl.trainer import TrainConfig, Trainer
+    from senn_automl.training.config import make_model
+    from senn_automl.training.trainer import TrainConfig, Trainer
 
     X, y = digits_images
     flat = X.reshape(len(X), -1)[:400]

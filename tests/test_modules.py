@@ -1,4 +1,4 @@
-"""Tests for senn_automl.modules: function-preserving growth edits, capacity, spec round trip."""
+"""Tests for senn_automl.models.mlp: function-preserving growth edits, capacity, spec round trip."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import random
 
 import pytest
 import torch
-
-from senn_automl.modules import IDENTITY, GrowingMLP, ParamChange, RationalActivation, rational
-from senn_automl.surgery import FunctionNotPreservedError, apply_edit
 from conftest import eval_outputs
 
+from senn_automl.models.mlp import IDENTITY, GrowingMLP, ParamChange, RationalActivation, rational
+from senn_automl.training.surgery import FunctionNotPreservedError, apply_edit
 
 
 def _random_neuron_edit(model: GrowingMLP, rng: random.Random, g: torch.Generator):

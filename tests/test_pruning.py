@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from senn_automl.curvature import collect_kfac, input_saliency, prune_compensation
-from senn_automl.modules import GrowingMLP
-from senn_automl.policies import NaturalExpansionPolicy, make_policy
-from senn_automl.surgery import apply_edit
-from senn_automl.trainer import TrainConfig, Trainer
+from senn_automl.growth.base import make_policy
+from senn_automl.growth.natural import NaturalExpansionPolicy
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.scores.curvature import collect_kfac, input_saliency, prune_compensation
+from senn_automl.training.surgery import apply_edit
+from senn_automl.training.trainer import TrainConfig, Trainer
 
 
 def _digits():

@@ -1,4 +1,4 @@
-"""Tests for senn_automl.search_space: YAML search spaces → Optuna define-by-run functions (real Optuna, no mocks)."""
+"""Tests for senn_automl.integrations.tune.search_space: YAML search spaces → Optuna define-by-run functions (real Optuna, no mocks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from senn_automl import config
-from senn_automl.search_space import (
+from senn_automl.integrations.tune.search_space import (
     SEARCH_SPACES_DIR,
     ParamSpec,
     SearchSpace,
@@ -21,6 +20,7 @@ from senn_automl.search_space import (
     bundled_search_spaces,
     load_search_space,
 )
+from senn_automl.training import config
 
 optuna = pytest.importorskip("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,7 +220,7 @@ def test_unknown_name_and_missing_path(tmp_path):
 
 def test_module_imports_no_optuna_ray_mlflow():
     """Only yaml and the package core at import time (checked on the source: a subprocess would cost seconds)."""
-    import senn_automl.search_space as module
+    import senn_automl.integrations.tune.search_space as module
 
     tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     imported = set()

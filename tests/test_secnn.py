@@ -1,4 +1,4 @@
-"""Tests for senn_automl.secnn: conv K-FAC statistics, candidate scores, and SECNNPolicy on real data."""
+"""Tests for senn_automl.growth.secnn: conv K-FAC statistics, candidate scores, and SECNNPolicy on real data."""
 
 from __future__ import annotations
 
@@ -12,23 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from senn_automl.cnn import GrowingCNN, _kaiming
-from senn_automl.curvature import DampedFactor, collect_kfac
-from senn_automl.modules import GrowingMLP
-from senn_automl.policies import NaturalExpansionPolicy, make_policy, policy_params
-from senn_automl.secnn import (
-    SECNNPolicy,
+from senn_automl.growth import GrowthContext
+from senn_automl.growth.base import make_policy, policy_params
+from senn_automl.growth.natural import NaturalExpansionPolicy
+from senn_automl.growth.secnn import SECNNPolicy, propose_layer, propose_widen
+from senn_automl.models.cnn import GrowingCNN, kaiming_normal
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.scores.conv import (
     collect_cnn_stats,
     conv_kfac,
     conv_patches,
     kfac_layers,
     new_columns_score,
     norm_layers,
-    propose_layer,
-    propose_widen,
     weight_matrix,
 )
-from senn_automl.trainer import TrainConfig, Trainer, load_checkpoint
+from senn_automl.scores.curvature import DampedFactor, collect_kfac
+from senn_automl.training.trainer import TrainConfig, Trainer, load_checkpoint
 
 
 def _damped(M, gamma):
@@ -235,7 +235,7 @@ def test_proposals_score_and_replay_the_scored_edit(trained_cnn):
 @pytest.mark.parametrize("debias", [True, False])
 def test_new_layers_scored_in_one_pass_equal_a_pass_over_each_edited_network(trained_cnn, fisher, debias):
     model, X, y = trained_cnn
-    weights = {b: _kaiming((8, 8, 3, 3), model.negative_slope, torch.Generator().manual_seed(b)) for b in range(3)}
+    weights = {b: kaiming_normal((8, 8, 3, 3), model.negative_slope, torch.Generator().manual_seed(b)) for b in range(3)}
     # no conv K-FAC in this pass, so the generator draws only the Gauss-Newton probes v, as in propose_layer
     shared = collect_cnn_stats(copy.deepcopy(model).train(), X, y, layers=[], bns=[], parts=2 if debias else 1,
                                fisher=fisher, generator=torch.Generator().manual_seed(5), new_layers=weights)
@@ -324,12 +324,12 @@ def test_capacity_limits_are_respected(trained_cnn):
     assert {p.kind for p in props} == {"conv_layer"} and len(props) == 3
     _, props = SECNNPolicy(widen_step=2, grow_layers=False).propose(only_layers, X, y)
     assert {p.kind for p in props} == {"channels"} and len(props) == 3
-    events = SECNNPolicy(tau=1.0000001).grow(full, X, y, epoch=0, apply=lambda edit: pytest.fail("nothing may be applied"))
+    events = SECNNPolicy(tau=1.0000001).grow(full, GrowthContext(X, y, epoch=0, apply=lambda edit: pytest.fail("nothing may be applied")))
     assert events == []
 
 
 def test_size_penalty_and_rules():
-    from senn_automl.secnn import Proposal
+    from senn_automl.growth.secnn import Proposal
 
     p = Proposal("channels", 0, 4, 0.5, 1000, lambda m: [])
     score, ratio = SECNNPolicy().rate(p, 2.0)

@@ -24,10 +24,9 @@ mlflow = pytest.importorskip("mlflow")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 import torch  # noqa: E402
+from conftest import free_port, healthy  # noqa: E402
 
-from senn_automl import config as cfgmod  # noqa: E402
-from senn_automl.trainer import Callback, Trainer  # noqa: E402
-from senn_automl.tracking import (  # noqa: E402
+from senn_automl.integrations.tracking import (  # noqa: E402
     MLflowCallback,
     check_tracking_uri,
     end_parent_run,
@@ -35,8 +34,8 @@ from senn_automl.tracking import (  # noqa: E402
     set_champion,
     start_parent_run,
 )
-
-from conftest import free_port, healthy  # noqa: E402
+from senn_automl.training import config as cfgmod  # noqa: E402
+from senn_automl.training.trainer import Callback, Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

@@ -1,4 +1,4 @@
-"""Tests for senn_automl.trainer and the optimiser surgery of senn_automl.surgery (real training, no mocks)."""
+"""Tests for senn_automl.training.trainer and the optimiser surgery of senn_automl.training.surgery (real training, no mocks)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from senn_automl.modules import GrowingMLP
-from senn_automl.policies import FixedPolicy, NaturalExpansionPolicy
-from senn_automl.surgery import apply_edit
-from senn_automl.trainer import Callback, TrainConfig, Trainer, load_checkpoint
+from senn_automl.growth import GrowthContext
+from senn_automl.growth.fixed import FixedPolicy
+from senn_automl.growth.natural import NaturalExpansionPolicy
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.training.surgery import apply_edit
+from senn_automl.training.trainer import Callback, TrainConfig, Trainer, load_checkpoint
 
 RECORD_KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "n_params", "hidden", "n_growth_events", "eta"}
 
@@ -255,7 +257,7 @@ _CHILD = textwrap.dedent(
     import json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
-    from senn_automl.trainer import load_checkpoint
+    from senn_automl.training.trainer import load_checkpoint
     d = sys.argv[1]
     tr = load_checkpoint(d + "/ckpt", device="cpu")
     X = torch.load(d + "/inputs.pt")
@@ -463,7 +465,7 @@ def test_run_resumed_from_a_checkpoint_grows_like_one_continued_in_memory(digits
     run saved after its first check, reloaded and continued adds the same units with the same
     weights as the same run continued in memory (with the pools dropped from the checkpoint,
     the later checks start from random candidates and grow differently)."""
-    from senn_automl.trainer import load_checkpoint
+    from senn_automl.training.trainer import load_checkpoint
 
     Xtr, ytr, Xv, yv = digits
 
@@ -491,8 +493,8 @@ def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on
     on a copy of that network."""
     import copy
 
-    from senn_automl.curvature import collect_kfac, delta_eta_heldout, delta_eta_lower_bound, eta_heldout, residual
-    from senn_automl.modules import rational
+    from senn_automl.models.mlp import rational
+    from senn_automl.scores.curvature import collect_kfac, delta_eta_heldout, delta_eta_lower_bound, eta_heldout, residual
 
     Xtr, ytr, Xv, yv = (torch.as_tensor(a) for a in digits)
     torch.manual_seed(0)
@@ -510,7 +512,7 @@ def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on
         return apply_edit(model, edit, probe=Xtr[:128], optimizer=opt)
 
     X, y = Xtr[:512], ytr[:512]
-    events = policy.grow(model, X, y, epoch=0, apply=apply, X_val=Xv, y_val=yv, generator=torch.Generator().manual_seed(0))
+    events = policy.grow(model, GrowthContext(X, y, epoch=0, apply=apply, X_val=Xv, y_val=yv, generator=torch.Generator().manual_seed(0)))
     assert len(events) == 5 and all(e.kind == "neuron" and e.where == 0 for e in events)
     Xh, yh = (Xv, yv) if accept_on == "validation" else (X, y)
     for event, m in zip(events, before):

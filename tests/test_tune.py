@@ -1,4 +1,4 @@
-"""End-to-end tests of `senn_automl.tune` on a real local Ray instance, a real sqlite MLflow store
+"""End-to-end tests of `senn_automl.integrations.tune` on a real local Ray instance, a real sqlite MLflow store
 and a real Optuna RDB study (no mocks). Budget: about 2.5 minutes on 2 cores."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import descendants, free_port, kill_pids, pids_mentioning, wait_for
 
 optuna = pytest.importorskip("optuna")
@@ -22,7 +21,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from senn_automl.tune import SearchSetupError, run_search  # noqa: E402
+from senn_automl.integrations.tune import SearchSetupError, run_search  # noqa: E402
 
 MAX_EPOCHS = 6
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
-from .modules import _NORM_EPS, DEFAULT_ACTIVATION, rational
+from senn_automl.models.mlp import DEFAULT_ACTIVATION, NORM_EPS, rational
+from senn_automl.scores.curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
 
 __all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
 
@@ -57,7 +57,7 @@ class CandidatePool:
     def scores(self, f: torch.Tensor, consumer: LayerStats, damping: float = 0.1) -> torch.Tensor:
         """Δη' (P,) float64 of every candidate against the consumer statistics ``consumer`` (its
         least-squares residual and damped G; the formula of
-        :func:`~senn_automl.curvature.delta_eta_lower_bound` for one feature each), from the
+        :func:`~senn_automl.scores.curvature.delta_eta_lower_bound` for one feature each), from the
         candidates' features ``f = self.features(h)`` (B, P) on the consumer's rows."""
         return _neuron_scores(f.double().T, residual(consumer), consumer.G_inv.inverse(), damping)[0]
 
@@ -93,7 +93,7 @@ def _pack(init: "Candidate | CandidatePool", like: torch.Tensor, layer: bool = F
     dtype and device.
 
     If ``init`` has d_old < d_in input columns, the inputs gained units since, appended last (as
-    :meth:`~senn_automl.modules.GrowingMLP.add_neurons` appends them): neuron candidates get zero
+    :meth:`~senn_automl.models.mlp.GrowingMLP.add_neurons` appends them): neuron candidates get zero
     weights on them, so their features are unchanged; a layer candidate (``layer=True``, d_old ×
     d_old) also gains one unit per new input that passes it on (weight row e_j, bias 0, the
     default activation), so its width stays d_in. Returns (k, d_in + 4), k = d_in for a layer.
@@ -118,7 +118,7 @@ def _split(params: torch.Tensor):
 class _Features:
     """Candidate features ``f = σ_θ(W hᵀ + b)`` in (k, B) layout and their backward pass, in closed form.
 
-    The rational activation of :func:`senn_automl.modules.rational` is written as
+    The rational activation of :func:`senn_automl.models.mlp.rational` is written as
     ``σ(x) = q + l·x/N`` with ``q = (2v·t + c·u)/N``, ``u = 1/(1+x²)``, ``t = x·u`` and
     ``N = max(√(v²+c²+l²), 1e-6)``; hence ``∂σ/∂x = (2v·u + l)/N − 2t·q``,
     ``∂σ/∂v = 2t/N − σ·v/N²``, ``∂σ/∂c = u/N − σ·c/N²``, ``∂σ/∂l = x/N − σ·l/N²``, and
@@ -133,9 +133,9 @@ class _Features:
         self.h, self.theta = h, (theta := params[:, d + 1 :])
         self.x = x = torch.addmm(params[:, d : d + 1], params[:, :d], h.T)  # (k, B)
         norm = theta.norm(dim=1, keepdim=True)  # (k, 1)
-        self.inv_n = inv_n = norm.clamp_min(_NORM_EPS).reciprocal_()
+        self.inv_n = inv_n = norm.clamp_min(NORM_EPS).reciprocal_()
         # where N is clamped it is constant: no σ·θ/N² term
-        self.decay = (inv_n * inv_n).masked_fill_(norm < _NORM_EPS, 0.0)
+        self.decay = (inv_n * inv_n).masked_fill_(norm < NORM_EPS, 0.0)
         self.coef = coef = theta * inv_n  # (k, 3): v/N, c/N, l/N
         self.cv2, self.cc, self.cl = coef[:, :1] * 2, coef[:, 1:2], coef[:, 2:]
         self.u = u = (x * x).add_(1).reciprocal_()
@@ -326,7 +326,7 @@ def _scaled_orthogonal(B: torch.Tensor) -> torch.Tensor:
     singular value, i.e. all singular values set to their mean.
 
     The inserted layer's consumer absorbs ``B⁻¹`` (``W' = W B⁻¹``,
-    :meth:`~senn_automl.modules.GrowingMLP.insert_layer`). The official SENN code trains with a
+    :meth:`~senn_automl.models.mlp.GrowingMLP.insert_layer`). The official SENN code trains with a
     natural-gradient optimiser, which is invariant to that reparametrisation; Adam is not. An
     optimised ``B`` on digits had singular values from 0.02 to 2.87 (mean 1.14); its inverse made the
     consumer's weights 7× larger, and within an epoch of Adam steps after the insertion the train
@@ -339,7 +339,7 @@ def _scaled_orthogonal(B: torch.Tensor) -> torch.Tensor:
 
 def heldout_score(cand: Candidate, h_in: torch.Tensor, consumer: LayerStats, damping: float = 0.1) -> float:
     """Debiased Δη' of ``cand`` on held-out inputs ``h_in`` (B, d_in) against the consumer's
-    held-out statistics; see :func:`senn_automl.curvature.delta_eta_heldout`."""
+    held-out statistics; see :func:`senn_automl.scores.curvature.delta_eta_heldout`."""
     h = h_in.double()
     f = CandidatePool(cand.weight, cand.bias, cand.act_params).features(h)
     return delta_eta_heldout(f, residual(consumer), consumer.G_inv, damping)

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from .modules import GrowingMLP
-from .policies import POLICIES, GrowthPolicy, make_policy, policy_defaults, policy_params
-from .trainer import TrainConfig
+from senn_automl.growth.base import POLICIES, GrowthPolicy, make_policy, policy_defaults, policy_params
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.training.trainer import TrainConfig
+from senn_automl.validation import is_whole, require
 
 __all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "resolve"]
 
@@ -26,11 +27,12 @@ MODEL_KEYS = (
 MODELS = ("auto", "mlp", "cnn", "edge")
 _MODEL_FOR_POLICY = {"edges": "edge", "secnn": "cnn"}
 
+
 def _policy_defaults() -> dict[str, Any]:
     """Defaults of every policy parameter; a key shared by several policies takes the natural
     policy's default (each policy receives only its own keys, see :func:`build`)."""
     out: dict[str, Any] = {}
-    for name in reversed(list(POLICIES)):
+    for name in reversed(list(POLICIES)):  # earlier-registered policies win: natural first
         out.update(policy_defaults(name))
     return out
 
@@ -103,7 +105,7 @@ def make_model(
     if kind == "mlp":
         return GrowingMLP(n_features, n_classes, hidden, max_width=max_width, max_depth=max_depth)
     if kind == "edge":
-        from .edges import EdgeMLP
+        from senn_automl.models.edge_mlp import EdgeMLP
 
         return EdgeMLP(n_features, n_classes, hidden)
     if kind != "cnn":
@@ -116,7 +118,7 @@ def make_model(
     shape = tuple(int(s) for s in image_shape)
     if len(shape) != 3 or shape[0] * shape[1] * shape[2] != n_features:
         raise ValueError(f"image_shape={shape} does not match {n_features} features per row; C·H·W must equal it")
-    from .cnn import GrowingCNN
+    from senn_automl.models.cnn import GrowingCNN
 
     return GrowingCNN(shape, n_classes, tuple(channels), max_layers=block_capacity, max_channels=max_channels)
 
@@ -137,12 +139,13 @@ def build(
     kind = model_kind(c)
     ints = {"start_width": 1, "start_depth": 0, "start_channels": 1, "start_blocks": 1, "block_capacity": 1}
     for key, low in ints.items():
-        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < low:
-            raise ValueError(f"{key}={c[key]!r} is invalid: use a whole number >= {low}")
+        require(is_whole(c[key]) and c[key] >= low, key, c[key], f"use a whole number >= {low}")
     policy = make_policy(c["policy"], **{k: c[k] for k in policy_params(c["policy"])})
     train = TrainConfig(**{k: c[k] for k in TRAIN_KEYS})
-    with torch.random.fork_rng(devices=[]):  # weight init seeded without touching the global RNG
-        torch.manual_seed(int(c["seed"]))
+    # Weight init seeded without touching the process's RNGs: fork_rng restores the CPU generator,
+    # and seeding only that one leaves every CUDA generator alone (torch.manual_seed reseeds them all).
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(c["seed"]))
         model = make_model(
             kind, n_features, n_classes, hidden=(c["start_width"],) * c["start_depth"], max_width=c["max_width"],
             max_depth=c["max_depth"], image_shape=image_shape, channels=(c["start_channels"],) * c["start_blocks"],

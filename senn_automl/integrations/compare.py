@@ -1,6 +1,6 @@
 """Compare growth policies across tuning runs recorded in MLflow (``senn-automl compare``).
 
-Reads the child runs (one per trial, see :mod:`senn_automl.tune`) of an experiment, summarises
+Reads the child runs (one per trial, see :mod:`senn_automl.integrations.tune`) of an experiment, summarises
 them per growth policy (best and median final validation accuracy, median parameter count,
 median run time, number of runs) and draws accuracy against parameters, one colour per policy,
 with the Pareto front (most accurate for its size) as a step line. The figure and the summary are
@@ -46,9 +46,10 @@ def load_child_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, par
 
     Raises ``ValueError`` if the experiment does not exist.
     """
-    import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
+
+    import mlflow
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -117,15 +118,14 @@ def pareto_front(df, x: str = "n_params", y: str = "val_acc"):
 def plot_accuracy_vs_params(runs, path: str | os.PathLike, title: str = "accuracy against parameters") -> Path:
     """Scatter of final validation accuracy against parameters, one colour per policy (filled:
     complete runs, hollow: stopped early by ASHA), and the Pareto front of the complete runs as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    ax = fig.subplots()
+    colours = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     data = runs.dropna(subset=["val_acc", "n_params"])
     for i, (policy, g) in enumerate(data.groupby("policy", sort=True)):
         c = colours[i % len(colours)]
@@ -156,7 +156,6 @@ def plot_accuracy_vs_params(runs, path: str | os.PathLike, title: str = "accurac
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -166,7 +165,7 @@ def compare(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
     log both to the parent run (when all runs share one) or a new ``compare`` run."""
     from mlflow.tracking import MlflowClient
 
-    from .tracking import check_tracking_uri, resolve_tracking_uri
+    from senn_automl.integrations.tracking import check_tracking_uri, resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
     check_tracking_uri(tracking_uri)

@@ -7,7 +7,7 @@ as a new version of a registered model with tags, plus the final model (tag ``fi
 
 The core modules never import this one. Usage::
 
-    from senn_automl.tracking import MLflowCallback, resolve_tracking_uri, check_tracking_uri
+    from senn_automl.integrations.tracking import MLflowCallback, resolve_tracking_uri, check_tracking_uri
 
     uri = resolve_tracking_uri(None)            # argument > $MLFLOW_TRACKING_URI > sqlite:///<cwd>/mlflow.db
     check_tracking_uri(uri)                     # ValueError naming the fix if an http server is down
@@ -36,7 +36,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-import mlflow
 import mlflow.pyfunc
 import numpy as np
 import torch
@@ -44,7 +43,8 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .trainer import Callback
+import mlflow
+from senn_automl.training.trainer import Callback
 
 __all__ = [
     "resolve_tracking_uri",
@@ -125,7 +125,7 @@ class SENNPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        from senn_automl.modules import model_from_spec
+        from senn_automl.models.registry import model_from_spec
 
         with open(context.artifacts["arch"]) as f:
             meta = json.load(f)

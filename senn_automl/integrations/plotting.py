@@ -1,4 +1,4 @@
-"""Plots of a growing run (matplotlib, Agg backend)."""
+"""Plots of a growing run (matplotlib's object API: no pyplot state, the caller's backend untouched)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     """Write a PNG with parameters and validation accuracy against epochs, growth events marked.
 
     ``history`` : per-epoch records with ``epoch``, ``n_params``, ``val_acc``; ``growth_log`` :
-    event dicts with ``epoch`` and ``kind`` (any of :data:`senn_automl.policies.EVENT_KINDS`; one
+    event dicts with ``epoch`` and ``kind`` (any of :data:`senn_automl.growth.base.EVENT_KINDS`; one
     colour and line style per kind). Returns the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] + 1 for r in history]
-    fig, (ax_p, ax_a) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, constrained_layout=True)
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    ax_p, ax_a = fig.subplots(2, 1, sharex=True)
     ax_p.step(epochs, [r["n_params"] for r in history], where="post", color="tab:blue")
     ax_p.set_ylabel("parameters")
     ax_a.plot(epochs, [r["val_acc"] for r in history], color="tab:green")
@@ -44,5 +42,4 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -1,7 +1,7 @@
 """scikit-learn estimator: :class:`SENNClassifier`, a classifier whose network grows while it trains.
 
-It wraps a growable model (:class:`~senn_automl.modules.GrowingMLP`, ``GrowingCNN`` for images,
-``EdgeMLP``), :class:`~senn_automl.trainer.Trainer` and a growth policy (``natural``, ``secnn``,
+It wraps a growable model (:class:`~senn_automl.models.mlp.GrowingMLP`, ``GrowingCNN`` for images,
+``EdgeMLP``), :class:`~senn_automl.training.trainer.Trainer` and a growth policy (``natural``, ``secnn``,
 ``edges`` or ``fixed``) behind the scikit-learn 1.9 estimator API, so it works
 in ``Pipeline``, ``clone``, ``GridSearchCV``, ``cross_val_score`` and passes
 ``sklearn.utils.estimator_checks``.
@@ -22,10 +22,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import config as _config
-from .modules import model_from_spec
-from .policies import POLICIES, NaturalExpansionPolicy, make_policy
-from .trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
+from senn_automl.growth.base import POLICIES, make_policy
+from senn_automl.growth.natural import NaturalExpansionPolicy
+from senn_automl.models.registry import model_from_spec
+from senn_automl.training import config as _config
+from senn_automl.training.trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
+from senn_automl.validation import is_real, is_whole
 
 __all__ = ["SENNClassifier"]
 
@@ -36,10 +38,6 @@ _PICKLED_MODEL = "__senn_pickled_model__"
 #: estimator parameters of the natural policy (other policies take theirs from ``policy_params``)
 _NATURAL_PARAMS = ("tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
                          "n_candidates", "candidate_steps", "damping")
-
-
-def _whole(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _plain(x):
@@ -199,7 +197,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from senn_automl.estimator import SENNClassifier
+    >>> from senn_automl.integrations.estimator import SENNClassifier
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = SENNClassifier(max_epochs=10, n_candidates=16, candidate_steps=10, random_state=0).fit(X, y)
     >>> clf.predict(X[:2]).shape
@@ -289,14 +287,14 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
                 f"hidden_layer_sizes={hidden!r} is invalid: use a tuple of positive ints, e.g. (10,), or () for no hidden layer"
             )
         hidden = list(hidden)
-        if not all(_whole(h) and h >= 1 for h in hidden):
+        if not all(is_whole(h) and h >= 1 for h in hidden):
             raise ValueError(
                 f"hidden_layer_sizes={self.hidden_layer_sizes!r} is invalid: every width must be a whole number >= 1"
             )
         hidden = [int(h) for h in hidden]
-        if not (_whole(self.max_width) and self.max_width >= 1):
+        if not (is_whole(self.max_width) and self.max_width >= 1):
             raise ValueError(f"max_width={self.max_width!r} is invalid: use a whole number of neurons >= 1")
-        if not (_whole(self.max_depth) and self.max_depth >= 0):
+        if not (is_whole(self.max_depth) and self.max_depth >= 0):
             raise ValueError(f"max_depth={self.max_depth!r} is invalid: use a whole number of hidden layers >= 0")
         if hidden and self.max_width < max(hidden):
             raise ValueError(
@@ -311,13 +309,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         if not (isinstance(self.policy, str) and self.policy in POLICIES):
             raise ValueError(f"policy={self.policy!r} is unknown; choose one of: {', '.join(map(repr, POLICIES))}")
         vf = _plain(self.validation_fraction)
-        if not (isinstance(vf, (int, float)) and not isinstance(vf, bool) and math.isfinite(vf) and 0 <= vf < 1):
+        if not (is_real(vf) and 0 <= vf < 1):
             raise ValueError(
                 f"validation_fraction={self.validation_fraction!r} is invalid: use a fraction in [0, 1), e.g. 0.15 (0 = no split)"
             )
         if not isinstance(self.scale_features, (bool, np.bool_)):
             raise ValueError(f"scale_features={self.scale_features!r} is invalid: use True (rescale features inside the model) or False")
-        if not (_whole(self.verbose) or isinstance(self.verbose, bool)):
+        if not (is_whole(self.verbose) or isinstance(self.verbose, bool)):
             raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
         # Built for validation whatever the policy (raises ValueError naming the argument).
         natural = {k: _plain(getattr(self, k)) for k in _NATURAL_PARAMS}
@@ -330,7 +328,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         if self.model not in _config.MODELS:
             raise ValueError(f"model={self.model!r} is unknown; choose one of: {', '.join(map(repr, _config.MODELS))}")
         for key in ("start_channels", "start_blocks", "block_capacity", "max_channels"):
-            if not (_whole(getattr(self, key)) and getattr(self, key) >= 1):
+            if not (is_whole(getattr(self, key)) and getattr(self, key) >= 1):
                 raise ValueError(f"{key}={getattr(self, key)!r} is invalid: use a whole number >= 1")
         config = TrainConfig(
             max_epochs=_plain(self.max_epochs),
@@ -354,11 +352,11 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         shape that does not match, or images that look channels-last."""
         shape = self.image_shape
         if shape is not None:
-            if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(_whole(s) and s >= 1 for s in shape)):
+            if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and all(is_whole(s) and s >= 1 for s in shape)):
                 raise ValueError(f"image_shape={shape!r} is invalid: use (channels, height, width), e.g. (1, 28, 28)")
             shape = tuple(int(s) for s in shape)
         if getattr(X, "ndim", 2) in (3, 4) or shape is not None:
-            from .data import as_images
+            from senn_automl.data import as_images
 
             arr = np.asarray(X)
             if arr.ndim == 4 and shape is None:

@@ -22,26 +22,27 @@ in two parameters (columns for ``z`` and for ``s``, :class:`ConcatConv1x1`), so 
 last block or the first block appends zero input columns to one parameter and Adam moments move
 with a single slice.
 
-Every edit returns :class:`~senn_automl.modules.ParamChange` records for
-:func:`senn_automl.surgery.update_optimizer`.
+Every edit returns :class:`~senn_automl.models.mlp.ParamChange` records for
+:func:`senn_automl.training.surgery.update_optimizer`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import ParamChange, _grow
+from senn_automl.models.mlp import ParamChange, grow_parameter
+from senn_automl.models.registry import register_model
+from senn_automl.validation import is_whole
 
-__all__ = ["GrowingCNN", "ConvLayer", "ConcatConv1x1"]
+__all__ = ["GrowingCNN", "ConvLayer", "ConcatConv1x1", "kaiming_normal"]
 
 
-def _kaiming(shape: Sequence[int], negative_slope: float, generator: torch.Generator | None, scale: float = 1.0) -> torch.Tensor:
+def kaiming_normal(shape: Sequence[int], negative_slope: float, generator: torch.Generator | None, scale: float = 1.0) -> torch.Tensor:
     """He-normal weights ``N(0, scale² · 2 / ((1 + a²) · fan_in))`` for a conv of ``shape`` (C_out, C_in, kh, kw)."""
     fan_in = math.prod(shape[1:])
     std = scale * math.sqrt(2.0 / ((1 + negative_slope**2) * fan_in))
@@ -119,7 +120,7 @@ def _grow_bn(bn: nn.BatchNorm2d, k: int, gamma: float) -> list[ParamChange]:
     """Append ``k`` channels to ``bn``: γ = ``gamma``, β = 0, running mean 0, running var 1; old entries kept."""
     changes = []
     for name, value in (("weight", gamma), ("bias", 0.0)):
-        new, change = _grow(getattr(bn, name), 0, torch.full((k,), value))
+        new, change = grow_parameter(getattr(bn, name), 0, torch.full((k,), value))
         setattr(bn, name, new)
         changes.append(change)
     for name, value in (("running_mean", 0.0), ("running_var", 1.0)):
@@ -134,16 +135,17 @@ def _grow_conv(conv: nn.Conv2d, k_out: int, k_in: int, generator, negative_slope
     columns (for the old filters) to ``conv``'s weight in one replacement."""
     w = conv.weight
     c_out, c_in, kh, kw = w.shape
-    rows = _kaiming((k_out, c_in + k_in, kh, kw), negative_slope, generator, noise).to(w)
+    rows = kaiming_normal((k_out, c_in + k_in, kh, kw), negative_slope, generator, noise).to(w)
     zero_cols = torch.zeros(c_out, k_in, kh, kw, dtype=w.dtype, device=w.device)
-    grown, first = _grow(w, 1, zero_cols)
-    new, _ = _grow(grown, 0, rows)
+    grown, first = grow_parameter(w, 1, zero_cols)
+    new, _ = grow_parameter(grown, 0, rows)
     conv.weight = new
     conv.in_channels += k_in
     conv.out_channels += k_out
     return ParamChange(w, new, first.index)
 
 
+@register_model
 class GrowingCNN(nn.Module):
     """SECNN-style CNN that can add residual conv layers to a block and widen a block.
 
@@ -327,7 +329,7 @@ class GrowingCNN(nn.Module):
         return out
 
     def _check_block(self, block: int) -> None:
-        if not (isinstance(block, numbers.Integral) and 0 <= block < self.n_blocks):
+        if not (is_whole(block) and 0 <= block < self.n_blocks):
             raise ValueError(f"block={block!r} is not a block index in [0, {self.n_blocks - 1}]")
 
     @torch.no_grad()
@@ -351,7 +353,7 @@ class GrowingCNN(nn.Module):
             raise ValueError(f"block {block} already has max_layers={self.max_layers} conv layers; raise max_layers to deepen it")
         c = self.widths[block]
         if weight is None:
-            weight = _kaiming((c, c, 3, 3), self.negative_slope, generator)
+            weight = kaiming_normal((c, c, 3, 3), self.negative_slope, generator)
         if tuple(weight.shape) != (c, c, 3, 3):
             raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit block {block}: expected ({c}, {c}, 3, 3)")
         ref = self.blocks[block][0].conv.weight
@@ -382,7 +384,7 @@ class GrowingCNN(nn.Module):
             If ``block`` is not a block index, ``k < 1``, or the width would exceed ``max_channels``.
         """
         self._check_block(block)
-        if not (isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1):
+        if not (is_whole(k) and k >= 1):
             raise ValueError(f"k={k!r} must be a whole number of channels >= 1")
         if not self.can_widen(block, k):
             raise ValueError(
@@ -399,7 +401,7 @@ class GrowingCNN(nn.Module):
         for name, grows in (("weight_z", block == self.n_blocks - 1), ("weight_s", block == 0)):
             if grows:
                 old = getattr(self.head_conv, name)
-                new, change = _grow(old, 1, torch.zeros(old.shape[0], k, 1, 1))
+                new, change = grow_parameter(old, 1, torch.zeros(old.shape[0], k, 1, 1))
                 setattr(self.head_conv, name, new)
                 changes.append(change)
         return changes

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .modules import ParamChange
+from senn_automl.models.mlp import ParamChange
 
 __all__ = ["FunctionNotPreservedError", "update_optimizer", "apply_edit"]
 

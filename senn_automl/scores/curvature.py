@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import GrowingMLP
+from senn_automl.models.mlp import GrowingMLP
 
 __all__ = [
     "DampedFactor",
@@ -166,7 +166,7 @@ def collect_kfac(
         unmodified ``X`` object (same version counter) and damping: the same numbers, without
         the (B × d_in²) product and the d_in³ factorisation (most of a call on 784 inputs).
 
-    For a :class:`~senn_automl.modules.GrowingMLP` with ``layers=None``, δ and the Jacobians come
+    For a :class:`~senn_automl.models.mlp.GrowingMLP` with ``layers=None``, δ and the Jacobians come
     from the chain rule through its layers (:func:`_mlp_backward`); otherwise from forward hooks on
     ``layers`` and one batched autograd backward pass (:func:`_autograd_backward`). Does not touch
     ``.grad`` of any parameter (uses :func:`torch.autograd.grad`).

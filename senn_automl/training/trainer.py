@@ -24,14 +24,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import augment_flip_crop
-from .modules import model_from_spec
-from .policies import FixedPolicy, GrowthEvent, GrowthPolicy, _listed, make_policy
-from .surgery import apply_edit
+from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, make_policy
+from senn_automl.growth.fixed import FixedPolicy
+from senn_automl.models.registry import model_from_spec
+from senn_automl.training.augment import augment_flip_crop
+from senn_automl.training.surgery import apply_edit
+from senn_automl.validation import as_list, invalid, is_real, is_whole, require
 
 __all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: what early stopping and the best-model snapshot watch
+MONITORS = ("val_loss", "val_acc")
+#: "fp32", or "bf16" (bfloat16 autocast)
+PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -58,7 +64,7 @@ class TrainConfig:
     device : "auto", "cpu", "cuda", ... precision : "fp32", or "bf16" for bfloat16 autocast of the
     training steps (weights, optimiser, growth scoring and the function-preservation check stay
     float32). augment : random horizontal flips and shifts of up to 4 pixels
-    (:func:`senn_automl.augment.augment_flip_crop`, torch only) of every training batch, for image
+    (:func:`senn_automl.training.augment.augment_flip_crop`, torch only) of every training batch, for image
     models (those with ``in_shape``); ignored for others. progress : show a progress bar (tqdm).
 
     The data is moved to the device once per :meth:`Trainer.fit` (no per-step host→device
@@ -89,43 +95,22 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def bad(name, fix):
-            raise ValueError(f"{name}={getattr(self, name)!r} is invalid: {fix}")
-
-        def whole(x):
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-        def number(x):
-            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
-        if not (whole(self.max_epochs) and self.max_epochs >= 1):
-            bad("max_epochs", "use a whole number >= 1")
-        if not (whole(self.batch_size) and self.batch_size >= 1):
-            bad("batch_size", "use a whole number >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"choose one of: {', '.join(OPTIMIZERS)}")
-        if not (number(self.lr) and self.lr > 0):
-            bad("lr", "the learning rate must be a positive number, e.g. 3e-3")
-        if not (number(self.weight_decay) and self.weight_decay >= 0):
-            bad("weight_decay", "use a number >= 0")
-        if not (number(self.momentum) and 0 <= self.momentum < 1):
-            bad("momentum", "use a number in [0, 1)")
-        if self.monitor not in ("val_loss", "val_acc"):
-            bad("monitor", "use 'val_loss' or 'val_acc'")
-        if self.patience is not None and not (whole(self.patience) and self.patience >= 1):
-            bad("patience", "use None (no early stopping) or a whole number of epochs >= 1")
-        if not (whole(self.scoring_batch_size) and self.scoring_batch_size >= 2):
-            bad("scoring_batch_size", "use a whole number >= 2")
-        if not (whole(self.probe_size) and self.probe_size >= 1):
-            bad("probe_size", "use a whole number >= 1")
-        if not (number(self.probe_tolerance) and self.probe_tolerance > 0):
-            bad("probe_tolerance", "use a positive number, e.g. 1e-4")
+        require(is_whole(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs, "use a whole number >= 1")
+        require(is_whole(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "use a whole number >= 1")
+        require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"choose one of: {', '.join(OPTIMIZERS)}")
+        require(is_real(self.lr) and self.lr > 0, "lr", self.lr, "the learning rate must be a positive number, e.g. 3e-3")
+        require(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "use a number >= 0")
+        require(is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "use a number in [0, 1)")
+        require(self.monitor in MONITORS, "monitor", self.monitor, "use 'val_loss' or 'val_acc'")
+        require(self.patience is None or (is_whole(self.patience) and self.patience >= 1), "patience", self.patience, "use None (no early stopping) or a whole number of epochs >= 1")
+        require(is_whole(self.scoring_batch_size) and self.scoring_batch_size >= 2, "scoring_batch_size", self.scoring_batch_size, "use a whole number >= 2")
+        require(is_whole(self.probe_size) and self.probe_size >= 1, "probe_size", self.probe_size, "use a whole number >= 1")
+        require(is_real(self.probe_tolerance) and self.probe_tolerance > 0, "probe_tolerance", self.probe_tolerance, "use a positive number, e.g. 1e-4")
         try:
             resolve_device(self.device)
         except (RuntimeError, ValueError):
-            bad("device", "use 'auto', 'cpu' or 'cuda'")
-        if self.precision not in ("fp32", "bf16"):
-            bad("precision", "use 'fp32' or 'bf16' (bfloat16 autocast)")
+            invalid("device", self.device, "use 'auto', 'cpu' or 'cuda'")
+        require(self.precision in PRECISIONS, "precision", self.precision, "use 'fp32' or 'bf16' (bfloat16 autocast)")
 
 
 class Callback:
@@ -183,10 +168,10 @@ class Trainer:
 
     Parameters
     ----------
-    model : a growable model (:class:`~senn_automl.modules.GrowingMLP`, ``GrowingCNN``, ``EdgeMLP``)
+    model : a growable model (:class:`~senn_automl.models.mlp.GrowingMLP`, ``GrowingCNN``, ``EdgeMLP``)
         mapping (B, ...) inputs to (B, n_classes) logits, with ``spec()``, ``n_params()`` and a
         JSON-able ``hidden`` size summary.
-    policy : a :class:`~senn_automl.policies.GrowthPolicy` (default: no growth).
+    policy : a :class:`~senn_automl.growth.base.GrowthPolicy` (default: no growth).
     config : :class:`TrainConfig`.
     callbacks : iterable of :class:`Callback`.
 
@@ -300,10 +285,9 @@ class Trainer:
         self.timings["train"] += t1 - t0
         new = []
         if self.epoch + 1 < cfg.max_epochs:  # nothing would train what grows after the last epoch
-            new = self.policy.step(
-                self.model, X_score, y_score, epoch=self.epoch, history=self.history, apply=self._apply(probe),
-                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator,
-            )
+            ctx = GrowthContext(X_score, y_score, epoch=self.epoch, apply=self._apply(probe), history=self.history,
+                                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator)
+            new = self.policy.step(self.model, ctx)
         events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
         self.growth_log.extend(events)
         self.eta = self.policy.last_eta
@@ -317,7 +301,7 @@ class Trainer:
             "val_loss": val_loss,
             "val_acc": val_acc,
             "n_params": self.model.n_params(),
-            "hidden": _listed(self.model.hidden),
+            "hidden": as_list(self.model.hidden),
             "n_growth_events": len(self.growth_log),
             "grew": len(events),
             "eta": self.eta,

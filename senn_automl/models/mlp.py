@@ -2,7 +2,7 @@
 
 Every structural edit here is exactly function-preserving and returns the list of
 :class:`ParamChange` records that an optimiser needs to carry its state over
-(see :func:`senn_automl.surgery.update_optimizer`).
+(see :func:`senn_automl.training.surgery.update_optimizer`).
 
 Source: Mitchell et al., "Self-Expanding Neural Networks", arXiv:2307.04526, §3.3-3.4.
 """
@@ -15,13 +15,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["RationalActivation", "GrowingMLP", "ParamChange", "IDENTITY", "DEFAULT_ACTIVATION", "model_from_spec", "MODEL_TYPES"]
+from senn_automl.models.registry import register_model
+
+__all__ = ["RationalActivation", "GrowingMLP", "ParamChange", "IDENTITY", "DEFAULT_ACTIVATION", "grow_parameter", "check_mlp_sizes", "rational", "NORM_EPS"]
 
 #: (v, c, l) at which the rational activation is exactly the identity.
 IDENTITY = (0.0, 0.0, 1.0)
 #: (v, c, l) for neurons of a freshly built network: a smooth, odd, tanh-like bump plus a linear leak.
 DEFAULT_ACTIVATION = (1.0, 0.0, 0.5)
-_NORM_EPS = 1e-6
+NORM_EPS = 1e-6
 
 
 def rational(x: torch.Tensor, v: torch.Tensor, c: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
@@ -37,7 +39,7 @@ def rational(x: torch.Tensor, v: torch.Tensor, c: torch.Tensor, l: torch.Tensor)
     x : tensor (..., k)
     v, c, l : tensors broadcastable to (k,)
     """
-    norm = torch.sqrt(v * v + c * c + l * l).clamp_min(_NORM_EPS)
+    norm = torch.sqrt(v * v + c * c + l * l).clamp_min(NORM_EPS)
     return ((2 * v * x + c) / (1 + x * x) + l * x) / norm
 
 
@@ -78,7 +80,7 @@ class ParamChange:
     keep: tuple | None = None
 
 
-def _grow(param: nn.Parameter, dim: int, extra: torch.Tensor) -> tuple[nn.Parameter, ParamChange]:
+def grow_parameter(param: nn.Parameter, dim: int, extra: torch.Tensor) -> tuple[nn.Parameter, ParamChange]:
     """Concatenate ``extra`` to ``param`` along ``dim``; return the new Parameter and its change record."""
     data = torch.cat([param.detach(), extra.to(param)], dim=dim)
     new = nn.Parameter(data, requires_grad=param.requires_grad)
@@ -96,6 +98,7 @@ def check_mlp_sizes(in_features: int, out_features: int, hidden: Sequence[int]) 
     return hidden
 
 
+@register_model
 class GrowingMLP(nn.Module):
     """A multilayer perceptron that can add neurons and insert hidden layers while training.
 
@@ -250,7 +253,7 @@ class GrowingMLP(nn.Module):
             (act, "l", 0, act_params[:, 2]),
             (consumer, "weight", 1, torch.zeros(consumer.out_features, k)),
         ):
-            new, change = _grow(getattr(module, name), dim, extra)
+            new, change = grow_parameter(getattr(module, name), dim, extra)
             setattr(module, name, new)
             changes.append(change)
         lin.out_features += k
@@ -310,7 +313,7 @@ class GrowingMLP(nn.Module):
 
         ``consumer_delta`` (d_out, d_keep + 1), if given, is added to the consumer's weights of
         the kept inputs and its bias (last column) after the removal: the K-FAC compensation of
-        :func:`senn_automl.curvature.prune_compensation`. Every other parameter keeps its
+        :func:`senn_automl.scores.curvature.prune_compensation`. Every other parameter keeps its
         values; the shrunk ones report ``keep`` indices so optimiser state follows the survivors.
 
         Raises ``ValueError`` if ``layer`` is not a hidden layer, an index is out of range, or the
@@ -342,28 +345,3 @@ class GrowingMLP(nn.Module):
             consumer.weight += consumer_delta[:, :-1].to(consumer.weight)
             consumer.bias += consumer_delta[:, -1].to(consumer.bias)
         return changes
-
-
-#: spec "type" -> "module:class" of every growable model; :func:`model_from_spec` imports lazily.
-MODEL_TYPES: dict[str, str] = {
-    "GrowingMLP": "senn_automl.modules:GrowingMLP",
-    "GrowingCNN": "senn_automl.cnn:GrowingCNN",
-    "EdgeMLP": "senn_automl.edges:EdgeMLP",
-}
-
-
-def model_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Build the growable model described by ``spec`` (any type in :data:`MODEL_TYPES`).
-
-    Weights are freshly initialised without touching the global RNG; load a state_dict next.
-    Raises ``ValueError`` for a spec of unknown type.
-    """
-    import importlib
-
-    kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"spec type {kind!r} is unknown; known model types: {', '.join(MODEL_TYPES)}")
-    module, name = MODEL_TYPES[kind].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    with torch.random.fork_rng(devices=[]):
-        return cls.from_spec(spec)

@@ -1,204 +1,35 @@
-"""Growth policies: when, where and what to add (torch only).
-
-A policy looks at the model on a scoring batch and applies edits through an ``apply`` callback
-given by the trainer (which checks function preservation and updates the optimiser). Each
-accepted change becomes an immutable :class:`GrowthEvent`.
-"""
+"""SENN's natural expansion policy (arXiv:2307.04526, §3.3): add neurons and layers where the natural expansion score says (torch only)."""
 
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
-from .candidates import Candidate, CandidatePool, best_neuron_candidate, heldout_score, layer_candidate, starts_from
-from .curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation, with_new_neuron
-from .modules import GrowingMLP, ParamChange
-from .triggers import should_check, validate_when
+from senn_automl.growth.base import Apply, GrowthContext, GrowthEvent, GrowthPolicy, register_policy
+from senn_automl.models.mlp import GrowingMLP
+from senn_automl.scores.candidates import (
+    Candidate,
+    CandidatePool,
+    best_neuron_candidate,
+    heldout_score,
+    layer_candidate,
+    starts_from,
+)
+from senn_automl.scores.curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation, with_new_neuron
+from senn_automl.validation import TINY, is_real, is_whole, require, require_choice
 
-__all__ = ["EVENT_KINDS", "GrowthEvent", "GrowthPolicy", "FixedPolicy", "NaturalExpansionPolicy", "make_policy", "policy_class", "policy_defaults", "policy_params", "POLICIES"]
+__all__ = ["NaturalExpansionPolicy", "RELATIVE_TO", "ACCEPT_ON"]
 
-Apply = Callable[[Callable[[GrowingMLP], list[ParamChange]]], Any]
-
-
-def _tupled(x):
-    return tuple(_tupled(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _listed(x):
-    return [_listed(v) for v in x] if isinstance(x, (list, tuple)) else x
-
-
-#: event kinds: SENN neuron / layer, SECNN conv layer / channels, edge expansion, pruning
-EVENT_KINDS = ("neuron", "layer", "conv_layer", "channels", "edges", "prune")
-
-
-@dataclass(frozen=True)
-class GrowthEvent:
-    """One accepted structural change.
-
-    kind : one of :data:`EVENT_KINDS`; where : hidden layer index (neuron), insertion position
-    (layer), block index (conv_layer, channels), expandable layer index (edges) or the layer
-    / block pruned; score : the accepted candidate's score (Δη' for SENN, held-out and debiased
-    when a validation split is given, divided by the layer cost multiplier for layers; the
-    regularised natural expansion score for SECNN; the mean normalised edge metric for edges;
-    the removed η-share or metric for pruning); eta, lam : the network's total η (debiased on
-    held-out data) and λ = E‖∂ℓ/∂y‖² on the data the thresholds were measured on (``nan`` where
-    not used); ratio : score / η reference (total or consumer η_c, per ``relative_to``; on
-    held-out data floored at α·λ); tau, alpha :
-    thresholds in force (``nan`` where not used); params_before/after : parameter counts;
-    hidden_after : the model's ``hidden`` summary after the change (nested tuples of ints);
-    max_abs_diff : measured output change on the probe batch; n : how many neurons, channels,
-    edges or units were added or removed; detail : free text for logs.
-    """
-
-    step: int
-    epoch: int
-    kind: str
-    where: int
-    score: float
-    eta: float
-    lam: float
-    ratio: float
-    tau: float
-    alpha: float
-    params_before: int
-    params_after: int
-    hidden_after: tuple
-    max_abs_diff: float = 0.0
-    n: int = 1
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden_after"] = _listed(self.hidden_after)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GrowthEvent":
-        return cls(**{**d, "hidden_after": _tupled(d["hidden_after"])})
-
-    def describe(self) -> str:
-        """One human-readable line: what changed where, the score against its threshold, sizes."""
-        what = {
-            "neuron": f"added a neuron at hidden layer {self.where}" if self.n == 1 else f"added {self.n} neurons at hidden layer {self.where}",
-            "layer": f"inserted a layer at position {self.where}",
-            "conv_layer": f"added a conv layer to block {self.where}",
-            "channels": f"widened block {self.where} by {self.n} channels",
-            "edges": f"expanded {self.n} edges of layer {self.where}",
-            "prune": f"pruned {self.n} edge(s)/neuron(s) of layer {self.where}",
-        }.get(self.kind, f"{self.kind} at {self.where}")
-        parts = [f"epoch {self.epoch + 1:>4}: {what}", f"score={self.score:.4g}"]
-        if math.isfinite(self.ratio):
-            parts.append(f"ratio={self.ratio:.3f}")
-        if self.kind in ("neuron", "layer") and math.isfinite(self.lam):
-            parts.append(f"Δη'/λ={self.score / max(self.lam, 1e-30):.4f}")
-        parts.append(f"params {self.params_before} -> {self.params_after}")
-        parts.append(f"arch {_listed(self.hidden_after)}")
-        if self.detail:
-            parts.append(self.detail)
-        return "  ".join(parts)
+#: what the ``tau`` test divides by: the network's total η or the consumer layer's η_c
+RELATIVE_TO = ("total", "layer")
+#: where the thresholds are measured: held-out rows (when given) or the scoring batch
+ACCEPT_ON = ("validation", "scoring")
 
 
-@dataclass
-class GrowthPolicy:
-    """Interface of a growth policy, and the "when" shared by every policy.
-
-    The trainer calls :meth:`step` after every epoch. ``step`` runs :meth:`prune` (policies that
-    prune decide themselves when it is due) and, when :meth:`should_check` says so, one growth
-    check :meth:`grow`; edits are applied through ``apply(edit, check=True)`` (function
-    preservation checked on a probe batch, optimiser state carried over; ``check=False`` for
-    pruning, which changes the function on purpose). Subclasses override ``grow`` / ``prune``.
-
-    When (see :mod:`senn_automl.triggers`): ``when="interval"`` checks every
-    ``expansion_interval`` epochs; ``when="plateau"`` when the mean |Δ val_loss| over
-    ``plateau_window`` epochs is below ``plateau_threshold``; either waits ``min_gap`` epochs
-    after the last growth event.
-
-    ``model_types`` lists the model spec types a policy can grow (``None``: any);
-    :meth:`check_model` raises ``ValueError`` for others. ``config()`` is JSON-able;
-    ``state_dict``/``load_state_dict`` carry counters through checkpoints.
-    """
-
-    name: ClassVar[str] = "base"
-    model_types: ClassVar[tuple[str, ...] | None] = None
-    when: str = "interval"
-    expansion_interval: int = 10
-    plateau_window: int = 3
-    plateau_threshold: float = 1e-3
-    min_gap: int = 5
-    #: total η measured at the start of the latest check (None before the first check)
-    last_eta: float | None = field(default=None, repr=False, compare=False)
-    _last_event_epoch: int | None = field(default=None, repr=False)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        validate_when(self.when, self.expansion_interval, self.plateau_window, self.plateau_threshold, self.min_gap)
-
-    def check_model(self, model) -> None:
-        """Raise ``ValueError`` if this policy cannot grow ``model`` (by its spec type)."""
-        kind = model.spec().get("type") if hasattr(model, "spec") else type(model).__name__
-        if self.model_types is not None and kind not in self.model_types:
-            raise ValueError(
-                f"policy={self.name!r} cannot grow a {kind} model; it grows {', '.join(self.model_types)}. "
-                f"Choose a matching model, or policy 'fixed' to train {kind} without growth"
-            )
-
-    def should_check(self, epoch: int, history: Sequence[dict[str, Any]] = ()) -> bool:
-        return should_check(
-            epoch, history, when=self.when, expansion_interval=self.expansion_interval,
-            plateau_window=self.plateau_window, plateau_threshold=self.plateau_threshold,
-            min_gap=self.min_gap, last_event_epoch=self._last_event_epoch,
-        )
-
-    def step(self, model, X, y, *, epoch: int, history: Sequence[dict[str, Any]] = (), apply: Apply,
-             X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
-        """Pruning that is due, then a growth check if :meth:`should_check`; returns all events."""
-        kw = dict(epoch=epoch, apply=apply, X_val=X_val, y_val=y_val, generator=generator)
-        events = list(self.prune(model, X, y, **kw))
-        if self.should_check(epoch, history):
-            grown = self.grow(model, X, y, **kw)
-            if grown:
-                self._last_event_epoch = epoch
-            events += grown
-        return events
-
-    def grow(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
-        return []
-
-    def prune(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
-        return []
-
-    def config(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_") and f.name != "last_eta"}
-        return {"policy": self.name, **d}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last_event_epoch": self._last_event_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._last_event_epoch = state.get("last_event_epoch")
-
-    def tensor_state(self) -> dict[str, torch.Tensor]:
-        """Tensor state for a checkpoint's ``state.pt`` (name -> tensor); none by default."""
-        return {}
-
-    def load_tensor_state(self, state: dict[str, torch.Tensor], model) -> None:
-        """Restore :meth:`tensor_state` for ``model`` (the model the checkpoint rebuilt)."""
-
-
-@dataclass
-class FixedPolicy(GrowthPolicy):
-    """No growth: the baseline. Trains any model."""
-
-    name: ClassVar[str] = "fixed"
-
-
+@register_policy
 @dataclass
 class NaturalExpansionPolicy(GrowthPolicy):
     """SENN's natural expansion policy (arXiv:2307.04526, §3.3, Theorem 3.1).
@@ -243,13 +74,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
     warm_checks : ``True`` (default): a check starts from the pools the previous check left
         (neuron pools per hidden layer and the layer candidate per insertion point; where the
         inputs gained units since, the pools are padded, see
-        :func:`~senn_automl.candidates.starts_from`) with ``refine_steps``, so the search
+        :func:`~senn_automl.scores.candidates.starts_from`) with ``refine_steps``, so the search
         continues across checks instead of restarting; a check that finds nothing then costs a
         fifth. Pruning or a layer insertion restarts the pools from random. ``False``: every check
         starts from random with ``candidate_steps``. Checkpoints keep the pools
         (:meth:`tensor_state`), so a resumed run continues the same search.
     damping : γ of the K-FAC factors, > 0.
-    fisher : output-side K-FAC factor, see :func:`senn_automl.curvature.collect_kfac`:
+    fisher : output-side K-FAC factor, see :func:`senn_automl.scores.curvature.collect_kfac`:
         "unit_gradient" (default; the official SENN code's ``G = E[Jᵀûûᵀ J]``, with which ``alpha``
         means what the paper's does: on 10 classes the Gauss-Newton factor scores the same
         candidate 6-10× lower), "gauss_newton" (``G = E[JᵀJ]``) or "empirical" (``E[δδᵀ]``).
@@ -260,9 +91,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
     grow_width, grow_depth : enable neuron / layer proposals.
     prune_after : epochs after a growth check at which its new neurons are reviewed (``None``:
         no pruning; ≥ 1). A reviewed neuron is removed when both its η-share and its OBS
-        saliency (:func:`~senn_automl.curvature.input_saliency`, measured at its consumer) are
+        saliency (:func:`~senn_automl.scores.curvature.input_saliency`, measured at its consumer) are
         at most ``prune_threshold · η``, and the consumer's remaining weights get the K-FAC
-        compensation (:func:`~senn_automl.curvature.prune_compensation`); official SENN
+        compensation (:func:`~senn_automl.scores.curvature.prune_compensation`); official SENN
         freeze rule.
     prune_threshold : fraction of η, in [0, 1) (official 3e-4).
     prune_existing : review every neuron of the layers, not only the event's new ones.
@@ -301,48 +132,22 @@ class NaturalExpansionPolicy(GrowthPolicy):
 
     def validate(self) -> None:
         super().validate()
-
-        def bad(name, value, fix):
-            raise ValueError(f"{name}={value!r} is invalid: {fix}")
-
-        def number(x):
-            return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-        def whole(x):
-            return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-        if not (number(self.tau) and self.tau > 0):
-            bad("tau", self.tau, "the relative threshold must be a positive number, e.g. 0.03")
-        if not (number(self.alpha) and 0 < self.alpha < 1):
-            bad("alpha", self.alpha, "the absolute threshold must be in (0, 1), e.g. 2.5e-3")
-        if self.relative_to not in ("total", "layer"):
-            bad("relative_to", self.relative_to, "use 'total' or 'layer'")
-        if not (number(self.layer_cost) and self.layer_cost >= 1):
-            bad("layer_cost", self.layer_cost, "the depth cost multiplier must be >= 1")
-        if not (whole(self.depth_cooldown) and self.depth_cooldown >= 0):
-            bad("depth_cooldown", self.depth_cooldown, "use a whole number of checks >= 0")
-        if not (whole(self.n_candidates) and self.n_candidates >= 1):
-            bad("n_candidates", self.n_candidates, "use at least 1 candidate per layer")
-        if not (whole(self.candidate_steps) and self.candidate_steps >= 0):
-            bad("candidate_steps", self.candidate_steps, "use a whole number of steps >= 0")
-        if not (whole(self.refine_steps) and self.refine_steps >= 0):
-            bad("refine_steps", self.refine_steps, "use a whole number of steps >= 0")
-        if self.candidate_batch_size is not None and not (whole(self.candidate_batch_size) and self.candidate_batch_size >= 2):
-            bad("candidate_batch_size", self.candidate_batch_size, "use None (all scoring rows every step) or a whole number of rows >= 2, e.g. 256")
-        if not isinstance(self.warm_checks, bool):
-            bad("warm_checks", self.warm_checks, "use True or False")
-        if not (number(self.damping) and self.damping > 0):
-            bad("damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
-        if self.fisher not in FISHERS:
-            bad("fisher", self.fisher, f"use one of: {', '.join(map(repr, FISHERS))}")
-        if self.accept_on not in ("validation", "scoring"):
-            bad("accept_on", self.accept_on, "use 'validation' or 'scoring'")
-        if self.max_additions is not None and not (whole(self.max_additions) and self.max_additions >= 1):
-            bad("max_additions", self.max_additions, "use None (Theorem 3.1 bound) or an integer >= 1")
-        if self.prune_after is not None and not (whole(self.prune_after) and self.prune_after >= 1):
-            bad("prune_after", self.prune_after, "the pruning delay is shorter than allowed: use None (no pruning) or a whole number of epochs >= 1")
-        if not (number(self.prune_threshold) and 0 <= self.prune_threshold < 1):
-            bad("prune_threshold", self.prune_threshold, "use a fraction of η in [0, 1), e.g. 3e-4")
+        require(is_real(self.tau) and self.tau > 0, "tau", self.tau, "the relative threshold must be a positive number, e.g. 0.03")
+        require(is_real(self.alpha) and 0 < self.alpha < 1, "alpha", self.alpha, "the absolute threshold must be in (0, 1), e.g. 2.5e-3")
+        require(self.relative_to in RELATIVE_TO, "relative_to", self.relative_to, "use 'total' or 'layer'")
+        require(is_real(self.layer_cost) and self.layer_cost >= 1, "layer_cost", self.layer_cost, "the depth cost multiplier must be >= 1")
+        require(is_whole(self.depth_cooldown) and self.depth_cooldown >= 0, "depth_cooldown", self.depth_cooldown, "use a whole number of checks >= 0")
+        require(is_whole(self.n_candidates) and self.n_candidates >= 1, "n_candidates", self.n_candidates, "use at least 1 candidate per layer")
+        require(is_whole(self.candidate_steps) and self.candidate_steps >= 0, "candidate_steps", self.candidate_steps, "use a whole number of steps >= 0")
+        require(is_whole(self.refine_steps) and self.refine_steps >= 0, "refine_steps", self.refine_steps, "use a whole number of steps >= 0")
+        require(self.candidate_batch_size is None or (is_whole(self.candidate_batch_size) and self.candidate_batch_size >= 2), "candidate_batch_size", self.candidate_batch_size, "use None (all scoring rows every step) or a whole number of rows >= 2, e.g. 256")
+        require(isinstance(self.warm_checks, bool), "warm_checks", self.warm_checks, "use True or False")
+        require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
+        require_choice("fisher", self.fisher, FISHERS)
+        require(self.accept_on in ACCEPT_ON, "accept_on", self.accept_on, "use 'validation' or 'scoring'")
+        require(self.max_additions is None or (is_whole(self.max_additions) and self.max_additions >= 1), "max_additions", self.max_additions, "use None (Theorem 3.1 bound) or an integer >= 1")
+        require(self.prune_after is None or (is_whole(self.prune_after) and self.prune_after >= 1), "prune_after", self.prune_after, "the pruning delay is shorter than allowed: use None (no pruning) or a whole number of epochs >= 1")
+        require(is_real(self.prune_threshold) and 0 <= self.prune_threshold < 1, "prune_threshold", self.prune_threshold, "use a fraction of η in [0, 1), e.g. 3e-4")
 
     @property
     def n_max(self) -> int:
@@ -391,12 +196,14 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 self._pending.append(job := [due, where, []])
             job[2].append(model.hidden[where] - 1)
 
-    def prune(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
+    def prune(self, model, ctx: GrowthContext) -> list[GrowthEvent]:
         """Review the neurons of growth checks made ``prune_after`` epochs ago (see the class doc).
 
         Statistics come from the validation split when given (else the scoring batch). Returns
         one ``prune`` event per layer that lost neurons (``score`` = their summed η-share).
         """
+        X, y, epoch, apply = ctx.X, ctx.y, ctx.epoch, ctx.apply
+        X_val, y_val = ctx.X_val, ctx.y_val
         due = [j for j in self._pending if j[0] <= epoch]
         if not due:
             return []
@@ -423,7 +230,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
                     job[2] = [i - sum(k < i for k in drop) for i in job[2] if i not in drop]
             events.append(GrowthEvent(
                 step=len(events), epoch=epoch, kind="prune", where=layer, score=float(share[drop].sum()),
-                eta=stats.eta, lam=stats.lam, ratio=float(share[drop].sum()) / max(stats.eta, 1e-30),
+                eta=stats.eta, lam=stats.lam, ratio=float(share[drop].sum()) / max(stats.eta, TINY),
                 tau=self.prune_threshold, alpha=float("nan"), params_before=before, params_after=model.n_params(),
                 hidden_after=tuple(model.hidden), max_abs_diff=diff, n=len(drop),
                 detail=f"neurons {drop} of {len(review)} reviewed, output change {diff:.3g}",
@@ -438,7 +245,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         Candidate}`` to start layer candidates from, each with ``refine_steps`` steps where the
         inputs have not narrowed since. ``depth=False``: no layer proposals (later rounds of a
         check, or a check within the depth cooldown). If held-out data ``(X_val, y_val)`` with at least 2 rows is given, every proposal is then scored there with the
-        debiased Δη' (:func:`~senn_automl.curvature.delta_eta_heldout`), λ is the held-out one and
+        debiased Δη' (:func:`~senn_automl.scores.curvature.delta_eta_heldout`), λ is the held-out one and
         η the debiased held-out one (:meth:`_Scoring.eta`), so a candidate that only fits noise of
         the scoring batch is not accepted, and the noise floor of η on a small split does not
         block every candidate.
@@ -485,7 +292,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
 
     def _after_neuron(self, model: GrowingMLP, sc: "_Scoring", layer: int) -> "_Scoring":
         """``sc`` for ``model`` after a neuron with zero outgoing weights was appended to hidden
-        layer ``layer`` (:func:`~senn_automl.curvature.with_new_neuron`: no pass over the data;
+        layer ``layer`` (:func:`~senn_automl.scores.curvature.with_new_neuron`: no pass over the data;
         the new unit's activations come from the model's own layer, as a forward pass gives them)."""
 
         def grown(stats, inputs):
@@ -516,10 +323,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             # the debiased held-out η may be ≤ 0 (no significant descent direction): floor it at
             # the level the α test already calls insignificant, so the ratio stays finite and α decides
             ref = max(ref, self.alpha * sc.held.lam)
-        return (score / max(ref, 1e-30), score, cand)
+        return (score / max(ref, TINY), score, cand)
 
     def _passes(self, ratio: float, score: float, lam: float) -> bool:
-        return ratio > self.tau and score / max(lam, 1e-30) > self.alpha
+        return ratio > self.tau and score / max(lam, TINY) > self.alpha
 
     def _add_neurons(self, model, first: tuple[float, float, Candidate], sc: "_Scoring", budget: int, apply: Apply,
                      record, epoch: int) -> None:
@@ -554,7 +361,9 @@ class NaturalExpansionPolicy(GrowthPolicy):
             if not self._passes(ratio, score, sc.held.lam):
                 return
 
-    def grow(self, model, X, y, *, epoch: int, apply: Apply, X_val=None, y_val=None, generator=None) -> list[GrowthEvent]:
+    def grow(self, model, ctx: GrowthContext) -> list[GrowthEvent]:
+        X, y, epoch, apply = ctx.X, ctx.y, ctx.epoch, ctx.apply
+        X_val, y_val, generator = ctx.X_val, ctx.y_val, ctx.generator
         events: list[GrowthEvent] = []
 
         def record(kind, where, score, ratio, sc, before, diff):
@@ -616,7 +425,7 @@ class _Scoring:
 
     def eta(self, layer: int | None = None) -> float:
         """Reference η of the ``tau`` test (one layer's η_c when ``layer`` is given): the scoring
-        batch's, or on held-out data the debiased one (:func:`~senn_automl.curvature.eta_heldout`),
+        batch's, or on held-out data the debiased one (:func:`~senn_automl.scores.curvature.eta_heldout`),
         like the debiased held-out Δη' it is compared with."""
         if self.held is self.stats:
             return self.stats.eta if layer is None else self.stats.layers[layer].eta
@@ -625,46 +434,3 @@ class _Scoring:
         return self._eta[layer]
 
 
-#: policy name -> "module:class"; classes are imported on first use by :func:`policy_class`.
-POLICIES: dict[str, str] = {
-    "natural": "senn_automl.policies:NaturalExpansionPolicy",
-    "edges": "senn_automl.edges:EdgeExpansionPolicy",
-    "secnn": "senn_automl.secnn:SECNNPolicy",
-    "fixed": "senn_automl.policies:FixedPolicy",
-}
-
-
-def policy_class(name: str) -> type[GrowthPolicy]:
-    """The policy class registered as ``name`` in :data:`POLICIES`.
-
-    Raises ``ValueError`` for an unknown name.
-    """
-    import importlib
-
-    if not isinstance(name, str) or name not in POLICIES:
-        raise ValueError(f"policy={name!r} is unknown; choose one of: {', '.join(POLICIES)}")
-    module, cls = POLICIES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def policy_params(name: str) -> tuple[str, ...]:
-    """Names of the constructor parameters of policy ``name`` (its public dataclass fields)."""
-    return tuple(f.name for f in fields(policy_class(name)) if not f.name.startswith("_") and f.name != "last_eta")
-
-
-def policy_defaults(name: str) -> dict[str, Any]:
-    """Default value of every constructor parameter of policy ``name``."""
-    cls = policy_class(name)
-    return {f.name: f.default for f in fields(cls) if f.name in policy_params(name)}
-
-
-def make_policy(name: str, **params: Any) -> GrowthPolicy:
-    """Build a policy by name (one of :data:`POLICIES`) with its parameters.
-
-    Raises ``ValueError`` for an unknown name, an unknown parameter or an out-of-range value.
-    """
-    cls = policy_class(name)
-    unknown = sorted(set(params) - set(policy_params(name)))
-    if unknown:
-        raise ValueError(f"invalid parameter(s) {unknown} for policy {name!r}; it takes: {', '.join(policy_params(name))}")
-    return cls(**params)

@@ -25,11 +25,11 @@ Parameter types and their fields (no other fields are accepted):
   above does not exist in a ``fixed`` trial. Conditions may refer to categorical parameters (the
   values must be among their choices) or int parameters (values within their bounds).
 
-Parameter and constant names are configuration keys (:data:`senn_automl.config.DEFAULTS`), so
+Parameter and constant names are configuration keys (:data:`senn_automl.training.config.DEFAULTS`), so
 new keys (``edge_metric``, ``pruning``, CNN block capacity, ...) become usable in files as soon as
 they exist in ``DEFAULTS``; nothing here changes. Values of enumerated keys are checked
-(``policy`` against :data:`senn_automl.policies.POLICIES`, ``optimizer`` against
-:data:`senn_automl.trainer.OPTIMIZERS`, ``relative_to``, ``fisher``), as are value types against
+(``policy`` against :data:`senn_automl.growth.base.POLICIES`, ``optimizer`` against
+:data:`senn_automl.training.trainer.OPTIMIZERS`, ``relative_to``, ``fisher``), as are value types against
 the default's type (a ``float`` parameter for an integer key, a string for a boolean key, ...).
 Numbers in scientific notation without a dot (``1e-4``) are read as floats (YAML 1.2 rule;
 plain PyYAML would read a string). Duplicate keys are errors.
@@ -59,10 +59,15 @@ from typing import Any
 
 import yaml
 
-from . import config, curvature
-from .triggers import WHEN
-from .policies import POLICIES
-from .trainer import OPTIMIZERS
+from senn_automl.growth.base import POLICIES
+from senn_automl.growth.edges import METRICS
+from senn_automl.growth.natural import ACCEPT_ON, RELATIVE_TO
+from senn_automl.growth.secnn import THRESHOLD_RULES
+from senn_automl.growth.triggers import WHEN
+from senn_automl.scores.curvature import FISHERS
+from senn_automl.training import config
+from senn_automl.training.trainer import MONITORS, OPTIMIZERS, PRECISIONS
+from senn_automl.validation import is_real, is_whole
 
 __all__ = [
     "ParamSpec",
@@ -75,7 +80,7 @@ __all__ = [
 ]
 
 #: Folder of the bundled search spaces (repository root / search_spaces).
-SEARCH_SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+SEARCH_SPACES_DIR = Path(__file__).resolve().parents[3] / "search_spaces"
 
 TYPES = ("float", "int", "categorical")
 _FIELDS = {
@@ -91,12 +96,15 @@ def _enumerations() -> dict[str, tuple[Any, ...]]:
     return {
         "policy": tuple(POLICIES),
         "optimizer": tuple(OPTIMIZERS),
-        "relative_to": ("total", "layer"),  # NaturalExpansionPolicy.validate
-        "fisher": curvature.FISHERS,
+        "relative_to": RELATIVE_TO,
+        "accept_on": ACCEPT_ON,
+        "monitor": MONITORS,
+        "precision": PRECISIONS,
+        "fisher": FISHERS,
         "model": tuple(config.MODELS),
         "when": tuple(WHEN),
-        "metric": ("abs_grad", "grad_variance", "weight_sq", "weight_abs"),  # EdgeExpansionPolicy.validate
-        "threshold_rule": ("ratio", "natural"),  # SECNNPolicy.validate
+        "metric": METRICS,
+        "threshold_rule": THRESHOLD_RULES,
     }
 
 
@@ -144,14 +152,6 @@ _Loader.add_implicit_resolver(
 
 
 # --------------------------------------------------------------------------- value helpers
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_whole(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _same_key(v: Any) -> tuple[bool, Any]:
@@ -222,9 +222,9 @@ class ParamSpec:
         """Whether ``value`` is a possible suggestion of this parameter."""
         if self.type == "categorical":
             return _among(value, self.choices)
-        if self.type == "int" and not _is_whole(value):
+        if self.type == "int" and not is_whole(value):
             return False
-        if not _is_number(value) or not (self.low <= value <= self.high):
+        if not is_real(value) or not (self.low <= value <= self.high):
             return False
         if self.step and self.type == "int":
             return (value - self.low) % self.step == 0
@@ -287,7 +287,7 @@ class _Parser:
         if not isinstance(name, str):
             self.fail(key, f"names must be strings, got {name!r}")
         if name not in config.DEFAULTS:
-            self.fail(key, f"unknown configuration key {name!r} (not in senn_automl.config.DEFAULTS); "
+            self.fail(key, f"unknown configuration key {name!r} (not in senn_automl.training.config.DEFAULTS); "
                       + _suggest_names(name, tuple(config.DEFAULTS)))
 
     def check_value(self, key: str, name: str, value: Any) -> None:
@@ -305,9 +305,9 @@ class _Parser:
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "a boolean (true/false)"
         elif isinstance(default, int):
-            ok, kind = _is_whole(value), "a whole number"
+            ok, kind = is_whole(value), "a whole number"
         elif isinstance(default, float):
-            ok, kind = _is_number(value), "a number"
+            ok, kind = is_real(value), "a number"
         elif isinstance(default, str):
             ok, kind = isinstance(value, str), "a string"
         else:
@@ -319,9 +319,9 @@ class _Parser:
         if field not in raw or raw[field] is None:
             self.fail(f"{key}.{field}", f"missing: a {raw['type']} parameter needs numeric low and high")
         v = raw[field]
-        if not _is_number(v):
+        if not is_real(v):
             self.fail(f"{key}.{field}", f"{v!r} is not a finite number")
-        if whole and not _is_whole(v):
+        if whole and not is_whole(v):
             self.fail(f"{key}.{field}", f"{v!r} is not a whole number (int parameter)")
         return v
 
@@ -344,7 +344,7 @@ class _Parser:
             if name in _enumerations() or isinstance(default, (str, bool)):
                 self.fail(f"{key}.type", f"{name} takes {'booleans' if isinstance(default, bool) else 'names'} "
                           f"(default {default!r}); use type: categorical")
-            if typ == "float" and _is_whole(default):
+            if typ == "float" and is_whole(default):
                 self.fail(f"{key}.type", f"{name} takes whole numbers (default {default!r}); use type: int")
         spec = self.numeric(key, name, typ, raw) if typ != "categorical" else self.categorical(key, name, raw)
         when = self.when(key, raw.get("when", None), earlier, all_names, name) if "when" in raw else ()
@@ -360,7 +360,7 @@ class _Parser:
             self.fail(f"{key}.log", f"{log!r} is not a boolean (true/false)")
         step = raw.get("step")
         if step is not None:
-            if not _is_number(step) or step <= 0 or (whole and not _is_whole(step)):
+            if not is_real(step) or step <= 0 or (whole and not is_whole(step)):
                 self.fail(f"{key}.step", f"{step!r} is not a positive {'whole ' if whole else ''}number")
             if log:
                 self.fail(f"{key}.step", "step cannot be combined with log: true (Optuna rejects it)")

@@ -9,34 +9,26 @@ expansion, CTLab-ITMO "self-expanding-nets").
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Sequence
+
+from senn_automl.validation import is_real, is_whole
 
 __all__ = ["WHEN", "should_check", "validate_when", "plateau_score"]
 
 WHEN = ("interval", "plateau")
 
 
-def _whole(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def validate_when(when: str, expansion_interval: int, plateau_window: int, plateau_threshold: float, min_gap: int) -> None:
     """Raise ``ValueError`` naming the first out-of-range trigger setting and the fix."""
     if when not in WHEN:
         raise ValueError(f"when={when!r} is invalid: use 'interval' or 'plateau'")
-    if not (_whole(expansion_interval) and expansion_interval >= 1):
+    if not (is_whole(expansion_interval) and expansion_interval >= 1):
         raise ValueError(f"expansion_interval={expansion_interval!r} is invalid: use a whole number of epochs >= 1")
-    if not (_whole(plateau_window) and plateau_window >= 1):
+    if not (is_whole(plateau_window) and plateau_window >= 1):
         raise ValueError(f"plateau_window={plateau_window!r} is invalid: use a whole number of epochs >= 1")
-    if not (_number(plateau_threshold) and plateau_threshold > 0):
+    if not (is_real(plateau_threshold) and plateau_threshold > 0):
         raise ValueError(f"plateau_threshold={plateau_threshold!r} is invalid: use a positive loss change, e.g. 1e-3")
-    if not (_whole(min_gap) and min_gap >= 0):
+    if not (is_whole(min_gap) and min_gap >= 0):
         raise ValueError(f"min_gap={min_gap!r} is invalid: use a whole number of epochs >= 0")
 
 
@@ -63,7 +55,7 @@ def should_check(
     """Whether to run a growth check after (0-based) ``epoch``.
 
     ``history`` holds one record per *completed earlier* epoch (``record["val_loss"]``), as in
-    :attr:`senn_automl.trainer.Trainer.history`. ``last_event_epoch`` is the epoch of the last
+    :attr:`senn_automl.training.trainer.Trainer.history`. ``last_event_epoch`` is the epoch of the last
     growth (or pruning) event, ``None`` if there was none.
     """
     if last_event_epoch is not None and epoch - last_event_epoch < min_gap:

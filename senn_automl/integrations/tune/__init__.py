@@ -33,8 +33,8 @@ import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from .compare import pareto_front
-from .trainer import Callback
+from senn_automl.integrations.compare import pareto_front
+from senn_automl.training.trainer import Callback
 
 __all__ = [
     "PLUMBING_KEYS",
@@ -178,27 +178,27 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
     """Ray Tune function trainable: grow one network with the trial's config.
 
-    ``config`` is the flat trial config (keys of :data:`senn_automl.config.DEFAULTS`) plus the
+    ``config`` is the flat trial config (keys of :data:`senn_automl.training.config.DEFAULTS`) plus the
     plumbing keys ``mlflow_uri, experiment_id, parent_run_id, study_name,
     registered_model_name, dataset, data_root``. ``data`` = ``(X_train, y_train, X_val, y_val,
     n_features, n_classes, image_shape)`` (image_shape (C, H, W) or None), passed with ``tune.with_parameters`` (object store); without it the dataset named
     by ``config["dataset"]`` is loaded in the trial.
 
     With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
-    it with :func:`~senn_automl.trainer.load_checkpoint` and continues; otherwise it is built with
-    :func:`senn_automl.config.build`. Callbacks: the MLflow callback first (so metrics and model
+    it with :func:`~senn_automl.training.trainer.load_checkpoint` and continues; otherwise it is built with
+    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so metrics and model
     versions are logged before Tune may stop the trial inside ``report``), then
     :class:`TuneReportCallback`. The MLflow run ends FINISHED when Tune stops the trial
     (``SystemExit``) or training ends, FAILED on any other exception.
     """
     import torch
 
-    from .config import build, resolve
-    from .trainer import Trainer, load_checkpoint
+    from senn_automl.training.config import build, resolve
+    from senn_automl.training.trainer import Trainer, load_checkpoint
 
     conf, plumbing = split_config(dict(config))
     if data is None:
-        from .data import load_dataset
+        from senn_automl.data import load_dataset
 
         ds = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
         data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
@@ -216,7 +216,7 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
     callbacks: list[Callback] = []
     mlf = None
     if plumbing.get("mlflow_uri"):
-        from .tracking import MLflowCallback
+        from senn_automl.integrations.tracking import MLflowCallback
 
         tags = {"ray.trial_id": str(trial_id), "ray.trial_name": str(trial_name)}
         if plumbing.get("study_name"):
@@ -487,7 +487,7 @@ def _dry_sample(space, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _max_epochs(conf: dict[str, Any], dists: dict[str, Any]) -> int:
-    from .config import DEFAULTS
+    from senn_automl.training.config import DEFAULTS
 
     d = dists.get("max_epochs")
     if d is not None:
@@ -578,15 +578,15 @@ def run_search(
     if scheduler not in ("asha", "fifo"):
         raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use 'asha' or 'fifo'")
 
-    from .config import build, resolve
-    from .data import load_dataset
+    from senn_automl.data import load_dataset
+    from senn_automl.training.config import build, resolve
 
     try:
         ds = load_dataset(dataset, seed=seed, root=data_root)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SearchSetupError(f"dataset: {exc}") from None
 
-    from .search_space import load_search_space
+    from senn_automl.integrations.tune.search_space import load_search_space
 
     space = load_search_space(search_space)  # SearchSpaceError (a ValueError) names file, key, reason
     try:
@@ -608,7 +608,7 @@ def run_search(
     if grace_period is None:
         grace_period = max(1, min(max_t, max(2, max_t // 4)))
 
-    from .tracking import check_tracking_uri, resolve_tracking_uri
+    from senn_automl.integrations.tracking import check_tracking_uri, resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -696,7 +696,7 @@ def _run_started(*, ray, tune, optuna, rdb, ds, space, dataset, data_root, searc
                  extra_callbacks, timings) -> SearchResult:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .tracking import end_parent_run, start_parent_run
+    from senn_automl.integrations.tracking import end_parent_run, start_parent_run
 
     # ---- resources (validated against the cluster before any trial)
     res = ray.cluster_resources()
@@ -887,9 +887,10 @@ def _test_accuracy(result: SearchResult, ds) -> float:
     asked of this search's registry: ``download_artifacts("models:/<name>/<version>", registry_uri=...)``
     resolves the version's ``models:/m-<id>`` source through the ambient tracking URI instead, which
     after ``--resume`` was the default ``./mlflow.db`` of the working directory (another store)."""
-    import mlflow
     import numpy as np
     from mlflow.tracking import MlflowClient
+
+    import mlflow
 
     client = MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
     location = client.get_model_version_download_uri(result.registered_model_name, result.champion_version)
@@ -903,11 +904,11 @@ def _test_accuracy(result: SearchResult, ds) -> float:
 
 def _summarise(*, grid, optuna, storage, study_name, tracking_uri, experiment_id, parent_run_id, registered_model_name,
                experiment_path, out, multi_objective, resumed, t_start) -> SearchResult:
-    import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from .tracking import set_champion
+    import mlflow
+    from senn_automl.integrations.tracking import set_champion
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     runs = client.search_runs(
