@@ -161,3 +161,17 @@ def eval_outputs(model, X):
         out = model(X)
     model.train(was)
     return out
+
+
+#: test modules whose every test starts a Ray cluster or an mlflow server, builds a wheel or runs
+#: a bench/ command; `pytest -m "not slow"` leaves them out (the core's tests run in under a minute)
+SLOW_MODULES = {
+    "test_tune", "test_cluster", "test_tracking", "test_packaging", "test_bench_commands", "test_bench_estimator",
+    "test_bench_growth_vs_fixed", "test_bench_policies",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -52,5 +52,8 @@ def test_estimator_vs_sklearn_smoke(tmp_path, keep_torch_threads):
     by_key = {r["key"]: r for r in rows}
     assert by_key["mlp"]["params_mean"] == 13 * 100 + 100 + 100 * 3 + 3  # coefs_ + intercepts_
     assert by_key["hgb"]["params_what"] == "leaves"
-    assert by_key["senn"]["target_met"] in (True, False)
+    senn, mlp = by_key["senn"], by_key["mlp"]
+    # the verdict follows the stated target from the printed figures (0.3 points, half the parameters)
+    assert senn["target_met"] is (senn["acc_mean"] >= mlp["acc_mean"] - 0.003 - 1e-12
+                                  and senn["params_mean"] <= 0.5 * mlp["params_mean"])
     assert by_key["mlp"]["target_met"] is None

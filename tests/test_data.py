@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -164,7 +166,7 @@ def test_name_lookup_case_insensitive(name):
 
 @pytest.mark.parametrize("bad", ["foo", "", "cifar10", "mnist_full"])
 def test_unknown_name_raises(bad):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="dataset=") as err:
         load_dataset(bad)
     msg = str(err.value)
     assert "dataset=" in msg
@@ -187,7 +189,7 @@ def test_unknown_name_raises(bad):
     ],
 )
 def test_bad_sizes_raise(kwargs, arg):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=re.escape(arg)) as err:
         load_dataset("iris", **kwargs)
     assert arg in str(err.value)
 
@@ -226,7 +228,7 @@ def test_classes_names():
 
 def test_frozen():
     ds = _load("iris")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'name'"):
         ds.name = "other"  # type: ignore[misc]
 
 
@@ -392,7 +394,7 @@ def test_read_idx_generic(tmp_path):
 
 
 def test_missing_files_message(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(FileNotFoundError, match=IDX_NAMES[0]) as err:
         load_dataset("mnist_idx", root=tmp_path)
     msg = str(err.value)
     for n in IDX_NAMES:
@@ -407,7 +409,7 @@ def test_missing_files_message(tmp_path):
         load_dataset("mnist_idx", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("fashion_mnist", root=tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(FileNotFoundError, match="data_batch_1") as err:
         load_dataset("cifar10", root=tmp_path)
     for n in ["data_batch_1", "data_batch_5", "test_batch", str(tmp_path / "cifar-10-batches-py")]:
         assert n in str(err.value)
@@ -421,7 +423,7 @@ def test_idx_bad_magic(tmp_path, which, magic):
     arrays = list(_idx_arrays())
     paths = _write_idx_folder(tmp_path, arrays)
     _write_idx(paths[which], arrays[which], magic=magic)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="magic number") as err:
         load_dataset("mnist_idx", root=tmp_path)
     msg = str(err.value)
     assert IDX_NAMES[which] in msg and "magic number" in msg and f"0x{magic:08X}" in msg
@@ -444,7 +446,7 @@ def test_idx_truncated_and_corrupt_gzip(tmp_path):
 def test_idx_mismatched_counts(tmp_path):
     X_tr, y_tr, X_te, y_te = _idx_arrays()
     _write_idx_folder(tmp_path, (X_tr, y_tr[:-1], X_te, y_te))
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="holds 40 images") as err:
         load_dataset("mnist_idx", root=tmp_path)
     msg = str(err.value)
     assert "train-images-idx3-ubyte holds 40 images" in msg and "train-labels-idx1-ubyte holds 39 labels" in msg
@@ -543,7 +545,7 @@ def test_download_without_torchvision_is_clear(tmp_path):
     if _torchvision_usable():
         pytest.skip("torchvision imports here; the download path would need the network")
     root = tmp_path / "data"
-    with pytest.raises(ImportError) as err:
+    with pytest.raises(ImportError, match="torchvision") as err:
         load_dataset("fashion_mnist", root=root, download=True)
     msg = str(err.value)
     assert "download=True" in msg and "torchvision" in msg and "pip install senn_automl[vision]" in msg
@@ -573,10 +575,10 @@ def test_as_images_shapes():
 
 
 def test_as_images_errors():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="3072") as err:
         as_images(np.zeros((2, 3072)), (1, 28, 28))
     assert "3072" in str(err.value) and "784" in str(err.value)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match="channels-last") as err:
         as_images(np.zeros((2, 32, 32, 3)), (3, 32, 32))
     assert "channels-last" in str(err.value) and "X.transpose(0,3,1,2)" in str(err.value)
     with pytest.raises(ValueError, match="channels-last"):

@@ -123,7 +123,7 @@ def test_fitted_attributes(fitted_iris, iris):
 
 
 def test_unfitted_predict_raises():
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="This SENNClassifier instance is not fitted yet"):
         SENNClassifier().predict(np.zeros((2, 3)))
 
 

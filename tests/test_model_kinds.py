@@ -84,6 +84,7 @@ def test_cli_fit_cnn_and_checkpoint(tmp_path):
     assert bad.exit_code != 0 and "needs images" in bad.output
 
 
+@pytest.mark.slow  # a Ray Tune search and an mlflow store
 def test_search_runs_every_policy_and_compare_shows_them(tmp_path):
     """One Ray Tune run over fixed configs: natural, edges, secnn (CNN on 1x8x8 digits) and fixed;
     each trial is a MLflow child run with registered versions; compare shows the four side by side."""

@@ -12,6 +12,8 @@ from conftest import eval_outputs
 from senn_automl.models.mlp import IDENTITY, GrowingMLP, ParamChange, RationalActivation, rational
 from senn_automl.training.surgery import FunctionNotPreservedError, apply_edit
 
+MSG_NOT_PRESERVED = r"growth edit changed the network outputs by .* on the probe batch"
+
 
 def _random_neuron_edit(model: GrowingMLP, rng: random.Random, g: torch.Generator):
     layers = [i for i in range(model.depth) if model.can_add_neurons(i, 1)]
@@ -125,9 +127,9 @@ def test_capacity_limits_and_bad_shapes_raise():
     assert not model.can_add_neurons(0)
     with pytest.raises(ValueError, match="max_width"):
         model.add_neurons(0, torch.randn(1, 4), torch.randn(1), torch.randn(1, 3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"layer=1 is not a hidden layer \(depth 1\)"):
         model.add_neurons(1, torch.randn(1, 6), torch.randn(1), torch.randn(1, 3))  # not a hidden layer
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"layer=-1 is not a hidden layer"):
         model.add_neurons(-1, torch.randn(1, 4), torch.randn(1), torch.randn(1, 3))
 
     model2 = GrowingMLP(4, 3, (5,), max_width=8, max_depth=2)
@@ -137,16 +139,16 @@ def test_capacity_limits_and_bad_shapes_raise():
         (torch.randn(2, 4), torch.randn(2), torch.randn(2, 2)),  # act params
         (torch.randn(1, 4), torch.randn(1, 1), torch.randn(1, 3)),  # bias ndim
     ]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"candidate shapes .* do not fit layer 0 with 4 inputs"):
             model2.add_neurons(0, w, b, a)
     assert model2.hidden == [5]  # failed edits left the model untouched
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"layer candidate shapes \(4, 4\), \(5,\) do not match width 5"):
         model2.insert_layer(1, torch.eye(4), torch.zeros(5))  # wrong B shape
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"layer candidate shapes \(5, 5\), \(4,\) do not match width 5"):
         model2.insert_layer(1, torch.eye(5), torch.zeros(4))  # wrong bias shape
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"position=3 must be in \[0, 1\]"):
         model2.insert_layer(3, torch.eye(5), torch.zeros(5))  # position out of range
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"position=-1 must be in \[0, 1\]"):
         model2.insert_layer(-1, torch.eye(5), torch.zeros(5))
     assert model2.depth == 1
 
@@ -159,27 +161,27 @@ def test_capacity_limits_and_bad_shapes_raise():
     # inserted width must fit max_width (input layer is wider than the capacity)
     wide = GrowingMLP(10, 2, (3,), max_width=4, max_depth=3)
     assert not wide.can_insert_layer(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="inserting a layer at 0 exceeds max_depth=3 or max_width=4"):
         wide.insert_layer(0, torch.eye(10), torch.zeros(10))
     wide.insert_layer(1, torch.eye(3), torch.zeros(3))
     assert wide.hidden == [3, 3]
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        dict(hidden=(10,), max_width=8),
-        dict(hidden=(2, 2, 2), max_depth=2),
-        dict(hidden=(0,)),
-        dict(hidden=(3, -1)),
-        dict(in_features=0),
-        dict(out_features=0),
+        (dict(hidden=(10,), max_width=8), r"max_width=8 is below the start width 10"),
+        (dict(hidden=(2, 2, 2), max_depth=2), r"max_depth=2 is below the start depth 3"),
+        (dict(hidden=(0,)), r"hidden=\[0\]: every hidden width must be >= 1"),
+        (dict(hidden=(3, -1)), r"hidden=\[3, -1\]: every hidden width must be >= 1"),
+        (dict(in_features=0), r"in_features=0 and out_features=3 must be >= 1"),
+        (dict(out_features=0), r"in_features=4 and out_features=0 must be >= 1"),
     ],
 )
-def test_constructor_rejects_bad_sizes(kwargs):
+def test_constructor_rejects_bad_sizes(kwargs, message):
     args = dict(in_features=4, out_features=3)
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         GrowingMLP(args.pop("in_features"), args.pop("out_features"), **args)
 
 
@@ -214,9 +216,9 @@ def test_spec_round_trip_reproduces_grown_model_exactly():
     assert torch.equal(eval_outputs(rebuilt, X), eval_outputs(model, X))
     assert rebuilt.n_params() == model.n_params()
     # a model rebuilt from the start size cannot take the grown state dict
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="size mismatch for linears.0.weight"):
         GrowingMLP(5, 3, (4,), max_width=9, max_depth=3).load_state_dict(model.state_dict())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="spec type 'Other' is not 'GrowingMLP'"):
         GrowingMLP.from_spec({**spec, "type": "Other"})
 
 
@@ -258,7 +260,7 @@ def test_apply_edit_rejects_function_changing_edit():
         m.linears[0].weight.add_(0.5)
         return []
 
-    with pytest.raises(FunctionNotPreservedError):
+    with pytest.raises(FunctionNotPreservedError, match=MSG_NOT_PRESERVED):
         apply_edit(model, bad_edit, probe=probe)
 
     def bad_neuron(m):
@@ -266,7 +268,7 @@ def test_apply_edit_rejects_function_changing_edit():
         m.linears[1].weight[:, -1] = 1.0  # non-zero outgoing weight: function changes
         return changes
 
-    with pytest.raises(FunctionNotPreservedError):
+    with pytest.raises(FunctionNotPreservedError, match=MSG_NOT_PRESERVED):
         apply_edit(GrowingMLP(4, 3, (5,)), bad_neuron, probe=probe)
 
     # a genuine edit passes, returns its changes and a small measured difference; mode is restored

@@ -6,6 +6,7 @@ import ast
 import math
 import os
 import pickle
+import re
 import tempfile
 import textwrap
 from pathlib import Path
@@ -298,7 +299,7 @@ def test_bad_files(tmp_path, case):
     text, key, reason = BAD_FILES[case]
     path = tmp_path / f"{case}.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(SearchSpaceError) as info:
+    with pytest.raises(SearchSpaceError, match=re.escape(str(path.resolve()))) as info:
         load_search_space(path)
     err = info.value
     message = str(err)

@@ -297,7 +297,7 @@ def test_systemexit_ends_run_finished_and_errors_failed(server_uri, digits):
     model, policy, train = cfgmod.build(conf, 64, 10)
     cb = MLflowCallback(server_uri, exp_id, run_name="stopped", registered_model_name=f"senn-stop-{uuid.uuid4().hex[:6]}")
     trainer = Trainer(model, policy, train, [cb, _StopAt(2, SystemExit(0))])
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^0$"):
         try:
             trainer.fit(Xtr, ytr, Xva, yva)
         except SystemExit:

@@ -334,7 +334,7 @@ def test_checkpoint_round_trip_in_fresh_process(grown, digits, tmp_path):
 
 
 def test_load_checkpoint_missing_files_raises(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="state.pt not found: not a senn_automl checkpoint directory"):
         load_checkpoint(tmp_path)
 
 
