@@ -417,13 +417,13 @@ def test_warm_checks_continue_from_the_previous_checks_pools(digits):
         first = policy._starts
         tr.fit(Xtr, ytr, Xv, yv, epochs=2)  # the second check after epoch 4
         second = policy._starts
-        assert not tr.growth_log and first[0] and first[1]
-        pools[warm] = (first, second)
-    (f0, f1, _), (s0, s1, _) = pools[True]
+        assert not tr.growth_log and first.pools and first.layers
+        pools[warm] = ((first.pools, first.layers), (second.pools, second.layers))
+    (f0, f1), (s0, s1) = pools[True]
     assert all(torch.equal(f0[i].weight, s0[i].weight) for i in f0)
     for p in f1:  # the layer candidate's B is re-projected to a scaled orthogonal matrix: same up to rounding
         torch.testing.assert_close(f1[p].weight, s1[p].weight, rtol=1e-5, atol=1e-6)
-    (f0, _, _), (s0, _, _) = pools[False]
+    (f0, _), (s0, _) = pools[False]
     assert not any(torch.equal(f0[i].weight, s0[i].weight) for i in f0)
 
 

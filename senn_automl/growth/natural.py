@@ -29,6 +29,25 @@ RELATIVE_TO = ("total", "layer")
 ACCEPT_ON = ("validation", "scoring")
 
 
+@dataclass
+class _PruneReview:
+    """Neurons a check added to hidden layer ``layer`` (indices in it), reviewed at epoch ``due``."""
+
+    due: int
+    layer: int
+    neurons: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _WarmStarts:
+    """Candidate pools the latest round left (hidden layer → pool, insertion position → layer
+    candidate), valid for the model object they were found on (``model_id``) only."""
+
+    pools: dict[int, CandidatePool] = field(default_factory=dict)
+    layers: dict[int, Candidate] = field(default_factory=dict)
+    model_id: int | None = None
+
+
 @register_policy
 @dataclass
 class NaturalExpansionPolicy(GrowthPolicy):
@@ -123,10 +142,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
     prune_threshold: float = 3e-4
     prune_existing: bool = False
     _checks: int = field(default=0, repr=False)
-    _pending: list = field(default_factory=list, repr=False)  # [[due_epoch, layer, [neuron, ...]], ...]
-    _last_depth_check: int = field(default=-(10**9), repr=False)
-    #: candidate pools the latest round left: ({hidden layer: CandidatePool}, {position: layer Candidate}, id(model))
-    _starts: tuple = field(default=({}, {}, None), repr=False, compare=False)
+    _pending: list[_PruneReview] = field(default_factory=list, repr=False)
+    #: index of the last check that proposed layers (None: none yet)
+    _last_depth_check: int | None = field(default=None, repr=False)
+    #: candidate pools the latest round left (see ``warm_checks``)
+    _starts: _WarmStarts = field(default_factory=_WarmStarts, repr=False, compare=False)
     #: first-layer K-FAC input factors of the scoring and validation batches (see collect_kfac's ``cache``)
     _kfac_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -156,20 +176,21 @@ class NaturalExpansionPolicy(GrowthPolicy):
         return min(bound, self.max_additions) if self.max_additions else bound
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "checks": self._checks, "last_depth_check": self._last_depth_check, "pending": self._pending}
+        pending = [[job.due, job.layer, list(job.neurons)] for job in self._pending]
+        return {**super().state_dict(), "checks": self._checks, "last_depth_check": self._last_depth_check, "pending": pending}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._checks = int(state.get("checks", 0))
-        self._last_depth_check = int(state.get("last_depth_check", -(10**9)))
-        self._pending = [list(job) for job in state.get("pending", [])]
+        last = state.get("last_depth_check")
+        self._last_depth_check = None if last is None else int(last)
+        self._pending = [_PruneReview(int(due), int(layer), [int(i) for i in neurons]) for due, layer, neurons in state.get("pending", [])]
 
     def tensor_state(self) -> dict[str, torch.Tensor]:
         """The warm pools (see ``warm_checks``): ``pool.<layer>.<weight|bias|act_params>`` and
         ``layer.<position>.<weight|bias|act_params>``, so a resumed run continues the same search."""
-        pools, layer_starts, _ = self._starts
         out = {}
-        for kind, found in (("pool", pools), ("layer", layer_starts)):
+        for kind, found in (("pool", self._starts.pools), ("layer", self._starts.layers)):
             for where, c in found.items():
                 for name in ("weight", "bias", "act_params"):
                     out[f"{kind}.{where}.{name}"] = getattr(c, name)
@@ -182,19 +203,19 @@ class NaturalExpansionPolicy(GrowthPolicy):
             parts.setdefault((kind, int(where)), {})[name] = t
         pools = {w: CandidatePool(**p) for (k, w), p in parts.items() if k == "pool"}
         layer_starts = {w: Candidate("layer", w, math.nan, **p) for (k, w), p in parts.items() if k == "layer"}
-        self._starts = (pools, layer_starts, id(model))
+        self._starts = _WarmStarts(pools, layer_starts, id(model))
 
     def _track(self, kind: str, where: int, model, epoch: int) -> None:
         """Keep the pending pruning reviews' layer / neuron indices valid after an edit."""
         if kind == "layer":
             for job in self._pending:
-                job[1] += job[1] >= where
+                job.layer += job.layer >= where
         elif kind == "neuron" and self.prune_after is not None:
             due = epoch + self.prune_after
-            job = next((j for j in self._pending if j[0] == due and j[1] == where), None)
+            job = next((j for j in self._pending if j.due == due and j.layer == where), None)
             if job is None:
-                self._pending.append(job := [due, where, []])
-            job[2].append(model.hidden[where] - 1)
+                self._pending.append(job := _PruneReview(due, where))
+            job.neurons.append(model.hidden[where] - 1)
 
     def prune(self, model, ctx: GrowthContext) -> list[GrowthEvent]:
         """Review the neurons of growth checks made ``prune_after`` epochs ago (see the class doc).
@@ -204,14 +225,14 @@ class NaturalExpansionPolicy(GrowthPolicy):
         """
         X, y, epoch, apply = ctx.X, ctx.y, ctx.epoch, ctx.apply
         X_val, y_val = ctx.X_val, ctx.y_val
-        due = [j for j in self._pending if j[0] <= epoch]
+        due = [j for j in self._pending if j.due <= epoch]
         if not due:
             return []
-        self._pending = [j for j in self._pending if j[0] > epoch]
+        self._pending = [j for j in self._pending if j.due > epoch]
         Xs, ys = (X_val, y_val) if X_val is not None and len(X_val) >= 2 else (X, y)
         events = []
-        for layer in sorted({j[1] for j in due}):
-            review = sorted({i for j in due if j[1] == layer for i in j[2]})
+        for layer in sorted({j.layer for j in due}):
+            review = sorted({i for j in due if j.layer == layer for i in j.neurons})
             if self.prune_existing:
                 review = list(range(model.hidden[layer]))
             stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
@@ -224,10 +245,10 @@ class NaturalExpansionPolicy(GrowthPolicy):
             delta = prune_compensation(stats.layers[layer + 1], consumer.weight, consumer.bias, drop, self.damping)
             before = model.n_params()
             _, diff = apply(lambda m, L=layer, d=drop, dw=delta: m.remove_neurons(L, d, dw), check=False)
-            self._starts = ({}, {}, None)  # the pools' input columns no longer line up with the layer's units
+            self._starts = _WarmStarts()  # the pools' input columns no longer line up with the layer's units
             for job in self._pending:  # later reviews of this layer: shift indices past the removed ones
-                if job[1] == layer:
-                    job[2] = [i - sum(k < i for k in drop) for i in job[2] if i not in drop]
+                if job.layer == layer:
+                    job.neurons = [i - sum(k < i for k in drop) for i in job.neurons if i not in drop]
             events.append(GrowthEvent(
                 step=len(events), epoch=epoch, kind="prune", where=layer, score=float(share[drop].sum()),
                 eta=stats.eta, lam=stats.lam, ratio=float(share[drop].sum()) / max(stats.eta, TINY),
@@ -377,12 +398,11 @@ class NaturalExpansionPolicy(GrowthPolicy):
 
         # first round: layer proposals, candidates from the previous check's pools (warm_checks)
         # or random; later rounds: neurons only, warm-started from the previous round's pools
-        pools, layer_starts, owner = self._starts
-        if not self.warm_checks or owner != id(model):
-            pools, layer_starts = {}, {}
+        starts = self._starts
+        pools, layer_starts = (starts.pools, starts.layers) if self.warm_checks and starts.model_id == id(model) else ({}, {})
         # a check that proposes layers starts the depth cooldown (also after an insertion: the
         # next round proposes neurons only)
-        depth = self._checks - self._last_depth_check > self.depth_cooldown
+        depth = self._last_depth_check is None or self._checks - self._last_depth_check > self.depth_cooldown
         if depth and self.grow_depth:
             self._last_depth_check = self._checks
         warm = dict(pools)
@@ -407,7 +427,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 continue
             warm = pools
             self._add_neurons(model, (ratio, score, cand), sc, self.n_max - len(events), apply, record, epoch)
-        self._starts = (pools, layer_starts, id(model))
+        self._starts = _WarmStarts(pools, layer_starts, id(model))
         self._checks += 1
         return events
 

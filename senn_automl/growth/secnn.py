@@ -148,7 +148,7 @@ class SECNNPolicy(GrowthPolicy):
       ``ratio = score/η > tau``. Default ``tau`` 1.01: SECNN's τ = 2 was set for its diagonal score;
       a K-FAC score summed over all layers is not doubled by one block's addition (on digits the
       best candidate adds 0.1–3 % of η). With ``size_penalty=1e-7``, ``π < 1/1.01`` as soon as
-      ``Δp > 315``, so the penalty then decides alone (the reference's §2.3 defect of SECNN).
+      ``Δp > 315``, so the penalty then decides alone (a defect of SECNN's published rule, docs/methods.md §2.3).
     - ``"natural"`` (SENN, Theorem 3.1): ``score = Δη·π``, ``ratio = score/η > tau`` and
       ``score/λ > alpha`` with ``λ = E‖∂ℓ/∂y‖²`` (default ``tau`` 0.01). Meaningful with
       ``fisher="gauss_newton"``, where η scales with λ; with the empirical Fisher η does not shrink

@@ -78,7 +78,7 @@ class EdgeBlock(nn.Module):
 
 
 class ExpandingLinear(nn.Module):
-    """A linear layer whose input grows by blocks of new vertices (edge expansion, §3.2).
+    """A linear layer whose input grows by blocks of new vertices (edge expansion, docs/methods.md §3.2).
 
     ``h_0 = x``; for every block ``k``: ``h_{k+1} = [h_k, block_k(h_k)]``; ``y = h (W ⊙ M)ᵀ + b``.
 

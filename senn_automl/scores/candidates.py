@@ -17,6 +17,7 @@ import torch
 
 from senn_automl.models.mlp import DEFAULT_ACTIVATION, NORM_EPS, rational
 from senn_automl.scores.curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
+from senn_automl.validation import TINY
 
 __all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
 
@@ -188,7 +189,7 @@ def _neuron_grad(params, h, r, rG, G_inv, damping: float, prior: float) -> torch
     ``∂Δη'_p/∂f_p = 2/(B·A_f,p) · (C_p G⁻¹ rᵀ − (1+γ)·Δη'_p·f_p)`` (a row over the B samples)."""
     feats = _Features(h, params)
     s, C, A_f = _neuron_scores(feats.f, r, G_inv, damping)
-    a = A_f.mul_(s + 1e-30).reciprocal_().mul_(-2 / h.shape[0])[:, None]  # ∂(−log s)/∂s · 2/(B·A_f)
+    a = A_f.mul_(s + TINY).reciprocal_().mul_(-2 / h.shape[0])[:, None]  # ∂(−log s)/∂s · 2/(B·A_f)
     grad_f = torch.addmm(feats.f * (a * s[:, None]).mul_(-(1 + damping)), C * a, rG.T)
     return feats.backward(grad_f).add_(params, alpha=prior)
 
@@ -205,7 +206,7 @@ def _layer_grad(params, h, r, G_inv, damping: float, prior: float, anchor, mask)
     A_iC = DampedFactor((F @ F.T).div_(n), damping, inplace=True).solve(C)  # A_f⁻¹ C
     K = A_iC @ G_inv
     M = K @ A_iC.T
-    scale = torch.linalg.vecdot(K.flatten(), C.flatten(), dim=0).add_(1e-30).reciprocal_().mul_(-2 / n)  # −2/(B·Δη')
+    scale = torch.linalg.vecdot(K.flatten(), C.flatten(), dim=0).add_(TINY).reciprocal_().mul_(-2 / n)  # −2/(B·Δη')
     M.diagonal().add_(M.diagonal().sum() * (damping / k))
     grad_F = torch.addmm(K.mul_(scale) @ r.T, M.mul_(scale), F, alpha=-1)
     return feats.backward(grad_F).addcmul_(mask, params - anchor, value=prior)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from senn_automl.models.mlp import GrowingMLP
+from senn_automl.validation import TINY
 
 __all__ = [
     "DampedFactor",
@@ -185,7 +186,7 @@ def collect_kfac(
     eta = 0.0
     key = (id(X), X._version, float(damping))
     # unit_gradient: every sample's δ weighted by 1/‖∂ℓ_n/∂y_n‖ in G (never in ∇W)
-    unit = (grads[-1].double().norm(dim=1, keepdim=True).clamp_min(1e-30).reciprocal() if fisher == "unit_gradient" else None)
+    unit = (grads[-1].double().norm(dim=1, keepdim=True).clamp_min(TINY).reciprocal() if fisher == "unit_gradient" else None)
     for i in range(len(layers)):
         if cache is not None and i in is_X and key in cache:
             _, a, A, A_inv, A_ls = cache[key]
