@@ -187,7 +187,7 @@ def trained_cnn(digits):
     return model, X[:256], y[:256]
 
 
-@pytest.mark.parametrize("fisher", ["gauss_newton", "empirical"])
+@pytest.mark.parametrize("fisher", ["gauss_newton", "unit_gradient", "empirical"])
 def test_collect_cnn_stats_covers_every_layer_and_leaves_model_alone(trained_cnn, fisher):
     model, X, y = trained_cnn
     state = copy.deepcopy(model.state_dict())
@@ -229,6 +229,21 @@ def test_proposals_score_and_replay_the_scored_edit(trained_cnn):
     # without cross-fitting the scores are non-negative quadratic forms
     for p in (propose_widen(model, 0, 2, X, y, debias=False), propose_layer(model, 0, X, y, debias=False)):
         assert p.delta_eta >= 0
+
+
+def test_unit_gradient_factor_is_the_empirical_one_over_the_output_gradient_norm(trained_cnn):
+    # one sample: G_unit = s sᵀ / ‖∂ℓ/∂y‖² with s the position-summed δ, and ‖∂ℓ/∂y‖² = λ; so
+    # λ·G_unit = G_empirical for every conv, head and output layer, and the same for each BN block
+    model, X, y = trained_cnn
+    for n in range(3):
+        Xn, yn = X[n : n + 1], y[n : n + 1]
+        unit = collect_cnn_stats(copy.deepcopy(model).train(), Xn, yn, fisher="unit_gradient", parts=1)
+        emp = collect_cnn_stats(copy.deepcopy(model).train(), Xn, yn, fisher="empirical", parts=1)
+        assert unit.lam == pytest.approx(emp.lam) and unit.lam > 0
+        for u, e in zip(unit.layers, emp.layers):
+            torch.testing.assert_close(u.G * unit.lam, e.G, rtol=1e-4, atol=1e-12)
+        for u, e in zip(unit.bns, emp.bns):
+            torch.testing.assert_close(u.F * unit.lam, e.F, rtol=1e-4, atol=1e-12)
 
 
 @pytest.mark.parametrize("fisher", ["gauss_newton", "empirical"])

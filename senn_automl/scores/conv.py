@@ -12,6 +12,8 @@ layers", ICML 2016, §3; called KFC): for a conv with unfolded input patches ``a
   :func:`senn_automl.scores.curvature.collect_kfac`) ``δ̃ = J_cᵀ v`` is back-propagated from a random
   ``v ~ N(0, I)`` on the logits: a one-backward unbiased estimate of ``E[J̄ᵀ J̄]``, so η scales
   with ``λ = E‖∂ℓ/∂y‖²`` (it is bounded by λ for the exact Fisher) and shrinks with the loss.
+  With ``"unit_gradient"`` ``δ̃ = J_cᵀ û``, û the per-sample unit-normalised output gradient (the
+  official SENN code's factor, see :func:`senn_automl.scores.curvature.collect_kfac`).
   With ``"empirical"`` ``δ̃ = δ`` (then η measures gradient signal-to-noise and does not shrink),
 - ``∇W = mean_n Σ_t δ_{n,t} a_{n,t}ᵀ`` (the exact gradient of the mean loss, weight layout
   (C_out, C_in·kh·kw)),
@@ -34,6 +36,7 @@ from torch import nn
 
 from senn_automl.models.cnn import GrowingCNN
 from senn_automl.scores.curvature import DampedFactor, natural_expansion_score
+from senn_automl.validation import TINY
 
 __all__ = [
     "ConvKFAC", "BNStats", "CNNStats", "CONV_FISHERS", "conv_patches", "weight_matrix", "kfac_layers", "norm_layers",
@@ -42,8 +45,9 @@ __all__ = [
 
 #: most patch rows (sample × position) used for a conv's A factor, per batch part
 MAX_ROWS = 4096
-#: output-side factor: "gauss_newton" (G = E[JᵀJ], one extra backward with random v) or "empirical" (G = E[δδᵀ])
-CONV_FISHERS = ("gauss_newton", "empirical")
+#: output-side factor: "gauss_newton" (G = E[JᵀJ], one extra backward with random v), "unit_gradient"
+#: (the official SENN code's G = E[Jᵀûûᵀ J], û the unit-normalised output gradient) or "empirical" (G = E[δδᵀ])
+CONV_FISHERS = ("gauss_newton", "unit_gradient", "empirical")
 
 
 def conv_patches(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
@@ -282,7 +286,7 @@ def collect_cnn_stats(
     bns = list(norm_layers(model) if bns is None else bns)
     if fisher not in CONV_FISHERS:
         raise ValueError(f"fisher={fisher!r} is unknown; use one of: {', '.join(CONV_FISHERS)}")
-    gn = fisher == "gauss_newton"
+    extra = fisher != "empirical"  # G from a second backward pass
     if len(X) < parts:
         raise ValueError(f"the scoring batch has {len(X)} rows, fewer than parts={parts}")
     generator = generator or torch.Generator().manual_seed(0)
@@ -300,9 +304,14 @@ def collect_cnn_stats(
                 logits = model(Xp)
                 loss = F.cross_entropy(logits, yp, reduction="sum")
                 outs = [seen[i][1] for i in range(len(modules))]
-                deltas = torch.autograd.grad(loss, outs, allow_unused=True, materialize_grads=True, retain_graph=gn)
-                if gn:  # δ̃ = Jᵀv, v ~ N(0, I) on the logits: E[δ̃ δ̃ᵀ] = E[Jᵀ J]
+                deltas = torch.autograd.grad(loss, outs, allow_unused=True, materialize_grads=True, retain_graph=extra)
+                if fisher == "gauss_newton":  # δ̃ = Jᵀv, v ~ N(0, I) on the logits: E[δ̃ δ̃ᵀ] = E[Jᵀ J]
                     v = torch.randn(logits.shape, generator=generator, dtype=torch.float64).to(logits)
+                elif fisher == "unit_gradient":  # δ̃ = Jᵀû, û = (∂ℓ/∂y)/‖∂ℓ/∂y‖ per sample
+                    with torch.no_grad():
+                        e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
+                        v = (e / e.norm(dim=1, keepdim=True).clamp_min(TINY)).to(logits)
+                if extra:
                     deltas_G = torch.autograd.grad((logits * v).sum(), outs, allow_unused=True, materialize_grads=True)
                 else:
                     deltas_G = [None] * len(outs)
