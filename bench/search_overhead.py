@@ -57,7 +57,7 @@ def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
     from senn_automl.training.config import build, resolve
     from senn_automl.training.trainer import Trainer
 
-    torch.set_num_threads(1)  # as a trial of 1 CPU (senn_automl.integrations.tune.train_senn)
+    torch.set_num_threads(1)  # as a trial of 1 CPU (senn_automl.integrations.tune.trainable.train_senn)
     ds = load_dataset(dataset, seed=seed)
     t0 = time.perf_counter()
     accs = []

@@ -170,25 +170,40 @@ def _bad_space(tmp_path: Path) -> str:
     ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster"],
 )
 def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
+    from senn_automl.integrations.tune.search_space import SearchSpaceError
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     kw = dict(num_samples=2, max_concurrent=1, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp, progress=False)
+    error = SearchSetupError
     if case == "unknown dataset":
-        kw["dataset"], match = "no-such-set", "dataset"
+        kw["dataset"] = "no-such-set"
+        match = r"^dataset: dataset='no-such-set' is unknown; choose one of: digits, "
     elif case == "bad search space":
-        kw["search_space"], match = _bad_space(tmp_path), "taus"
+        kw["search_space"] = space = _bad_space(tmp_path)
+        error, match = SearchSpaceError, (
+            f"^{re.escape(str(Path(space).resolve()))}: params\\.taus: unknown configuration key 'taus' "
+            r"\(not in senn_automl\.training\.config\.DEFAULTS\); did you mean 'tau'\?$"
+        )
     elif case == "unreachable tracking server":
-        kw["tracking_uri"] = uri = f"http://127.0.0.1:{free_port()}"
-        match = "unreachable"
+        port = free_port()
+        kw["tracking_uri"] = uri = f"http://127.0.0.1:{port}"
+        match = (
+            rf"^tracking URI: tracking server http://127\.0\.0\.1:{port} is unreachable: .+; "
+            r"start one with mlflow/start_server\.sh or pass --tracking-uri sqlite:///\.\.\.$"
+        )
     elif case == "unreachable ray address":
-        kw["address"], match = f"127.0.0.1:{free_port()}", "unreachable"
+        port = free_port()
+        kw["address"] = f"127.0.0.1:{port}"
+        match = rf"^Ray cluster at 127\.0\.0\.1:{port} is unreachable \(.+\); start it with `ray start --head --port={port}` or fix --address$"
     else:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-        kw["gpus_per_trial"], match = 1, "GPU"
+        kw["gpus_per_trial"] = 1
+        match = r"^gpus_per_trial=1 but the Ray cluster has 0 GPU\(s\): trials would stay PENDING forever; use --gpus-per-trial 0$"
     t0 = time.time()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         run_search(**kw)
     assert time.time() - t0 < 60
     _no_trial_started(tmp_path, uri)
@@ -196,6 +211,23 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
 
 def test_search_setup_error_is_value_error():
     assert issubclass(SearchSetupError, ValueError)
+
+
+def test_restored_progress_view_writes_to_the_resuming_calls_writer():
+    """A ProgressView's writer does not pickle into Tune's experiment state; one unpickled inside
+    restored_views_write_to (as Tuner.restore does in run_search) writes to that writer."""
+    import pickle
+
+    from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
+
+    first: list[str] = []
+    blob = pickle.dumps(ProgressView(3, first.append))
+    assert pickle.loads(blob).write is None  # outside the block: prints
+    resumed: list[str] = []
+    with restored_views_write_to(resumed.append):
+        view = pickle.loads(blob)
+    view._w("hello")
+    assert first == [] and len(resumed) == 1 and "hello  (running 0, done 0/3)" in resumed[0]
 
 
 # --------------------------------------------------------------------------- resume after SIGKILL
@@ -296,7 +328,10 @@ def test_multi_objective_pareto_and_study_continuation(tmp_path, ray_tmp):
     assert len(study.trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     assert res2.parent_run_id == res.parent_run_id  # the study keeps one parent run
 
-    with pytest.raises(ValueError, match="multi-objective"):  # same study name, other objective count
+    with pytest.raises(SearchSetupError, match=(  # same study name, other objective count
+        rf"^Optuna study 'mo-test' in {re.escape(res.storage)} optimises \['maximize', 'minimize'\], not \['maximize'\]: "
+        r"use another --study-name or add --multi-objective$"
+    )):
         run_search("digits", "quick", **{**kw, "multi_objective": False})
 
 

@@ -1,0 +1,596 @@
+"""The engine behind ``senn-automl tune``: :func:`run_search` checks every input before any trial
+starts (:class:`SearchSetupError`), bundles the checked settings in one :class:`SearchOptions`,
+starts or joins a Ray cluster, runs the Tune experiment (new, or restored with ``--resume``) and
+summarises it (:mod:`senn_automl.integrations.tune.summary`) into a :class:`SearchResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+import ray
+from ray import tune
+
+from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
+from senn_automl.integrations.tune.searcher import OverriddenSpace, fail_zombie_trials, finished_trials, make_searcher
+from senn_automl.integrations.tune.summary import (
+    SummaryWarning,
+    champion_test_accuracy,
+    child_runs,
+    clean_registry,
+    end_orphan_runs,
+    leaderboard,
+    log_summary,
+    mark_champion,
+    optuna_summary,
+)
+from senn_automl.integrations.tune.trainable import split_config, train_senn
+
+DEFAULT_EXPERIMENT = "senn-automl"
+DEFAULT_RAY_TMPDIR = "/tmp/senn-ray"  # short: Ray's AF_UNIX socket paths must stay < 107 bytes
+
+
+class SearchSetupError(ValueError):
+    """An input of :func:`run_search` is invalid or a service is unreachable (raised before any trial)."""
+
+
+# ----------------------------------------------------------------------------------- env hygiene
+def ray_env_defaults(*, local: bool = True) -> None:
+    """Set the Ray environment variables this project relies on (only those not already set).
+
+    No usage-stats upload, trials keep the driver's working directory (we pass absolute paths
+    anyway), frequent experiment-state snapshots so an interrupted search can be restored, and the
+    new console output off so our own progress view is the only one.
+    ``RAY_AUTH_MODE`` is left to the caller: it must be the same on every ``ray start``, ``ray.init``
+    and CLI call of a cluster (see the error raised when a connection fails).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "100000")
+    os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "600")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1")
+
+
+# ----------------------------------------------------------------------------------- result
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`run_search` returns.
+
+    leaderboard : pandas DataFrame, one row per trial, best first: ``trial, policy, val_acc,
+        n_params, growth_events, epochs, seconds, status`` (``complete`` / ``pruned`` / ``error``),
+        ``mlflow_run_id``.
+    champion_version : registered model version that got the ``champion`` alias (None if no final
+        model was logged). champion_trial : its trial. champion_test_acc : accuracy of that
+        registered model (loaded back with ``mlflow.pyfunc``) on the dataset's test split, which
+        no trial trains or is selected on (None without a champion or a test split).
+    pareto : DataFrame of the Optuna Pareto front (multi-objective) or None.
+    optuna_states : counts of the study's trial states. versions : this study's registered versions.
+    """
+
+    leaderboard: Any
+    champion_version: str | None
+    champion_trial: str | None
+    registered_model_name: str
+    study_name: str
+    storage: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    experiment_path: str
+    out: str
+    seconds: float
+    resumed: bool = False
+    pareto: Any = None
+    optuna_states: dict = dataclasses.field(default_factory=dict)
+    versions: list = dataclasses.field(default_factory=list)
+    #: seconds spent validating inputs, starting/joining Ray, in ``Tuner.fit`` and summarising
+    timings: dict = dataclasses.field(default_factory=dict)
+    champion_test_acc: float | None = None
+    #: why ``champion_test_acc`` could not be measured (the champion could not be loaded back), else None
+    champion_test_error: str | None = None
+
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """The checked settings of one :func:`run_search` call (its parameters, defaults filled in and
+    paths resolved), built once and passed on whole."""
+
+    dataset: str
+    data_root: str | os.PathLike | None
+    search_space: str | os.PathLike
+    num_samples: int
+    max_concurrent: int
+    tracking_uri: str
+    storage: str
+    study_name: str
+    address: str | None
+    resume: bool
+    multi_objective: bool
+    gpus_per_trial: float
+    cpus_per_trial: int | None  # None: cluster CPUs // max_concurrent, decided once the cluster is known
+    storage_path: Path
+    seed: int
+    registered_model_name: str
+    out: Path
+    experiment_name: str
+    max_t: int
+    grace_period: int
+    reduction_factor: int
+    num_to_keep: int
+    ray_temp_dir: str | None
+    progress: Callable[[str], None] | None | bool
+    trial_overrides: Mapping[str, Any]
+    fixed_configs: tuple[dict[str, Any], ...]
+    scheduler: str
+    callbacks: tuple[Any, ...]
+
+    @property
+    def experiment_path(self) -> Path:
+        """The Tune experiment folder, ``<storage_path>/<study_name>``."""
+        return self.storage_path / self.study_name
+
+    @property
+    def writer(self) -> Callable[[str], None] | None:
+        """The live view's ``write``; None prints."""
+        return None if self.progress in (None, True, False) else self.progress
+
+
+# ----------------------------------------------------------------------------------- engine
+def run_search(
+    dataset: str = "digits",
+    search_space: str | os.PathLike = "quick",
+    num_samples: int = 20,
+    max_concurrent: int = 2,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    multi_objective: bool = False,
+    gpus_per_trial: float = 0,
+    cpus_per_trial: int | None = None,
+    storage_path: str | os.PathLike | None = None,
+    seed: int = 0,
+    registered_model_name: str | None = None,
+    out: str | os.PathLike = "runs/tune",
+    experiment_name: str = DEFAULT_EXPERIMENT,
+    grace_period: int | None = None,
+    reduction_factor: int = 2,
+    num_to_keep: int = 4,
+    ray_temp_dir: str | None = None,
+    progress: Callable[[str], None] | None | bool = None,
+    trial_overrides: dict[str, Any] | None = None,
+    fixed_configs: list[dict[str, Any]] | None = None,
+    scheduler: str = "asha",
+    callbacks: Sequence[Any] | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> SearchResult:
+    """Run (or resume) a growth-hyperparameter search; returns a :class:`SearchResult`.
+
+    Every input is checked before any trial starts, each failure raising
+    :class:`SearchSetupError` (a ``ValueError``) that names the input: the dataset, the search space
+    (loaded and sampled once, each sampled config built), the tracking URI (an unreachable server),
+    the Ray address (TCP probe, then connect), the GPU request (against the cluster's GPUs).
+
+    Parameters (the CLI options of ``senn-automl tune``)
+    ----------------------------------------------------
+    dataset : a dataset name of :func:`senn_automl.data.load_dataset`; data_root : its folder for the
+        folder sets (mnist_idx, fashion_mnist, cifar10). search_space : a bundled name (``quick``, ``mlp``) or a YAML path.
+    num_samples : trials. max_concurrent : trials at once; each gets ``cluster CPUs // max_concurrent``
+        CPUs (at least 1) unless ``cpus_per_trial`` is given, and ``gpus_per_trial`` GPUs.
+    tracking_uri : MLflow URI (default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``).
+    storage : SQLAlchemy URL of the Optuna study (default ``sqlite:///<out>/optuna.db``).
+    study_name : default ``senn-<dataset>``; also the Tune experiment name and the MLflow parent run's
+        study tag. address : ``None`` starts a local Ray instance; otherwise ``HOST:PORT`` / ``auto``.
+    resume : restore the interrupted Tune experiment ``<storage_path>/<study_name>`` (unfinished and
+        errored trials continue from their checkpoints); without a restorable experiment, start a new
+        Tune run that continues the Optuna study of the same name.
+    multi_objective : Optuna optimises (max val_acc, min n_params); ASHA still stops on val_acc.
+    storage_path : Ray results folder (default ``<out>/ray_results``). seed : dataset split and TPE seed.
+    registered_model_name : default ``senn-<dataset>``. out : output folder.
+    progress : a ``write(str)`` for the live view, ``None``/``True`` prints, ``False`` is silent.
+    trial_overrides : constants merged into every trial config (e.g. ``{"max_epochs": 6}``).
+    fixed_configs : instead of sampling, evaluate exactly these configs (``points_to_evaluate``);
+        ``num_samples`` is then their count. scheduler : ``"asha"`` or ``"fifo"`` (no early stop).
+    callbacks : extra ``ray.tune.Callback`` objects for the run (driver side).
+    """
+    t_start = time.time()
+    ray_env_defaults()
+    if fixed_configs:
+        num_samples = len(fixed_configs)
+
+    # ---- cheap validation, no services started yet
+    _check_counts(num_samples=num_samples, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
+                  cpus_per_trial=cpus_per_trial, scheduler=scheduler)
+    ds = _load_data(dataset, seed, data_root)
+    space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
+    tracking_uri = _checked_tracking_uri(tracking_uri)
+
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    opts = SearchOptions(
+        dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
+        max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
+        study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
+        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+        storage_path=Path(storage_path).expanduser().resolve() if storage_path else out / "ray_results", seed=seed,
+        registered_model_name=registered_model_name or f"senn-{dataset}", out=out, experiment_name=experiment_name,
+        max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
+        reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
+        trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
+        callbacks=tuple(callbacks or ()),
+    )
+    rdb = _open_study_storage(opts)
+    if address is not None:
+        _probe_address(address)
+
+    # ---- Ray
+    timings = {"validate_s": time.time() - t_start}
+    t_ray = time.time()
+    started_ray = _start_ray(opts)
+    timings["ray_init_s"] = time.time() - t_ray
+    try:
+        return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+# ----------------------------------------------------------------------------------- validation
+def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial, scheduler) -> None:
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise SearchSetupError(f"num_samples={num_samples!r} is invalid: use a whole number >= 1")
+    if not isinstance(max_concurrent, int) or max_concurrent < 1:
+        raise SearchSetupError(f"max_concurrent={max_concurrent!r} is invalid: use a whole number >= 1")
+    if gpus_per_trial is None or gpus_per_trial < 0:
+        raise SearchSetupError(f"gpus_per_trial={gpus_per_trial!r} is invalid: use a number >= 0")
+    if cpus_per_trial is not None and cpus_per_trial < 1:
+        raise SearchSetupError(f"cpus_per_trial={cpus_per_trial!r} is invalid: use a whole number >= 1")
+    if scheduler not in ("asha", "fifo"):
+        raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use 'asha' or 'fifo'")
+
+
+def _load_data(dataset: str, seed: int, data_root):
+    from senn_automl.data import load_dataset
+
+    try:
+        return load_dataset(dataset, seed=seed, root=data_root)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        raise SearchSetupError(f"dataset: {exc}") from None
+
+
+def _checked_space(search_space, ds, seed: int, trial_overrides: Mapping[str, Any] | None,
+                   fixed_configs: Sequence[dict[str, Any]] | None) -> tuple[Any, int]:
+    """(the define-by-run space, with ``trial_overrides`` applied; ``max_t``, the most epochs a trial
+    can train), after sampling it once and building the sampled config and each fixed config."""
+    from senn_automl.integrations.tune.search_space import load_search_space
+    from senn_automl.training.config import build, resolve
+
+    space = load_search_space(search_space)  # SearchSpaceError (a ValueError) names file, key, reason
+    try:
+        pickle.dumps(space)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:  # what pickle raises for an unpicklable object
+        raise SearchSetupError(f"search space {search_space!r} is not picklable ({exc}); Ray saves it with pickle") from None
+    if trial_overrides:
+        space = OverriddenSpace(space, tuple(sorted(trial_overrides.items())))
+    try:
+        sample, dists = _dry_sample(space, seed)
+        for fc in fixed_configs or []:
+            build(resolve({**split_config(sample)[0], **split_config(fc)[0]}), ds.n_features, ds.n_classes, ds.image_shape)
+        build(resolve(split_config(sample)[0]), ds.n_features, ds.n_classes, ds.image_shape)
+    except SearchSetupError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise SearchSetupError(f"search space {search_space!r} gives an invalid trial config: {exc}") from None
+    return space, _max_epochs(sample, {} if trial_overrides and "max_epochs" in trial_overrides else dists)
+
+
+def _checked_tracking_uri(tracking_uri: str | None) -> str:
+    from senn_automl.integrations.tracking import check_tracking_uri, resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking_uri(tracking_uri)
+    except ValueError as exc:
+        raise SearchSetupError(f"tracking URI: {exc}") from None
+    return tracking_uri
+
+
+def _open_study_storage(opts: SearchOptions) -> optuna.storages.RDBStorage:
+    """The Optuna storage, checked to open and, when it already holds the study with trials, to
+    optimise the same objectives."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        rdb = optuna.storages.RDBStorage(opts.storage)
+    # a malformed URL or a database that cannot be opened (SQLAlchemyError, StorageInternalError), a
+    # missing database driver (ImportError), a schema of another Optuna version (RuntimeError)
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, RuntimeError) as exc:
+        raise SearchSetupError(f"Optuna storage {opts.storage!r} cannot be opened: {exc}") from None
+    try:
+        existing = optuna.load_study(study_name=opts.study_name, storage=rdb)
+    except KeyError:  # a new study
+        return rdb
+    directions = [d.name.lower() for d in existing.directions]
+    want = ["maximize", "minimize"] if opts.multi_objective else ["maximize"]
+    if existing.trials and directions != want:
+        raise SearchSetupError(
+            f"Optuna study {opts.study_name!r} in {opts.storage} optimises {directions}, not {want}: "
+            f"use another --study-name or {'drop' if opts.multi_objective else 'add'} --multi-objective"
+        )
+    return rdb
+
+
+def _probe_address(address: str, timeout: float = 3.0) -> None:
+    """Fail fast when a ``host:port`` Ray address does not accept TCP connections."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise SearchSetupError(f"--address {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379, or 'auto')")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise SearchSetupError(
+            f"Ray cluster at {address} is unreachable ({exc.strerror or exc}); start it with "
+            f"`ray start --head --port={port}` or fix --address"
+        ) from None
+
+
+def _dry_sample(space, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sample the search space once in memory; returns (config, distributions)."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    finally:
+        optuna.logging.set_verbosity(level)
+    trial = study.ask()
+    consts = space(trial) or {}
+    if not isinstance(consts, dict):
+        raise SearchSetupError(f"the search space returned {type(consts).__name__}, expected a dict of constants")
+    return {**trial.params, **consts}, dict(trial.distributions)
+
+
+def _max_epochs(conf: dict[str, Any], dists: dict[str, Any]) -> int:
+    from senn_automl.training.config import DEFAULTS
+
+    d = dists.get("max_epochs")
+    if d is not None:
+        if hasattr(d, "high"):
+            return int(d.high)
+        if hasattr(d, "choices"):
+            return int(max(d.choices))
+    return int(conf.get("max_epochs", DEFAULTS["max_epochs"]))
+
+
+
+# ----------------------------------------------------------------------------------- Ray
+def _start_ray(opts: SearchOptions) -> bool:
+    """Start a local Ray instance (``address`` None) or connect to the cluster, unless Ray is
+    initialised already; True when this call did (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    try:
+        if opts.address is None:
+            temp = opts.ray_temp_dir or os.environ.get("SENN_RAY_TMPDIR") or DEFAULT_RAY_TMPDIR
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                num_gpus=None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+                object_store_memory=256 * 1024**2,
+                _temp_dir=temp,
+                configure_logging=True,
+            )
+        else:
+            ray.init(address=opts.address, log_to_driver=False, logging_level="ERROR")
+    # Broad on purpose, and not silent: besides ConnectionError, RuntimeError, ValueError and
+    # ray.exceptions.AuthenticationError, ray.init raises plain ``Exception`` itself (e.g. "The current
+    # node timed out during startup", ray/_private/node.py); each becomes a SearchSetupError naming it.
+    except Exception as exc:
+        raise SearchSetupError(
+            f"cannot {'start a local Ray instance' if opts.address is None else 'connect to the Ray cluster at ' + opts.address}: "
+            f"{type(exc).__name__}: {exc} (RAY_AUTH_MODE must match the cluster's: now "
+            f"{os.environ.get('RAY_AUTH_MODE', 'unset')})"
+        ) from None
+    return True
+
+
+def _trial_resources(opts: SearchOptions) -> dict[str, float]:
+    """CPUs and GPUs per trial, checked against the cluster before any trial."""
+    res = ray.cluster_resources()
+    cluster_cpus = int(res.get("CPU", 0))
+    cluster_gpus = float(res.get("GPU", 0))
+    if opts.gpus_per_trial > 0 and cluster_gpus < opts.gpus_per_trial:
+        raise SearchSetupError(
+            f"gpus_per_trial={opts.gpus_per_trial} but the Ray cluster has {cluster_gpus:g} GPU(s): trials would stay "
+            f"PENDING forever; use --gpus-per-trial 0"
+        )
+    cpus_per_trial = opts.cpus_per_trial if opts.cpus_per_trial is not None else max(1, cluster_cpus // opts.max_concurrent)
+    if cpus_per_trial > max(cluster_cpus, 1):
+        raise SearchSetupError(f"cpus_per_trial={cpus_per_trial} exceeds the cluster's {cluster_cpus} CPUs")
+    return {"cpu": cpus_per_trial, "gpu": opts.gpus_per_trial}
+
+
+def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings: dict[str, float]) -> SearchResult:
+    from senn_automl.integrations.tracking import end_parent_run, start_parent_run
+
+    resources = _trial_resources(opts)
+
+    # ---- MLflow parent run (created in the driver before trials: no schema/experiment races)
+    tags = {
+        "dataset": opts.dataset,
+        "search_space": str(opts.search_space),
+        "optuna.storage": opts.storage,
+        "multi_objective": str(bool(opts.multi_objective)).lower(),
+        "ray.experiment_path": str(opts.experiment_path),
+    }
+    previous = _previous_parent_run(opts) if opts.resume else None
+    if previous is not None:  # one parent run per study: a resumed search reopens it
+        experiment_id, parent_run_id = previous
+    else:
+        experiment_id, parent_run_id = start_parent_run(opts.tracking_uri, opts.experiment_name, opts.study_name, tags)
+    status = "FAILED"
+    try:
+        param_space = {
+            "mlflow_uri": opts.tracking_uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id,
+            "study_name": opts.study_name,
+            "registered_model_name": opts.registered_model_name,
+            "dataset": opts.dataset,
+            "data_root": None if opts.data_root is None else str(opts.data_root),
+        }
+        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
+        trainable = tune.with_resources(tune.with_parameters(train_senn, data=data), resources)
+
+        tuner, resumed = _tuner(opts, trainable, param_space, rdb, space)
+        t_fit = time.time()
+        grid = tuner.fit()
+        timings["fit_s"] = time.time() - t_fit
+        if resumed:  # trials the killed driver had asked Optuna for but Tune never recorded
+            fail_zombie_trials(rdb, opts.study_name)
+        t_sum = time.time()
+        result = _summarise(grid, opts, experiment_id=experiment_id, parent_run_id=parent_run_id, resumed=resumed,
+                            t_start=t_start)
+        if result.champion_version and len(ds.y_test):
+            try:
+                result.champion_test_acc = champion_test_accuracy(
+                    opts.tracking_uri, opts.registered_model_name, result.champion_version, parent_run_id, ds)
+            # Broad on purpose: the search itself succeeded, and loading the model back can fail in MLflow,
+            # in unpickling or in torch; the error is kept in the result (the CLI prints it) and warned.
+            except Exception as exc:
+                result.champion_test_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                warnings.warn(f"champion test accuracy not measured: {result.champion_test_error}", SummaryWarning,
+                              stacklevel=2)
+        timings["summary_s"] = time.time() - t_sum
+        result.timings = timings
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        end_parent_run(parent_run_id, status, tracking_uri=opts.tracking_uri)
+
+
+def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, space) -> tuple[tune.Tuner, bool]:
+    """(the Tuner, whether it restores the interrupted experiment): with ``resume`` and a restorable
+    experiment, ``Tuner.restore`` (unfinished and errored trials continue from their checkpoints);
+    otherwise a new Tuner, which with ``resume`` continues the Optuna study up to ``num_samples``."""
+    if opts.resume and tune.Tuner.can_restore(str(opts.experiment_path)):
+        with restored_views_write_to(opts.writer):  # the restored ProgressView writes where this call's would
+            tuner = tune.Tuner.restore(
+                str(opts.experiment_path), trainable=trainable, resume_unfinished=True, resume_errored=True,
+                param_space=param_space,
+            )
+        return tuner, True
+
+    num_samples = opts.num_samples
+    if opts.resume:  # no restorable Tune experiment: a new Tuner continues the Optuna study
+        fail_zombie_trials(rdb, opts.study_name)
+        done = finished_trials(rdb, opts.study_name)
+        if done >= num_samples:
+            raise SearchSetupError(
+                f"--resume: study {opts.study_name!r} already has {done} finished trials (>= --num-samples "
+                f"{num_samples}) and {opts.experiment_path} cannot be restored; raise --num-samples to add trials"
+            )
+        num_samples -= done
+    searcher = make_searcher(
+        space, storage=rdb, study_name=opts.study_name, seed=opts.seed, max_t=opts.max_t,
+        multi_objective=opts.multi_objective,
+        points_to_evaluate=[split_config(c)[0] for c in opts.fixed_configs] if opts.fixed_configs else None,
+    )
+    if opts.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        sched = ASHAScheduler(
+            metric="val_acc", mode="max", time_attr="training_iteration", max_t=opts.max_t,
+            grace_period=opts.grace_period, reduction_factor=opts.reduction_factor,
+        )
+    else:
+        from ray.tune.schedulers import FIFOScheduler
+
+        sched = FIFOScheduler()
+    callbacks = list(opts.callbacks)
+    if opts.progress is not False:
+        callbacks.append(ProgressView(num_samples, opts.writer))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=sched, num_samples=num_samples,
+            max_concurrent_trials=opts.max_concurrent, reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=opts.study_name,
+            storage_path=str(opts.storage_path),
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=opts.num_to_keep),
+            verbose=0,
+            callbacks=callbacks,
+        ),
+    )
+    return tuner, False
+
+
+def _previous_parent_run(opts: SearchOptions) -> tuple[str, str] | None:
+    """(experiment_id, run_id) of the latest parent run of this study and Tune experiment, set
+    RUNNING again; None if there is none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=opts.tracking_uri)
+    exp = client.get_experiment_by_name(opts.experiment_name)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.study = '{opts.study_name}' and tags.`ray.experiment_path` = '{opts.experiment_path}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "resumed", "true")
+    return exp.experiment_id, run_id
+
+
+# ----------------------------------------------------------------------------------- summary
+def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: str, resumed: bool,
+               t_start: float) -> SearchResult:
+    """The jobs after ``Tuner.fit``, one function each (see :mod:`senn_automl.integrations.tune.summary`)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=opts.tracking_uri, registry_uri=opts.tracking_uri)
+    runs, latest = child_runs(client, experiment_id, parent_run_id)
+    lb = leaderboard(grid, latest)
+    trials = set(lb["trial"])
+    end_orphan_runs(client, runs, trials)
+    versions = clean_registry(client, opts.registered_model_name, runs, trials)
+    champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
+    states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
+    log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
+    return SearchResult(
+        leaderboard=lb, champion_version=champion_version, champion_trial=champion_trial,
+        registered_model_name=opts.registered_model_name, study_name=opts.study_name, storage=opts.storage,
+        tracking_uri=opts.tracking_uri, experiment_id=str(experiment_id), parent_run_id=parent_run_id,
+        experiment_path=str(opts.experiment_path), out=str(opts.out), seconds=time.time() - t_start, resumed=resumed,
+        pareto=pareto, optuna_states=states, versions=versions,
+    )

@@ -1,0 +1,134 @@
+"""The Optuna side of a search: :class:`PruneAwareOptunaSearch` (Ray's ``OptunaSearch`` that tells
+Optuna PRUNED for trials the scheduler stopped), the picklable :class:`OverriddenSpace`, and the
+study bookkeeping of ``--resume`` (finished trials, trials left RUNNING by a killed driver)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from senn_automl.integrations.tune._internals import optuna_search_finished, optuna_search_study, optuna_search_trials
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that records trials stopped early by the Tune scheduler as PRUNED.
+
+    Plain OptunaSearch tells Optuna COMPLETE with the truncated value of an ASHA-stopped trial,
+    which biases TPE. Here a trial counts as complete only when its last result has ``final == 1``
+    (it trained to ``max_epochs``, or stopped by its own patience) or reached ``max_t``
+    iterations. Works for single and multi-objective studies; results of trials that Optuna
+    already finished (possible after a restore) are ignored. (Relies on OptunaSearch's private
+    study, trial map and finished set, read through :mod:`senn_automl.integrations.tune._internals`.)
+
+    ``space`` must be a define-by-run function for the adoption of orphaned trials after a restore;
+    ``storage`` (an Optuna storage) and ``study_name`` are those of ``OptunaSearch``.
+    """
+
+    def __init__(self, space=None, *args, max_t: int, storage: optuna.storages.BaseStorage | None = None,
+                 study_name: str | None = None, **kwargs):
+        super().__init__(space, *args, storage=storage, study_name=study_name, **kwargs)
+        self._max_t = int(max_t)
+        self._define_by_run = callable(space)
+        self._storage_for_adoption = storage
+        self._study_name_for_adoption = study_name
+
+    def restore(self, checkpoint_path: str):
+        """Restore the pickled searcher, then list the study's orphaned RUNNING trials: trials a
+        killed driver had asked Optuna for after Tune's last snapshot. New Tune trials adopt them
+        (same parameters) before asking Optuna for more, so the study ends with ``num_samples``
+        trials and none left RUNNING."""
+        super().restore(checkpoint_path)
+        study = optuna_search_study(self)
+        known = {t.number for t in optuna_search_trials(self).values()}
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        self._adoptable = [t.number for t in running if t.number not in known]
+        # the unpickled sampler's RNG is back at the snapshot: without a reseed it would replay the
+        # samples drawn after it (the adopted trials' parameters) for the next new trials
+        study.sampler.reseed_rng()
+
+    def suggest(self, trial_id: str):
+        adoptable = getattr(self, "_adoptable", None)
+        trials = optuna_search_trials(self)
+        if adoptable and self._define_by_run and self._storage_for_adoption is not None and trial_id not in trials:
+            # re-running the define-by-run space on it returns the stored parameters
+            storage = self._storage_for_adoption
+            study_id = storage.get_study_id_from_name(self._study_name_for_adoption)
+            storage_id = storage.get_trial_id_from_study_id_trial_number(study_id, adoptable.pop(0))
+            trials[trial_id] = optuna.trial.Trial(optuna_search_study(self), storage_id)
+        return super().suggest(trial_id)
+
+    def on_trial_result(self, trial_id, result):
+        # After Tuner.restore, a trial that Optuna already finished (told before the driver was
+        # killed, but after Tune's last experiment snapshot) runs again from its checkpoint; its
+        # intermediate values can no longer be stored, which must not fail the whole search.
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        trials, finished = optuna_search_trials(self), optuna_search_finished(self)
+        if (
+            not error
+            and result
+            and not result.get("final")
+            and result.get("training_iteration", self._max_t) < self._max_t
+            and trial_id in trials
+            and trial_id not in finished
+        ):
+            # skip_if_finished: after a restore the trial may already be finished in storage
+            optuna_search_study(self).tell(trials[trial_id], None, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            finished.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def make_searcher(space, *, storage: optuna.storages.BaseStorage, study_name: str, seed: int, max_t: int,
+                  multi_objective: bool, points_to_evaluate: list[dict[str, Any]] | None) -> PruneAwareOptunaSearch:
+    """The searcher of a new Tune run: TPE (seeded), maximising ``val_acc`` (and minimising
+    ``n_params`` when ``multi_objective``) in the study ``study_name`` of ``storage``."""
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    if multi_objective:
+        metric, mode = ["val_acc", "n_params"], ["max", "min"]
+    else:
+        metric, mode = "val_acc", "max"
+    return PruneAwareOptunaSearch(
+        space, metric=metric, mode=mode, storage=storage, study_name=study_name, sampler=sampler, max_t=max_t,
+        points_to_evaluate=points_to_evaluate,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OverriddenSpace:
+    """A define-by-run search space whose returned constants are updated with ``overrides``
+    (picklable, like the space it wraps). Tune lets the searcher's values win over ``param_space``,
+    so fixed overrides must come from the space itself."""
+
+    space: Any
+    overrides: tuple
+
+    def __call__(self, trial):
+        return {**(self.space(trial) or {}), **dict(self.overrides)}
+
+
+def finished_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """Number of COMPLETE or PRUNED trials of the study (0 when it does not exist)."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study yet
+        return 0
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def fail_zombie_trials(storage: optuna.storages.BaseStorage, study_name: str) -> None:
+    """Mark RUNNING trials left by a killed driver as FAIL (no one will ever tell them)."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study yet
+        return
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

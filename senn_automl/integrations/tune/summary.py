@@ -1,0 +1,246 @@
+"""What happens after ``Tuner.fit``: one function per job.
+
+* :func:`child_runs` and :func:`leaderboard` — the study's MLflow trial runs and one row per trial;
+* :func:`end_orphan_runs` — runs nobody will end (left RUNNING) and runs of trials a restore discarded;
+* :func:`clean_registry` — registered versions of this study, de-duplicated, those of discarded trials deleted;
+* :func:`mark_champion` — the ``champion`` alias on the best final model;
+* :func:`optuna_summary` — the study's trial states and (multi-objective) its Pareto front;
+* :func:`log_summary` — leaderboard/Pareto CSVs and summary metrics/tags on the parent run;
+* :func:`champion_test_accuracy` — the champion, loaded back from the registry, on the test split.
+
+The search and its tracking already succeeded when these run: a registry or tracking call that fails on
+one run or version is reported with a warning (:class:`SummaryWarning`) and the summary goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:  # MLflow and pandas are imported where they are used
+    from mlflow.tracking import MlflowClient
+
+LEADERBOARD_COLUMNS = ["trial", "policy", "val_acc", "n_params", "growth_events", "epochs", "seconds", "status", "mlflow_run_id"]
+
+
+class SummaryWarning(RuntimeWarning):
+    """A tracking or registry call of the summary failed after the search itself succeeded."""
+
+
+def _warn(what: str, exc: Exception) -> None:
+    warnings.warn(f"{what}: {type(exc).__name__}: {str(exc).strip()[:300]}", SummaryWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------------- leaderboard
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> tuple[list, dict[str, Any]]:
+    """(every trial run under the parent run, trial id -> its latest run): a resumed trial has one
+    run per attempt."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000)
+    latest: dict[str, Any] = {}
+    for run in runs:
+        tid = run.data.tags.get("ray.trial_id")
+        if tid and (tid not in latest or run.info.start_time > latest[tid].info.start_time):
+            latest[tid] = run
+    return runs, latest
+
+
+def leaderboard(grid, latest_runs: dict[str, Any]):
+    """One row per trial of the Tune result grid, best first: complete trials, then pruned, then
+    errored; by ``val_acc`` (highest first), then ``n_params`` (fewest first)."""
+    import pandas as pd
+
+    rows = []
+    for r in grid:
+        m = r.metrics or {}
+        cfg = r.config or {}
+        tid = m.get("trial_id")
+        status = "error" if r.error else ("complete" if m.get("final") else "pruned")
+        run = latest_runs.get(tid)
+        rows.append({
+            "trial": tid,
+            "policy": cfg.get("policy", "natural"),
+            "val_acc": m.get("val_acc"),
+            "n_params": m.get("n_params"),
+            "growth_events": m.get("n_growth_events"),
+            "epochs": (int(m["epoch"]) + 1) if m.get("epoch") is not None else None,
+            "seconds": m.get("time_total_s"),
+            "status": status,
+            "mlflow_run_id": run.info.run_id if run else None,
+        })
+    lb = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    if len(lb):
+        lb["_rank"] = lb["status"].map({"complete": 0, "pruned": 1, "error": 2})
+        lb = lb.sort_values(["_rank", "val_acc", "n_params"], ascending=[True, False, True], na_position="last")
+        lb = lb.drop(columns="_rank").reset_index(drop=True)
+    return lb
+
+
+# ----------------------------------------------------------------------------------- orphan runs
+def end_orphan_runs(client: MlflowClient, runs: list, trials: set) -> None:
+    """End runs still RUNNING (left by a killed driver or worker: nobody will end them) as KILLED,
+    and tag the runs of trials that are not in the leaderboard ``discarded_by_resume=true``: a killed
+    driver may have started trials its last snapshot did not record, and the restored search re-ran
+    their configurations as new trials. The runs themselves stay."""
+    from mlflow.exceptions import MlflowException
+
+    for run in runs:
+        if run.info.status == "RUNNING":
+            try:
+                client.set_terminated(run.info.run_id, "KILLED")
+            except MlflowException as exc:  # e.g. deleted meanwhile: the other runs still get ended
+                _warn(f"MLflow run {run.info.run_id} left RUNNING", exc)
+        tid = run.data.tags.get("ray.trial_id")
+        if tid and tid not in trials:
+            try:
+                client.set_tag(run.info.run_id, "discarded_by_resume", "true")
+            except MlflowException as exc:  # e.g. deleted meanwhile: only a marker is missing
+                _warn(f"MLflow run {run.info.run_id} not tagged discarded_by_resume", exc)
+
+
+# ----------------------------------------------------------------------------------- registry
+def clean_registry(client: MlflowClient, name: str, runs: list, trials: set) -> list:
+    """This study's registered versions of ``name`` (those of ``runs``), after deleting older
+    duplicates left by resumed trials (:func:`_dedupe_versions`) and the versions of trials that are
+    not in the leaderboard (stale duplicates, see :func:`end_orphan_runs`); sorted by version."""
+    from mlflow.exceptions import MlflowException
+
+    run_ids = {r.info.run_id for r in runs}
+    try:
+        versions = [v for v in client.search_model_versions(f"name='{name}'", max_results=10000) if v.run_id in run_ids]
+    except MlflowException as exc:  # a registry that cannot be searched: summarise without versions (no champion)
+        _warn(f"registered versions of {name!r} not listed", exc)
+        return []
+    versions = _dedupe_versions(client, name, versions)
+    orphans = [v for v in versions if v.tags.get("ray.trial_id") and v.tags["ray.trial_id"] not in trials]
+    for v in orphans:
+        _delete_version(client, name, v.version)
+    return [v for v in versions if v not in orphans]
+
+
+def _dedupe_versions(client: MlflowClient, name: str, versions: list) -> list:
+    """Keep one registered version per (trial, growth_step) of growth checkpoints and one final per
+    trial, the newest: a trial resumed from an older checkpoint (or restarted) re-logs the growth
+    events after it. Older duplicates are deleted from the registry."""
+    keep: dict[tuple, Any] = {}
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        tags = v.tags or {}
+        final = str(tags.get("final", "")).lower() == "true"
+        key = (tags.get("trial"), "final" if final else tags.get("growth_step"), final)
+        if key in keep:
+            _delete_version(client, name, keep[key].version)
+        keep[key] = v
+    return sorted(keep.values(), key=lambda v: int(v.version))
+
+
+def _delete_version(client: MlflowClient, name: str, version) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_model_version(name, version)
+    except MlflowException as exc:  # e.g. deleted meanwhile: a duplicate may stay, the champion is unaffected
+        _warn(f"registered version {name}/{version} not deleted", exc)
+
+
+# ----------------------------------------------------------------------------------- champion
+def mark_champion(client: MlflowClient, name: str, lb, versions: list) -> tuple[str | None, str | None]:
+    """Give the alias ``champion`` to the final model of the complete trial with the highest final
+    ``val_acc`` (fewest parameters on ties; without Tune metrics, by the versions' tags); returns
+    (version, trial), (None, None) when no trial logged a final model."""
+    from senn_automl.integrations.tracking import set_champion
+
+    champion_version = champion_trial = None
+    finals = {v.tags.get("ray.trial_id"): v for v in versions if str(v.tags.get("final", "")).lower() == "true"}
+    for _, row in lb[lb["status"] == "complete"].iterrows():
+        if row["trial"] in finals:
+            champion_version, champion_trial = str(finals[row["trial"]].version), row["trial"]
+            break
+    if champion_version is None and finals:  # e.g. no Tune metrics: fall back to the versions' tags
+        best = max(finals.values(), key=lambda v: (_num(v.tags.get("val_acc")), -_num(v.tags.get("n_params"))))
+        champion_version, champion_trial = str(best.version), best.tags.get("ray.trial_id")
+    if champion_version is not None:
+        set_champion(name, champion_version, client=client)
+    return champion_version, champion_trial
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return -math.inf
+    return v if math.isfinite(v) else -math.inf
+
+
+# ----------------------------------------------------------------------------------- Pareto front
+def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tuple[dict[str, int], Any]:
+    """(count of the study's trials per state, its Pareto front as a DataFrame sorted by
+    ``n_params`` when ``multi_objective``, else None)."""
+    import pandas as pd
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    pareto = None
+    if multi_objective:
+        pareto = pd.DataFrame(
+            [{"optuna_trial": t.number, "val_acc": t.values[0], "n_params": t.values[1], **t.params} for t in study.best_trials]
+        )
+        if len(pareto):
+            pareto = pareto.sort_values("n_params").reset_index(drop=True)
+    return states, pareto
+
+
+# ----------------------------------------------------------------------------------- artifacts
+def log_summary(client: MlflowClient, parent_run_id: str, out: Path, lb, pareto, champion_version: str | None,
+                champion_trial: str | None) -> None:
+    """Write ``leaderboard.csv`` (and ``pareto_front.csv``) to ``out`` and log them to the parent
+    run, with the metrics ``n_trials``, ``best_val_acc`` and the champion's tags."""
+    import mlflow
+
+    out.mkdir(parents=True, exist_ok=True)
+    lb_path = out / "leaderboard.csv"
+    lb.to_csv(lb_path, index=False)
+    client.log_artifact(parent_run_id, str(lb_path))
+    if pareto is not None and len(pareto):
+        p = out / "pareto_front.csv"
+        pareto.to_csv(p, index=False)
+        client.log_artifact(parent_run_id, str(p))
+    now = int(time.time() * 1000)
+    metrics = [mlflow.entities.Metric("n_trials", float(len(lb)), now, 0)]
+    done = lb[lb["status"] == "complete"]
+    if len(done):
+        metrics.append(mlflow.entities.Metric("best_val_acc", float(done["val_acc"].max()), now, 0))
+    client.log_batch(parent_run_id, metrics=metrics)
+    if champion_version:
+        client.set_tag(parent_run_id, "champion_version", champion_version)
+        client.set_tag(parent_run_id, "champion_trial", str(champion_trial))
+
+
+def champion_test_accuracy(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> float:
+    """Accuracy of the registered version ``name``/``version``, loaded back as an MLflow pyfunc model
+    (as a user would load it), on ``ds``'s test split; also logged as ``champion_test_acc`` on the parent run.
+
+    Leaves MLflow's global tracking and registry URIs alone (setting them would also set
+    environment variables that later Ray workers inherit). The version's artifact location is
+    asked of this search's registry: ``download_artifacts("models:/<name>/<version>", registry_uri=...)``
+    resolves the version's ``models:/m-<id>`` source through the ambient tracking URI instead, which
+    after ``--resume`` was the default ``./mlflow.db`` of the working directory (another store)."""
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    location = client.get_model_version_download_uri(name, version)
+    with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
+        proba = np.asarray(mlflow.pyfunc.load_model(local).predict(np.asarray(ds.X_test, dtype=np.float32)))
+    acc = float((proba.argmax(1) == np.asarray(ds.y_test)).mean())
+    client.log_metric(parent_run_id, "champion_test_acc", acc)
+    return acc

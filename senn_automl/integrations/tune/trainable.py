@@ -1,0 +1,214 @@
+"""The Ray Tune trainable: :func:`train_senn` grows one network per trial and reports each epoch
+with :class:`TuneReportCallback`; :func:`split_config` separates a trial config's wiring
+(:data:`PLUMBING_KEYS`) from its model/growth settings."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from typing import Any, Sequence
+
+from ray import tune
+
+from senn_automl.training.trainer import Callback
+
+#: Trial-config keys that carry wiring (tracking, study), not model/growth settings.
+PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "dataset", "data_root")
+
+#: Metrics sent to Tune every epoch.
+REPORTED_METRICS = ("val_acc", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
+
+
+class TuneReportCallback(Callback):
+    """Report each epoch to Ray Tune (``ray.tune.report``), one report per epoch.
+
+    Metrics: ``val_acc, val_loss, train_loss, n_params, eta`` (0.0 before the first growth
+    check), ``n_growth_events, epoch`` and ``final`` (1.0 on the last report of a trial that
+    trained to its end, by ``max_epochs`` or early stopping; 0.0 otherwise).
+
+    A Tune checkpoint (:meth:`Trainer.save_checkpoint` in a temporary directory, copied by Tune)
+    is attached when the epoch grew the network (``record["grew"] > 0``) or is the last epoch.
+    The last epoch's report is sent from ``on_fit_end``, after the trainer restored its best
+    model, so the final checkpoint and metrics describe the model the run ends with; when
+    ``val_data`` is given its ``val_acc``/``val_loss`` are re-measured on that model.
+
+    ``tune.report`` may raise ``SystemExit`` (Tune stops the trial: ASHA, ``max_t``); callers
+    must let it propagate (see :func:`train_senn`).
+    """
+
+    def __init__(self, val_data: tuple | None = None):
+        self.val_data = val_data
+        self._pending: dict[str, Any] | None = None
+        #: metrics of the final model (set just before the last report), None until then
+        self.final_metrics: dict[str, Any] | None = None
+
+    @staticmethod
+    def metrics(record: dict[str, Any]) -> dict[str, Any]:
+        eta = record.get("eta")
+        return {
+            "val_acc": float(record["val_acc"]),
+            "val_loss": float(record["val_loss"]),
+            "train_loss": float(record["train_loss"]),
+            "n_params": int(record["n_params"]),
+            "eta": 0.0 if eta is None or not math.isfinite(float(eta)) else float(eta),
+            "n_growth_events": int(record["n_growth_events"]),
+            "epoch": int(record["epoch"]),
+            "final": 0.0,
+        }
+
+    @staticmethod
+    def _is_last(trainer) -> bool:
+        return trainer.epoch >= trainer.config.max_epochs or trainer.stopped_early
+
+    def _report(self, trainer, metrics: dict[str, Any], checkpoint: bool) -> None:
+        if not checkpoint:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="senn-ckpt-") as d:
+            trainer.save_checkpoint(d)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    def on_epoch_end(self, trainer, record):
+        metrics = self.metrics(record)
+        if self._is_last(trainer):
+            metrics["final"] = 1.0
+            self._pending = metrics  # sent from on_fit_end, after the best model is restored
+            return
+        self._report(trainer, metrics, checkpoint=int(record.get("grew") or 0) > 0)
+
+    def on_fit_end(self, trainer):
+        if self._pending is None:
+            return
+        metrics, self._pending = self._pending, None
+        metrics["n_params"] = int(trainer.model.n_params())
+        if self.val_data is not None:
+            import torch
+
+            Xv = torch.as_tensor(self.val_data[0], dtype=torch.float32).to(trainer.device)
+            yv = torch.as_tensor(self.val_data[1], dtype=torch.long).to(trainer.device)
+            metrics["val_loss"], metrics["val_acc"] = (float(v) for v in trainer.evaluate(Xv, yv))
+        self.final_metrics = dict(metrics)
+        self._report(trainer, metrics, checkpoint=True)
+
+
+
+def _trial_resources() -> tuple[int, float]:
+    """(CPUs, GPUs) granted to the current Tune trial; (1, 0) outside a trial."""
+    trial = tune.get_context().get_trial_resources()  # None (and a Ray warning) outside a trial
+    if trial is None:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)), 0.0
+    res = trial.required_resources
+    return max(1, int(res.get("CPU", 1))), float(res.get("GPU", 0.0))
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a trial config into (model/growth config, plumbing) by :data:`PLUMBING_KEYS`."""
+    conf = {k: v for k, v in config.items() if k not in PLUMBING_KEYS}
+    plumbing = {k: config[k] for k in PLUMBING_KEYS if k in config}
+    return conf, plumbing
+
+
+def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
+    """Ray Tune function trainable: grow one network with the trial's config.
+
+    ``config`` is the flat trial config (keys of :data:`senn_automl.training.config.DEFAULTS`) plus the
+    plumbing keys ``mlflow_uri, experiment_id, parent_run_id, study_name,
+    registered_model_name, dataset, data_root``. ``data`` = ``(X_train, y_train, X_val, y_val,
+    n_features, n_classes, image_shape)`` (image_shape (C, H, W) or None), passed with ``tune.with_parameters`` (object store); without it the dataset named
+    by ``config["dataset"]`` is loaded in the trial.
+
+    With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
+    it with :func:`~senn_automl.training.trainer.load_checkpoint` and continues; otherwise it is built with
+    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so metrics and model
+    versions are logged before Tune may stop the trial inside ``report``), then
+    :class:`TuneReportCallback`. The MLflow run ends FINISHED when Tune stops the trial
+    (``SystemExit``) or training ends, FAILED on any other exception.
+    """
+    import torch
+
+    from senn_automl.training.config import build, resolve
+    from senn_automl.training.trainer import Trainer, load_checkpoint
+
+    conf, plumbing = split_config(dict(config))
+    if data is None:
+        from senn_automl.data import load_dataset
+
+        ds = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
+        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
+    X_tr, y_tr, X_val, y_val, n_features, n_classes, image_shape = data
+
+    cpus, gpus = _trial_resources()
+    torch.set_num_threads(cpus)
+    if "device" not in conf or conf["device"] == "auto":
+        conf["device"] = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    conf["progress"] = False
+    conf = resolve(conf)
+
+    ctx = tune.get_context()
+    trial_name, trial_id = ctx.get_trial_name(), ctx.get_trial_id()
+    callbacks: list[Callback] = []
+    mlf = None
+    if plumbing.get("mlflow_uri"):
+        from senn_automl.integrations.tracking import MLflowCallback
+
+        tags = {"ray.trial_id": str(trial_id), "ray.trial_name": str(trial_name)}
+        if plumbing.get("study_name"):
+            tags["optuna.study"] = str(plumbing["study_name"])
+        if plumbing.get("dataset"):
+            tags["dataset"] = str(plumbing["dataset"])
+        mlf = MLflowCallback(
+            plumbing["mlflow_uri"],
+            plumbing.get("experiment_id"),
+            parent_run_id=plumbing.get("parent_run_id"),
+            run_name=str(trial_name),
+            params=conf,
+            registered_model_name=plumbing.get("registered_model_name"),
+            tags=tags,
+        )
+        callbacks.append(mlf)
+    reporter = TuneReportCallback(val_data=(X_val, y_val))
+    callbacks.append(reporter)
+
+    try:
+        ckpt = tune.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                trainer = load_checkpoint(d, callbacks=callbacks, device=conf["device"], progress=False)
+        else:
+            model, policy, train = build(conf, n_features, n_classes, image_shape)
+            trainer = Trainer(model, policy, train, callbacks)
+        trainer.fit(X_tr, y_tr, X_val, y_val)
+    except SystemExit:  # Tune stopped the trial inside tune.report (ASHA, max_t): a normal end
+        if mlf is not None:
+            mlf.close("FINISHED")
+            _log_final_metrics(mlf, reporter)
+        raise
+    except BaseException:
+        if mlf is not None:
+            mlf.close("FAILED")
+        raise
+    else:
+        if mlf is not None:
+            mlf.close("FINISHED")
+            _log_final_metrics(mlf, reporter)
+
+
+def _log_final_metrics(mlf, reporter: TuneReportCallback) -> None:
+    """Log the final model's validation metrics (after the best-model restore) to the trial's run
+    as ``final_val_acc`` / ``final_val_loss``; the per-epoch ``val_acc`` is the last epoch's."""
+    m = reporter.final_metrics
+    if not m or not getattr(mlf, "run_id", None):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=mlf.tracking_uri)
+        client.log_metric(mlf.run_id, "final_val_acc", float(m["val_acc"]), step=int(m["epoch"]))
+        client.log_metric(mlf.run_id, "final_val_loss", float(m["val_loss"]), step=int(m["epoch"]))
+    except MlflowException as exc:  # MLflow wraps store and HTTP errors in it
+        # the trial trained to its end and its run is closed: a tracking failure now must not turn it
+        # into an error (Tune would retry it); report it in the trial's log instead
+        warnings.warn(f"final_val_acc/final_val_loss not logged to MLflow run {mlf.run_id}: {exc}", RuntimeWarning, stacklevel=2)
