@@ -353,7 +353,7 @@ def test_selection_is_top_k_above_threshold():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(metric="hessian"), "abs_grad, grad_variance, weight_sq, weight_abs"),
+        (dict(metric="hessian"), "metric='hessian' is invalid: use one of: 'abs_grad', 'grad_variance', 'weight_sq', 'weight_abs'"),
         (dict(edge_threshold=0.0), "edge_threshold"),
         (dict(edge_threshold=1.5), "edge_threshold"),
         (dict(edge_threshold=float("nan")), "edge_threshold"),

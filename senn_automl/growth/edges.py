@@ -9,13 +9,15 @@ training with its optimiser state (edits go through :func:`senn_automl.training.
 
 Pieces
 ------
-- :func:`edge_metrics` / :func:`layer_edge_metrics`: one of :data:`METRICS` per weight,
-  aggregated over minibatches and min-max normalised to [0, 1] within each weight matrix.
-- :class:`ExpandingLinear`: ``y = (W ⊙ M) h + b`` whose input ``h`` grows by one block of new
-  vertices per expansion event (DenseNet-style concatenation); :class:`EdgeBlock` is one block.
-- :class:`EdgeMLP` (spec type ``"EdgeMLP"``): a stack of expandable layers, logistic regression
-  by default.
-- :class:`EdgeExpansionPolicy` (policy ``"edges"``): when (plateau of the validation loss by
+- :func:`senn_automl.scores.edge_metrics.edge_metrics` / ``layer_edge_metrics``: one of
+  ``METRICS`` per weight, aggregated over minibatches and min-max normalised to [0, 1] within
+  each weight matrix.
+- :class:`senn_automl.models.edge_mlp.ExpandingLinear`: ``y = (W ⊙ M) h + b`` whose input ``h``
+  grows by one block of new vertices per expansion event (DenseNet-style concatenation);
+  ``EdgeBlock`` is one block.
+- :class:`senn_automl.models.edge_mlp.EdgeMLP` (spec type ``"EdgeMLP"``): a stack of expandable
+  layers, logistic regression by default.
+- :class:`EdgeExpansionPolicy` (policy ``"edges"``, this module): when (plateau of the validation loss by
   default), what (edges above a normalised threshold) and pruning (``prune_after`` epochs later).
 """
 
@@ -30,7 +32,7 @@ import torch
 from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, register_policy
 from senn_automl.models.edge_mlp import EdgeMLP, ExpandingLinear
 from senn_automl.scores.edge_metrics import METRICS, layer_edge_metrics
-from senn_automl.validation import is_real, is_whole, require
+from senn_automl.validation import is_real, is_whole, require, require_choice
 
 __all__ = ["EdgeExpansionPolicy"]
 
@@ -101,7 +103,7 @@ class EdgeExpansionPolicy(GrowthPolicy):
 
     def validate(self) -> None:
         super().validate()
-        require(self.metric in METRICS, "metric", self.metric, f"unknown edge metric; choose one of: {', '.join(METRICS)}")
+        require_choice("metric", self.metric, METRICS)
         require(is_real(self.edge_threshold) and 0 < self.edge_threshold <= 1, "edge_threshold", self.edge_threshold, "the normalised expansion threshold must be in (0, 1], e.g. 0.2")
         require(is_whole(self.max_edges) and self.max_edges >= 1, "max_edges", self.max_edges, "use a whole number of edges per event >= 1")
         require(self.prune_after is None or (is_whole(self.prune_after) and self.prune_after >= 1), "prune_after", self.prune_after, "pruning delay shorter than allowed; use None (no pruning) or a whole number of epochs >= 1")

@@ -229,7 +229,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         if not due:
             return []
         self._pending = [j for j in self._pending if j.due > epoch]
-        Xs, ys = (X_val, y_val) if X_val is not None and len(X_val) >= 2 else (X, y)
+        Xs, ys = (X_val, y_val) if ctx.has_val else (X, y)
         events = []
         for layer in sorted({j.layer for j in due}):
             review = sorted({i for j in due if j.layer == layer for i in j.neurons})

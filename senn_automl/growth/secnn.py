@@ -43,7 +43,7 @@ from senn_automl.scores.conv import (
     collect_cnn_stats,
     new_columns_score,
 )
-from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require
+from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_choice
 
 __all__ = ["Proposal", "propose_layer", "propose_widen", "SECNNPolicy", "THRESHOLD_RULES"]
 
@@ -192,7 +192,7 @@ class SECNNPolicy(GrowthPolicy):
 
     def validate(self) -> None:
         super().validate()
-        require(self.threshold_rule in THRESHOLD_RULES, "threshold_rule", self.threshold_rule, f"use one of: {', '.join(THRESHOLD_RULES)}")
+        require_choice("threshold_rule", self.threshold_rule, THRESHOLD_RULES)
         if self.tau is not None:
             require(is_real(self.tau) and self.tau > 0, "tau", self.tau, "use a positive number, or None for the rule's default")
             require(not (self.threshold_rule == "ratio" and self.tau <= 1), "tau", self.tau, "the 'ratio' rule compares η_candidate/η, which is > 1 for any gain: use tau > 1, e.g. 1.1")
@@ -204,7 +204,7 @@ class SECNNPolicy(GrowthPolicy):
         if not (self.grow_layers or self.grow_width):
             raise ValueError("grow_layers and grow_width are both false: enable at least one, or use policy 'fixed'")
         require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
-        require(self.fisher in CONV_FISHERS, "fisher", self.fisher, f"use one of: {', '.join(CONV_FISHERS)}")
+        require_choice("fisher", self.fisher, CONV_FISHERS)
         require(is_whole(self.score_samples) and self.score_samples >= 4, "score_samples", self.score_samples, "use a whole number of rows >= 4, e.g. 256")
 
     @property

@@ -304,13 +304,13 @@ def collect_cnn_stats(
                 logits = model(Xp)
                 loss = F.cross_entropy(logits, yp, reduction="sum")
                 outs = [seen[i][1] for i in range(len(modules))]
+                with torch.no_grad():  # ∂ℓ/∂y per sample (cross-entropy): for λ and the unit-gradient factor
+                    e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
                 deltas = torch.autograd.grad(loss, outs, allow_unused=True, materialize_grads=True, retain_graph=extra)
                 if fisher == "gauss_newton":  # δ̃ = Jᵀv, v ~ N(0, I) on the logits: E[δ̃ δ̃ᵀ] = E[Jᵀ J]
                     v = torch.randn(logits.shape, generator=generator, dtype=torch.float64).to(logits)
                 elif fisher == "unit_gradient":  # δ̃ = Jᵀû, û = (∂ℓ/∂y)/‖∂ℓ/∂y‖ per sample
-                    with torch.no_grad():
-                        e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
-                        v = (e / e.norm(dim=1, keepdim=True).clamp_min(TINY)).to(logits)
+                    v = (e / e.norm(dim=1, keepdim=True).clamp_min(TINY)).to(logits)
                 if extra:
                     deltas_G = torch.autograd.grad((logits * v).sum(), outs, allow_unused=True, materialize_grads=True)
                 else:
@@ -324,10 +324,8 @@ def collect_cnn_stats(
             with torch.no_grad():
                 z = F.leaky_relu(F.conv2d(seen[i][1].detach(), new_layers[b].to(seen[i][1]), padding=1), model.negative_slope)
             acc.add(z, deltas[i], deltas_G[i])
-        with torch.no_grad():
-            e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
-            lam += float((e**2).sum())
-            loss_total += float(loss)
+        lam += float((e**2).sum())
+        loss_total += float(loss)
     stats_l = [a.finish(damping) for a in accs[: len(layers)]]
     stats_b = [a.finish(damping) for a in accs[len(layers) :]]
     both = stats_l + stats_b

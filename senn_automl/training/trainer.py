@@ -29,7 +29,7 @@ from senn_automl.growth.fixed import FixedPolicy
 from senn_automl.models.registry import model_from_spec
 from senn_automl.training.augment import augment_flip_crop
 from senn_automl.training.surgery import apply_edit
-from senn_automl.validation import as_list, invalid, is_real, is_whole, require
+from senn_automl.validation import as_list, invalid, is_real, is_whole, require, require_choice
 
 __all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
 
@@ -97,7 +97,7 @@ class TrainConfig:
     def validate(self) -> None:
         require(is_whole(self.max_epochs) and self.max_epochs >= 1, "max_epochs", self.max_epochs, "use a whole number >= 1")
         require(is_whole(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "use a whole number >= 1")
-        require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"choose one of: {', '.join(OPTIMIZERS)}")
+        require_choice("optimizer", self.optimizer, OPTIMIZERS)
         require(is_real(self.lr) and self.lr > 0, "lr", self.lr, "the learning rate must be a positive number, e.g. 3e-3")
         require(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "use a number >= 0")
         require(is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "use a number in [0, 1)")
