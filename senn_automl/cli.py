@@ -53,9 +53,17 @@ def fit(
     out: Path = typer.Option(Path("runs/fit"), help="Output folder (checkpoint, history, plot)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Growth/training setting KEY=VALUE, repeatable (e.g. --set tau=0.05)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="Log the run to MLflow here (params, per-epoch metrics, growth events and plot, models). "
+                   "Under `mlflow run` the project's run is used without this option."),
+    experiment: str = typer.Option("senn-automl", help="MLflow experiment of the run (with --tracking-uri)."),
+    registered_model_name: Optional[str] = typer.Option(None, help="Register logged models as versions of this model (with --tracking-uri)."),
+    register: str = typer.Option("final", help="With --registered-model-name: register all growth checkpoints, the final model, or none."),
 ) -> None:
     """Grow a network on a bundled dataset: prints growth events as they happen, then the final
     architecture, parameter count and test accuracy, and writes a plot of the run."""
+    import os
+
     import torch
 
     from senn_automl.data import load_dataset
@@ -78,9 +86,18 @@ def fit(
     typer.echo(
         f"start: {type(net).__name__} {net.hidden}, {net.n_params()} parameters, policy {conf['policy']} on {resolve_device(train.device)}"
     )
-    trainer = Trainer(net, grower, train, [PrintGrowth()])
+    callbacks: list[Any] = [PrintGrowth()]
+    mlf = None
+    if tracking_uri or os.environ.get("MLFLOW_RUN_ID"):
+        mlf = _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds, conf, seed)
+        callbacks.append(mlf)
+    trainer = Trainer(net, grower, train, callbacks)
     t0 = time.perf_counter()
-    trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    if mlf is None:
+        trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+    else:
+        with mlf:  # the run ends FAILED (or KILLED on Ctrl-C) if training raises
+            trainer.fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
     seconds = time.perf_counter() - t0
     Xt = torch.as_tensor(ds.X_test).to(trainer.device)
     yt = torch.as_tensor(ds.y_test).to(trainer.device)
@@ -105,6 +122,13 @@ def fit(
         "config": conf,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    if mlf is not None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(mlf.tracking_uri)
+        for key in ("test_accuracy", "test_loss", "seconds"):
+            client.log_metric(mlf.run_id, key, float(summary[key]))
+        client.log_artifact(mlf.run_id, str(out / "summary.json"))
     typer.echo(
         f"\nfinal architecture: {_describe_arch(trainer.model, ds)}"
         f"\nparameters: {summary['n_params']}   growth events: {len(log)}"
@@ -113,6 +137,38 @@ def fit(
         f" ({trainer.timings['growth']:.1f} s in growth checks)"
         f"\ntest accuracy: {test_acc:.4f}   (best-validation model, {len(ds.y_test)} test samples)"
         f"\nwrote {out / 'checkpoint'}, {out / 'summary.json'}, {plot}"
+    )
+    if mlf is not None:
+        final = f"; final model: models:/{registered_model_name}/{mlf.final_version}" if mlf.final_version else ""
+        typer.echo(f"MLflow run {mlf.run_id} in {mlf.tracking_uri}{final}")
+
+
+def _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds, conf, seed):
+    """The MLflow callback of ``fit``: a new run in ``experiment``, or the project's run under ``mlflow run``."""
+    import os
+
+    from senn_automl.integrations.tracking import (
+        REGISTER_CHOICES,
+        MLflowCallback,
+        get_or_create_experiment,
+        quiet_mlflow,
+        resolve_tracking_uri,
+    )
+
+    quiet_mlflow()
+    if register not in REGISTER_CHOICES:
+        raise typer.BadParameter(f"{register!r} is not one of {', '.join(REGISTER_CHOICES)}", param_hint="--register")
+    uri = resolve_tracking_uri(tracking_uri)
+    run_id = os.environ.get("MLFLOW_RUN_ID") if not tracking_uri else None
+    try:
+        experiment_id = None if run_id else get_or_create_experiment(uri, experiment)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tracking-uri") from None
+    return MLflowCallback(
+        uri, experiment_id, run_id=run_id, run_name=None if run_id else f"fit-{ds.name}-seed{seed}", params=conf,
+        registered_model_name=registered_model_name, register=register if registered_model_name else "none",
+        tags={"dataset": ds.name, "command": "senn-automl fit"}, feature_offset=ds.feature_offset,
+        feature_scale=ds.feature_scale, input_example=ds.raw("train")[:2],
     )
 
 
@@ -184,28 +240,44 @@ def tune(
     seed: int = typer.Option(0, help="Seed of the data split and the TPE sampler."),
     registered_model_name: Optional[str] = typer.Option(None, help="Registered model name (default senn-<dataset>)."),
     experiment: str = typer.Option("senn-automl", help="MLflow experiment name."),
+    register: str = typer.Option("all", help="Which logged models become registered versions: all (every growth checkpoint), final, or none."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Fix a setting in every trial, KEY=VALUE, repeatable (e.g. --set max_epochs=6)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Plain lines, one per trial event and per epoch, instead of the live view."),
 ) -> None:
     """Search growth hyperparameters with Ray Tune + Optuna (TPE, ASHA early stopping); every
     growth checkpoint becomes a registered MLflow model version, and the best final model gets
     the alias `champion`."""
-    from senn_automl.integrations.tune import run_search
+    import sys
 
+    import optuna
+
+    from senn_automl.integrations.tracking import quiet_mlflow
+    from senn_automl.integrations.tune import run_search
+    from senn_automl.integrations.tune.progress import LiveView, ProgressView
+
+    quiet_mlflow()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" / "Trial finished" lines
     overrides = {**({"model": model} if model else {}), **parse_overrides(set_)}
     search_space = search_space or ("cnn" if model == "cnn" else "quick")
     typer.echo(f"senn-automl tune: {num_samples} trials of search space {search_space!r} on {dataset}, {max_concurrent} at a time")
+    # a terminal gets the live view; a pipe or log file (or --verbose) plain lines
+    live = sys.stdout.isatty() and not verbose
+    view = LiveView(num_samples) if live else ProgressView(num_samples, typer.echo, per_epoch=verbose)
     t0 = time.perf_counter()
     try:
         res = run_search(
             dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples, max_concurrent=max_concurrent,
             tracking_uri=tracking_uri, storage=storage, study_name=study_name, address=address, resume=resume,
             multi_objective=multi_objective, gpus_per_trial=gpus_per_trial, seed=seed, out=out,
-            registered_model_name=registered_model_name, experiment_name=experiment, progress=typer.echo,
-            trial_overrides=overrides or None,
+            registered_model_name=registered_model_name, register=register, experiment_name=experiment, progress=False,
+            trial_overrides=overrides or None, callbacks=[view],
         )
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        if isinstance(view, LiveView):
+            view.close()
     seconds = time.perf_counter() - t0
     typer.echo(f"\nleaderboard ({len(res.leaderboard)} trials{', resumed' if res.resumed else ''}; Optuna: {res.optuna_states}):")
     _print_table(res.leaderboard.drop(columns=["mlflow_run_id"]))

@@ -77,6 +77,12 @@ class Dataset:
     description : str
         One line: source, number of samples, features, classes, and the
         scaling applied.
+    feature_offset, feature_scale : numpy.ndarray
+        The scaling applied, shape ``(n_features,)``, float32: the stored
+        features are ``(X_raw - feature_offset) / feature_scale``, with
+        ``X_raw`` in the source's units (pixel grey levels, tabular units).
+        Zeros and ones without scaling. A model that is served to users
+        carries them, so that it takes raw features (see :meth:`raw`).
     """
 
     name: str
@@ -89,6 +95,38 @@ class Dataset:
     classes: tuple
     image_shape: tuple[int, int, int] | None
     description: str
+    feature_offset: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = int(self.X_train.shape[1])
+        for name, fill in (("feature_offset", 0.0), ("feature_scale", 1.0)):
+            value = getattr(self, name)
+            value = np.full(n, fill, np.float32) if value is None else np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
+            if value.shape != (n,):
+                raise ValueError(f"{name} has {value.size} values; expected one per feature ({n})")
+            object.__setattr__(self, name, value)
+
+    def raw(self, split: str) -> np.ndarray:
+        """Return one split's features in the source's units, ``X * feature_scale + feature_offset``.
+
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n, n_features)``, float32 (a new array): what a user of a served model sends.
+
+        Raises
+        ------
+        ValueError
+            If ``split`` is not one of the three names.
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split={split!r} is unknown; choose 'train', 'val' or 'test'")
+        return getattr(self, f"X_{split}") * self.feature_scale + self.feature_offset
 
     @property
     def n_features(self) -> int:
@@ -513,7 +551,7 @@ def _locate(key: str, root: Path) -> tuple[Path, list[Path]]:
         + f"\n{where}\n"
         + "".join(f"Partly there: {p}\n" for p in partial)
         + f"To fix: download the {spec.title} files into {root}; {spec.source_hint}. "
-        "Or install torchvision (pip install senn_automl[vision]) and pass download=True."
+        "Or install the torchvision build that pairs with your torch and pass download=True."
     )
 
 
@@ -525,8 +563,8 @@ def _download(key: str, root: Path) -> None:
     except Exception as exc:  # ImportError, or RuntimeError from a build that does not match torch
         raise ImportError(
             f"download=True for dataset={key!r} needs torchvision, which could not be imported "
-            f"({type(exc).__name__}: {exc}); install a torchvision matching your torch "
-            f"(pip install senn_automl[vision]), or place the files in {root} yourself: "
+            f"({type(exc).__name__}: {exc}); install the torchvision build that pairs with your torch, from the "
+            f"same package index as torch, or place the files in {root} yourself: "
             f"{', '.join(spec.files)}; {spec.source_hint}"
         ) from exc
     root.mkdir(parents=True, exist_ok=True)
@@ -676,6 +714,7 @@ def _load_folder(
         classes=classes,
         image_shape=image_shape,  # type: ignore[arg-type]
         description=description,
+        feature_scale=np.full(n_features, 255.0 if scale else 1.0, np.float32),
     )
 
 
@@ -806,7 +845,7 @@ def load_dataset(
     download : bool, default False
         If True and the files are not found under ``root``, fetch them into
         ``root`` with ``torchvision.datasets`` (needs the optional
-        torchvision, ``pip install senn_automl[vision]``), then read them
+        torchvision, the build that pairs with the installed torch), then read them
         with this module's readers. Files already present are never fetched.
     limit : int, optional
         Folder sets only: keep at most ``limit`` images of the standard train
@@ -891,14 +930,17 @@ def load_dataset(
             "use larger fractions so each split holds at least one sample per class"
         ) from exc
 
+    offset, factor = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
     if not scale:
         scaling = "no scaling (raw float32 values)"
     elif pixel_max is not None:
         X_train, X_val, X_test = (a / np.float32(pixel_max) for a in (X_train, X_val, X_test))
+        factor[:] = pixel_max
         scaling = f"pixels divided by {pixel_max:g} into [0, 1]"
     else:
         scaler = StandardScaler().fit(X_train)
         X_train, X_val, X_test = (scaler.transform(a) for a in (X_train, X_val, X_test))
+        offset, factor = scaler.mean_, scaler.scale_
         scaling = "StandardScaler fitted on train split, applied to val/test"
 
     X_train, X_val, X_test = (np.ascontiguousarray(a, dtype=np.float32) for a in (X_train, X_val, X_test))
@@ -921,4 +963,6 @@ def load_dataset(
         classes=classes,
         image_shape=image_shape,
         description=description,
+        feature_offset=offset,
+        feature_scale=factor,
     )

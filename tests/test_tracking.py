@@ -8,6 +8,7 @@ that do not need it run first.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,8 +118,10 @@ def grown_run(server_uri, digits):
     exp_id, parent = start_parent_run(server_uri, "senn-tests", "study-test", {"purpose": "test"})
     conf = _growing_config()
     model, policy, train = cfgmod.build(conf, 64, 10)
+    # the network trains on grey levels / 16; logged models take the raw levels 0..16
     cb = MLflowCallback(server_uri, exp_id, parent_run_id=parent, run_name="trial-0",
-                        params=conf, registered_model_name=name, tags={"study": "study-test"})
+                        params=conf, registered_model_name=name, tags={"study": "study-test"},
+                        feature_scale=16.0, input_example=Xtr[:3] * 16)
     trainer = Trainer(model, policy, train, [cb])
     t0 = time.perf_counter()
     try:
@@ -244,36 +247,93 @@ def test_run_metrics_growth_models_and_registry(grown_run):
     assert [int(v) for v, _ in cb.versions] == sorted(int(v) for v in by_version)
 
 
-def test_champion_loads_in_fresh_process(grown_run, digits, tmp_path):
+def test_champion_loads_in_fresh_process_three_ways(grown_run, digits, tmp_path):
+    """The champion takes raw features and loads as a pyfunc, as a torch module (mlflow.pytorch) and as
+    a growable module (senn_automl.integrations.tracking.load_model), in a process that never trained."""
     cb, trainer, client, name = grown_run["cb"], grown_run["trainer"], grown_run["client"], grown_run["name"]
     set_champion(name, cb.final_version, client=client)
     assert client.get_model_version_by_alias(name, "champion").version == cb.final_version
 
     Xte = digits[4][:50]
-    np.save(tmp_path / "X.npy", Xte)
+    np.save(tmp_path / "X.npy", Xte * 16)  # raw grey levels, as a user of the model has them
     script = textwrap.dedent(
         f"""
-        import numpy as np, pandas as pd, mlflow.pyfunc
+        import json, numpy as np, pandas as pd, torch, mlflow.pyfunc, mlflow.pytorch
+        from senn_automl.integrations.tracking import load_model
         X = np.load({str(tmp_path / 'X.npy')!r})
-        m = mlflow.pyfunc.load_model("models:/{name}@champion")
+        uri = "models:/{name}@champion"
+        m = mlflow.pyfunc.load_model(uri)
         P = m.predict(X)
         Q = m.predict(pd.DataFrame(X))
-        assert np.array_equal(P, Q)
-        np.save({str(tmp_path / 'P.npy')!r}, P)
+        module = mlflow.pytorch.load_model(uri)
+        with torch.no_grad():
+            T = module(torch.from_numpy(X)).numpy()
+        grown = load_model(uri)
+        G = grown.predict_proba(X)
+        np.save({str(tmp_path / 'P.npy')!r}, np.stack([P, np.asarray(Q), T, G]))
+        schema = m.metadata.get_input_schema().to_dict()
+        print(json.dumps([type(grown.model).__name__, list(grown.spec["hidden"]), schema,
+                          m.metadata.saved_input_example_info is not None]))
         """
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": grown_run["uri"], "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
            "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=180)
     assert res.returncode == 0, res.stderr[-3000:]
-    P = np.load(tmp_path / "P.npy")
-    assert P.shape == (50, 10) and P.dtype.kind == "f"
-    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-6)
+    kind, hidden, schema, has_example = json.loads(res.stdout.strip().splitlines()[-1])
+    assert kind == "GrowingMLP" and hidden == list(trainer.model.hidden)
+    assert schema == [{"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 64]}}] and has_example
+    P, Q, T, G = np.load(tmp_path / "P.npy")
     trainer.model.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # the trained network on the features it was trained on (raw / 16)
         expected = torch.softmax(trainer.model(torch.as_tensor(Xte)), 1).numpy()
-    np.testing.assert_allclose(P, expected, atol=1e-5)
+    for got in (P, Q, T, G):
+        assert got.shape == (50, 10)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_logged_models_api_lists_every_checkpoint_with_metrics(grown_run):
+    """MLflow's REST API (logged-models/search) lists each growth checkpoint of the run with its metrics."""
+    import json as _json
+    import urllib.request
+
+    cb, trainer = grown_run["cb"], grown_run["trainer"]
+    body = _json.dumps({"experiment_ids": [grown_run["exp_id"]], "max_results": 100}).encode()
+    req = urllib.request.Request(f"{grown_run['uri']}/api/2.0/mlflow/logged-models/search", data=body,
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        models = [m for m in _json.loads(resp.read())["models"] if m["info"]["source_run_id"] == cb.run_id]
+    names = sorted(m["info"]["name"] for m in models)
+    assert len(names) == len(_checks_with_growth(trainer)) + 1 and "final" in names
+    for m in models:
+        keys = {x["key"] for x in m["data"].get("metrics", [])}
+        assert {"val_acc", "n_params"} <= keys, (m["info"]["name"], keys)
+    # and the run carries its growth plot
+    files = {f.path for f in grown_run["client"].list_artifacts(cb.run_id, "growth")}
+    assert files == {"growth/events.json", "growth/growth.png"}
+
+
+@pytest.mark.parametrize("register, expected", [("final", 1), ("none", 0)])
+def test_register_choice_limits_versions_not_logged_models(tmp_path, digits, register, expected):
+    Xtr, ytr, Xva, yva, _, _ = digits
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-register", "study-register", {})
+    name = f"senn-register-{register}"
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=6), 64, 10)
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, registered_model_name=name, register=register, plot=False)
+    with cb:
+        Trainer(model, policy, train, [cb]).fit(Xtr, ytr, Xva, yva)
+    end_parent_run(parent, "FINISHED", tracking_uri=uri)
+    client = mlflow.MlflowClient(uri)
+    logged = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    assert len(logged) >= 2  # at least one growth checkpoint and the final model, whatever is registered
+    versions = client.search_model_versions(f"name='{name}'") if expected else []
+    assert len(versions) == expected == len(cb.versions)
+    if expected:
+        assert versions[0].tags["final"] == "true"
+    with pytest.raises(ValueError, match="register='some' is invalid: use one of: 'all', 'final', 'none'"):
+        MLflowCallback(uri, exp_id, register="some")
 
 
 class _StopAt(Callback):
@@ -319,3 +379,24 @@ def test_systemexit_ends_run_finished_and_errors_failed(server_uri, digits):
             trainer.fit(Xtr, ytr, Xva, yva)
     assert client.get_run(cb2.run_id).info.status == "FAILED"
     assert mlflow.active_run() is None
+
+
+def test_cli_fit_logs_a_complete_run(tmp_path):
+    """`senn-automl fit --tracking-uri` logs params, per-epoch metrics, the growth plot, the test
+    accuracy and the final model, registered on request; stdout has no MLflow lines or bars."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    res = subprocess.run([sys.executable, "-m", "senn_automl.cli", "fit", "--epochs", "4", "--quiet", "--out", str(tmp_path / "fit"),
+                          "--tracking-uri", uri, "--registered-model-name", "senn-cli-fit"],
+                         capture_output=True, text=True, cwd=tmp_path, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert "Downloading artifacts" not in out and "Created version" not in out and "INFO" not in out, out[-2000:]
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("senn-automl").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["max_epochs"] == "4"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 4
+    assert 0 < run.data.metrics["test_accuracy"] <= 1
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "growth")} >= {"growth/growth.png"}
+    (mv,) = client.search_model_versions("name='senn-cli-fit'")
+    assert mv.tags["final"] == "true" and f"models:/senn-cli-fit/{mv.version}" in res.stdout

@@ -114,6 +114,9 @@ def test_search_optuna_study_prunes_asha_stops(search):
     assert states["COMPLETE"] == (lb["status"] == "complete").sum()
     assert states["PRUNED"] == (lb["status"] == "pruned").sum()
     assert states["RUNNING"] == 0
+    # the dashboard names the objective, and each Optuna trial links to its trial's MLflow run
+    assert study.metric_names == ["val_acc"]
+    assert sorted(t.user_attrs.get("mlflow_run_id") for t in study.trials) == sorted(lb["mlflow_run_id"])
 
 
 def test_compare_policies_from_mlflow(search, tmp_path):
@@ -319,6 +322,7 @@ def test_multi_objective_pareto_and_study_continuation(tmp_path, ray_tmp):
         assert not any(q != p and q[0] <= p[0] and q[1] >= p[1] for q in front)
     study = optuna.load_study(study_name="mo-test", storage=res.storage)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_acc", "n_params"]
     assert len(study.trials) == 2
 
     shutil.rmtree(res.experiment_path)  # nothing for Tuner.restore: --resume continues the Optuna study

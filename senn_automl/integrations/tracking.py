@@ -1,9 +1,16 @@
 """MLflow tracking and model registry for growing networks (an integration: imports mlflow).
 
 One MLflow run per training run (a child of a study's parent run when tuning), per-epoch metrics,
-the growth log as an artifact, and one pyfunc **LoggedModel per growth check** (weights in
-``state.pt`` + architecture spec in ``arch.json``, rebuilt by :class:`SENNPyfunc`), each registered
-as a new version of a registered model with tags, plus the final model (tag ``final=true``).
+the growth log and plot as artifacts, and one **LoggedModel per growth check** plus the final model
+(tag ``final=true``), each registered as a new version of a registered model with tags (``register``
+chooses all, final or none). A logged model is the network with its input scaling
+(:class:`RawInputClassifier`: raw features in, probabilities out), exported with ``torch.export``
+(MLflow's ``pytorch`` flavour, ``pt2`` format; also a ``pyfunc``), with a signature and an input
+example; its checkpoint files ride along so that :func:`load_model` rebuilds the growable module.
+
+    proba = mlflow.pyfunc.load_model("models:/senn-digits@champion").predict(X_raw)   # (n, n_classes)
+    module = mlflow.pytorch.load_model("models:/senn-digits@champion")                # torch module
+    grown = load_model("models:/senn-digits@champion")     # growable module, spec, scaling, checkpoint
 
 The core modules never import this one. Usage::
 
@@ -28,15 +35,17 @@ by MLflow 3.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
 
-import mlflow.pyfunc
+import mlflow.pytorch
 import numpy as np
 import torch
 from mlflow.entities import RunStatus
@@ -45,20 +54,27 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from senn_automl.training.trainer import Callback
+from senn_automl.validation import require_choice
 
 __all__ = [
     "resolve_tracking_uri",
     "check_tracking_uri",
-    "SENNPyfunc",
+    "RawInputClassifier",
+    "LoadedModel",
+    "load_model",
     "log_growth_model",
     "MLflowCallback",
     "set_champion",
     "start_parent_run",
+    "get_or_create_experiment",
     "end_parent_run",
     "CHAMPION_ALIAS",
+    "quiet_mlflow",
 ]
 
 CHAMPION_ALIAS = "champion"
+#: values of ``register`` (``--register``): which logged models become registered versions
+REGISTER_CHOICES = ("all", "final", "none")
 PACKAGE_DIR = Path(__file__).resolve().parent
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
 _MAX_PARAM_LEN = 6000
@@ -114,39 +130,119 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
             path.expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-# ---------------------------------------------------------------------------------- pyfunc model
-class SENNPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc flavour of a growable-model checkpoint (GrowingMLP, GrowingCNN, EdgeMLP).
+# ---------------------------------------------------------------------------------- logged models
+#: files of a growth checkpoint stored with each logged model (``extra_files/`` of its artifacts)
+CHECKPOINT_FILES = ("state.pt", "arch.json", "preprocessing.json")
 
-    Artifacts: ``arch`` (``arch.json``, key ``"spec"``) and ``state`` (``state.pt``, key ``"model"``
-    = state_dict). No nn.Module is pickled: the model is rebuilt from the spec, then the weights
-    are loaded. ``predict`` takes a DataFrame or array of shape (n, n_features) (images flattened
-    channels-first, C·H·W columns, for a CNN) and returns class probabilities, a float64 array of shape (n, n_classes).
+
+class RawInputClassifier(torch.nn.Module):
+    """The served form of a growable classifier: raw features in, class probabilities out.
+
+    ``forward(x)``: ``x`` of shape ``(n, n_features)``, float32, in the data's own units (digits grey
+    levels 0..16, MNIST pixels 0..255, tabular sets as measured; images flattened channels-first,
+    C·H·W columns) → ``softmax(model((x - offset) / scale))``, shape ``(n, n_classes)``, float32.
+    ``offset`` and ``scale`` (buffers of shape ``(n_features,)``) are the scaling the network was
+    trained on (:attr:`senn_automl.data.Dataset.feature_offset` / ``feature_scale``).
     """
 
-    def load_context(self, context) -> None:
-        from senn_automl.models.registry import model_from_spec
+    def __init__(self, model: torch.nn.Module, offset: Any, scale: Any):
+        super().__init__()
+        self.model = model
+        n = _n_features(model)
+        self.register_buffer("offset", _vector(offset, n, "offset"))
+        self.register_buffer("scale", _vector(scale, n, "scale"))
 
-        with open(context.artifacts["arch"]) as f:
-            meta = json.load(f)
-        self.model = model_from_spec(meta["spec"])
-        state = torch.load(context.artifacts["state"], map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.model.eval()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model((x - self.offset) / self.scale), dim=1)
 
-    def predict(self, context, model_input, params=None):
-        if hasattr(model_input, "to_numpy"):
-            model_input = model_input.to_numpy()
-        X = np.asarray(model_input, dtype=np.float32)
-        if X.ndim == 1:
-            X = X.reshape(1, -1)
-        shape = getattr(self.model, "in_shape", None)
-        n_features = int(np.prod(shape)) if shape is not None else self.model.in_features
-        if X.ndim != 2 or X.shape[1] != n_features:
-            raise ValueError(f"model_input has shape {X.shape}; expected (n, {n_features}) features")
+
+def _n_features(model: torch.nn.Module) -> int:
+    shape = getattr(model, "in_shape", None)
+    return int(np.prod(shape)) if shape is not None else int(model.in_features)
+
+
+def _vector(value: Any, n: int, name: str) -> torch.Tensor:
+    """``value`` (None: 0 for the offset, 1 for the scale; a scalar; or ``n`` values) as a float32 vector of ``n``."""
+    if value is None:
+        value = 0.0 if name == "offset" else 1.0
+    v = torch.as_tensor(np.asarray(value, dtype=np.float32)).reshape(-1)
+    if v.numel() == 1:
+        v = v.expand(n).clone()
+    if v.shape != (n,):
+        raise ValueError(f"{name} has {v.numel()} values; the model takes {n} features: pass one per feature or a scalar")
+    if name == "scale" and not bool(torch.all(v > 0)):
+        raise ValueError("scale must be > 0 for every feature (features are divided by it)")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A growth checkpoint read back by :func:`load_model`.
+
+    model : the growable module (GrowingMLP, GrowingCNN or EdgeMLP), eval mode, on the CPU; it takes
+        *scaled* features, shape ``(n, n_features)``, and returns logits ``(n, n_classes)``.
+    spec : its architecture spec (``model.spec()``). feature_offset, feature_scale : the input scaling,
+        shape ``(n_features,)``. checkpoint : the whole ``arch.json`` (growth log, history, policy and
+        training config; rebuild a trainer with :func:`senn_automl.training.trainer.load_checkpoint`
+        on the downloaded ``extra_files`` folder to go on growing).
+    """
+
+    model: torch.nn.Module
+    spec: dict
+    feature_offset: np.ndarray
+    feature_scale: np.ndarray
+    checkpoint: dict
+
+    def served(self) -> RawInputClassifier:
+        """The module MLflow serves: raw features in, probabilities out (see :class:`RawInputClassifier`)."""
+        return RawInputClassifier(self.model, self.feature_offset, self.feature_scale).eval()
+
+    def predict_proba(self, X_raw: Any) -> np.ndarray:
+        """Class probabilities, shape ``(n, n_classes)`` float64, of raw features ``X_raw`` ``(n, n_features)``."""
+        X = np.asarray(X_raw, dtype=np.float32)
         with torch.no_grad():
-            logits = self.model(torch.from_numpy(np.ascontiguousarray(X)))
-            return torch.softmax(logits.double(), dim=1).numpy()
+            return self.served()(torch.from_numpy(np.ascontiguousarray(X))).double().numpy()
+
+
+def _checkpoint_folder(local: Path) -> Path:
+    for d in (local / "extra_files", local):
+        if (d / "arch.json").is_file() and (d / "state.pt").is_file():
+            return d
+    raise FileNotFoundError(f"{local} holds no senn_automl checkpoint (extra_files/arch.json and state.pt): "
+                            "was this model logged by senn_automl.integrations.tracking?")
+
+
+def load_model(model_uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
+    """Read a logged growth checkpoint back as a growable module with its spec and input scaling.
+
+    ``model_uri`` : ``models:/<name>/<version>``, ``models:/<name>@champion``, ``models:/m-<id>`` or a
+    local folder of a downloaded model. The weights are loaded with ``torch.load(weights_only=True)``
+    (no unpickling of code). For inference alone, ``mlflow.pytorch.load_model(model_uri)`` returns the
+    served module (a ``torch.export`` program: raw features in, probabilities out) and
+    ``mlflow.pyfunc.load_model(model_uri).predict`` the same as NumPy.
+
+    Raises ``FileNotFoundError`` if the model holds no senn_automl checkpoint, ``MlflowException``
+    if the URI cannot be resolved.
+    """
+    from senn_automl.models.registry import model_from_spec
+
+    path = Path(model_uri)
+    with tempfile.TemporaryDirectory(prefix="senn-model-") as tmp:
+        if path.is_dir():
+            local = path
+        else:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri))
+        d = _checkpoint_folder(local)
+        meta = json.loads((d / "arch.json").read_text())
+        state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
+        pre = json.loads((d / "preprocessing.json").read_text()) if (d / "preprocessing.json").is_file() else {}
+    model = model_from_spec(meta["spec"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    n = _n_features(model)
+    offset = _vector(pre.get("feature_offset"), n, "offset").numpy()
+    scale = _vector(pre.get("feature_scale"), n, "scale").numpy()
+    return LoadedModel(model=model, spec=meta["spec"], feature_offset=offset, feature_scale=scale, checkpoint=meta)
 
 
 def _str_dict(d: Mapping[str, Any] | None) -> dict[str, str]:
@@ -158,37 +254,95 @@ def log_growth_model(
     *,
     name: str,
     step: int,
+    feature_offset: Any = None,
+    feature_scale: Any = None,
+    input_example: Any = None,
     params: Mapping[str, Any] | None = None,
     registered_model_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
 ):
-    """Log a checkpoint written by :meth:`Trainer.save_checkpoint` as a pyfunc LoggedModel of the
-    active run, and register it as a new version of ``registered_model_name`` if given.
+    """Log a checkpoint written by :meth:`Trainer.save_checkpoint` as a LoggedModel of the active run
+    (MLflow's ``pytorch`` flavour, ``pt2`` format, with a ``pyfunc`` flavour), and register it as a new
+    version of ``registered_model_name`` if given.
 
-    Returns ``(model_info, model_version or None)``. Raises ``RuntimeError`` without an active run
-    and ``FileNotFoundError`` if the checkpoint is incomplete.
+    The logged module is :class:`RawInputClassifier` (raw features ``(n, n_features)`` in, class
+    probabilities ``(n, n_classes)`` out), exported with ``torch.export`` for any batch size, so it
+    loads without senn_automl and without unpickling code. ``feature_offset`` / ``feature_scale``
+    (scalars or ``(n_features,)``; default 0 and 1) are the scaling the network was trained on;
+    ``input_example`` (raw rows, default two rows at the offset) gives the signature. The checkpoint
+    files (:data:`CHECKPOINT_FILES`) are kept as the model's ``extra_files`` for :func:`load_model`.
+
+    Returns ``(model_info, model_version or None)``. Raises ``RuntimeError`` without an active run,
+    ``FileNotFoundError`` if the checkpoint is incomplete, ``ValueError`` for scaling or an example
+    of the wrong width.
     """
+    from mlflow.models import infer_signature
+
+    from senn_automl.models.registry import model_from_spec
+
     if mlflow.active_run() is None:
         raise RuntimeError("log_growth_model needs an active MLflow run: call mlflow.start_run() first")
     d = Path(checkpoint_dir)
-    for f in ("state.pt", "arch.json"):
+    for f in CHECKPOINT_FILES[:2]:
         if not (d / f).is_file():
             raise FileNotFoundError(f"{d / f} not found: write the checkpoint with Trainer.save_checkpoint first")
+    model = model_from_spec(json.loads((d / "arch.json").read_text())["spec"])
+    model.load_state_dict(torch.load(d / "state.pt", map_location="cpu", weights_only=True)["model"])
+    served = RawInputClassifier(model.eval(), feature_offset, feature_scale).eval()
+    n = _n_features(model)
+    example = (np.tile(served.offset.numpy(), (2, 1)) if input_example is None
+               else np.ascontiguousarray(np.asarray(input_example, dtype=np.float32)))
+    if example.ndim != 2 or example.shape[1] != n:
+        raise ValueError(f"input_example has shape {example.shape}; the model takes (n, {n}) raw features")
+    with torch.no_grad():
+        out = served(torch.from_numpy(example)).numpy()
     str_tags = _str_dict(tags)
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=SENNPyfunc(),
-        artifacts={"state": str(d / "state.pt"), "arch": str(d / "arch.json")},
-        code_paths=[str(PACKAGE_DIR)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        params=_str_dict(params) or None,
-        tags=str_tags or None,
-        step=int(step),
-    )
+    with tempfile.TemporaryDirectory(prefix="senn-extra-") as tmp:
+        pre = Path(tmp) / "preprocessing.json"
+        pre.write_text(json.dumps({"feature_offset": served.offset.tolist(), "feature_scale": served.scale.tolist(),
+                                   "x_model": "(x_raw - feature_offset) / feature_scale"}))
+        info = mlflow.pytorch.log_model(
+            served,
+            name=name,
+            serialization_format="pt2",
+            signature=infer_signature(example, out),
+            input_example=example,
+            extra_files=[str(d / "state.pt"), str(d / "arch.json"), str(pre)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            params=_str_dict(params) or None,
+            tags=str_tags or None,
+            step=int(step),
+        )
     version = None
     if registered_model_name:
-        version = mlflow.register_model(f"models:/{info.model_id}", registered_model_name, tags=str_tags or None)
+        version = _register(info, registered_model_name, str_tags)
     return info, version
+
+
+def _register(info, name: str, tags: dict[str, str]):
+    """A new version of registered model ``name`` from LoggedModel ``info`` (what ``mlflow.register_model``
+    does, without its two lines on stderr per version)."""
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    run_id = mlflow.active_run().info.run_id
+    return client.create_model_version(name, f"models:/{info.model_id}", run_id=run_id, tags=tags or None,
+                                       model_id=info.model_id)
+
+
+def quiet_mlflow() -> None:
+    """No MLflow INFO lines (database creation, alembic migrations) and no artifact download bars in
+    this process (and the processes it starts: ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` unless set)."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------- callback
@@ -208,10 +362,19 @@ class MLflowCallback(Callback):
     tracking_uri : tracking store (set with ``mlflow.set_tracking_uri`` at fit start, so it works in
         worker processes). experiment_id : experiment of the run (``None``: MLflow's default).
     parent_run_id : nest the run under this run (e.g. the study run of :func:`start_parent_run`).
+    run_id : log into this existing run instead of creating one (e.g. ``$MLFLOW_RUN_ID`` under
+        ``mlflow run``); ``experiment_id`` and ``parent_run_id`` are then not used.
     run_name : the run's name, also the ``trial`` tag of registered versions.
     params : flat configuration logged as params (default: the policy's and training config).
-    registered_model_name : if given, every growth checkpoint and the final model are registered
-        as new versions of this model. tags : tags of the run (also added to registered versions).
+    registered_model_name : the registered model that versions are added to (None: none are).
+    register : which logged models become versions of it: ``"all"`` (every growth checkpoint and the
+        final model, the default), ``"final"`` (the final model only) or ``"none"``; every model is a
+        LoggedModel of the run in any case. tags : tags of the run (also added to registered versions).
+    feature_offset, feature_scale : the input scaling the network trains on (scalars or
+        ``(n_features,)``; see :class:`RawInputClassifier`), so logged models take raw features.
+    input_example : a few raw rows ``(k, n_features)`` stored with each logged model (its signature).
+    plot : log the growth plot (``growth/growth.png``: parameters and validation accuracy against
+        epochs, events marked) when the run ends.
 
     After fit: ``run_id``, ``versions`` (list of ``(version, tags)``), ``final_version``,
     ``logged_models`` (``ModelInfo`` of each logged model), ``events`` (growth log dicts).
@@ -227,19 +390,30 @@ class MLflowCallback(Callback):
         experiment_id: str | None,
         *,
         parent_run_id: str | None = None,
+        run_id: str | None = None,
         run_name: str | None = None,
         params: Mapping[str, Any] | None = None,
         registered_model_name: str | None = None,
+        register: str = "all",
         tags: Mapping[str, Any] | None = None,
+        feature_offset: Any = None,
+        feature_scale: Any = None,
+        input_example: Any = None,
+        plot: bool = True,
     ):
+        require_choice("register", register, REGISTER_CHOICES)
         self.tracking_uri = tracking_uri
         self.experiment_id = None if experiment_id is None else str(experiment_id)
         self.parent_run_id = parent_run_id
         self.run_name = run_name
         self.params = dict(params) if params is not None else None
         self.registered_model_name = registered_model_name
+        self.register = register
         self.tags = _str_dict(tags)
-        self.run_id: str | None = None
+        self.feature_offset, self.feature_scale, self.input_example = feature_offset, feature_scale, input_example
+        self.plot = bool(plot)
+        self.run_id: str | None = run_id
+        self._params_logged = False
         self.versions: list[tuple[str, dict[str, str]]] = []
         self.final_version: str | None = None
         self.logged_models: list[Any] = []
@@ -252,34 +426,37 @@ class MLflowCallback(Callback):
             return
         mlflow.set_tracking_uri(self.tracking_uri)
         nested = mlflow.active_run() is not None
-        if self.run_id is not None:  # a later fit() call continues the same run
+        if self.run_id is not None:  # a later fit() call, or an existing run given as run_id: continue it
             mlflow.start_run(run_id=self.run_id, nested=nested)
-            self._open = True
-            return
-        parent = self.parent_run_id
-        # `mlflow run` exports MLFLOW_RUN_ID; start_run() would then *resume* that run instead of
-        # creating this one. Drop it, and nest under it when no parent was given and it exists here.
-        env_run = os.environ.pop("MLFLOW_RUN_ID", None)
-        if env_run and parent is None and not nested:
-            try:
-                MlflowClient(self.tracking_uri).get_run(env_run)
-                parent = env_run
-            except MlflowException:
-                pass
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id,
-            parent_run_id=parent,
-            run_name=self.run_name,
-            tags=self.tags or None,
-            nested=nested,
-        )
-        self.run_id = run.info.run_id
-        if self.run_name is None:
-            self.run_name = run.info.run_name
+        else:
+            parent = self.parent_run_id
+            # `mlflow run` exports MLFLOW_RUN_ID; start_run() would then *resume* that run instead of
+            # creating this one. Drop it, and nest under it when no parent was given and it exists here.
+            env_run = os.environ.pop("MLFLOW_RUN_ID", None)
+            if env_run and parent is None and not nested:
+                try:
+                    MlflowClient(self.tracking_uri).get_run(env_run)
+                    parent = env_run
+                except MlflowException:
+                    pass
+            run = mlflow.start_run(
+                experiment_id=self.experiment_id,
+                parent_run_id=parent,
+                run_name=self.run_name,
+                tags=self.tags or None,
+                nested=nested,
+            )
+            self.run_id = run.info.run_id
+            if self.run_name is None:
+                self.run_name = run.info.run_name
         self._open = True
-        params = self.params if self.params is not None else self._trainer_params(trainer)
-        if params:
-            mlflow.log_params(_flat_params(params))
+        if not self._params_logged:
+            self._params_logged = True
+            params = self.params if self.params is not None else self._trainer_params(trainer)
+            if params:
+                mlflow.log_params(_flat_params(params))
+            if self.tags and self.run_id is not None:
+                mlflow.set_tags(self.tags)
 
     @staticmethod
     def _trainer_params(trainer) -> dict[str, Any]:
@@ -371,6 +548,8 @@ class MLflowCallback(Callback):
             version = self._log_model(trainer, name="final", step=epoch, extra_tags=tags)
             self.final_version = version
             mlflow.log_metrics({"final_n_params": float(trainer.model.n_params())}, step=epoch)
+            if self.plot and trainer.history:
+                self._log_plot(trainer)
         except BaseException:
             self.close("FAILED")
             raise
@@ -389,10 +568,12 @@ class MLflowCallback(Callback):
             **extra_tags,
         }
         tags = _str_dict(tags)
+        registered = self.registered_model_name if self.register == "all" or (self.register == "final" and name == "final") else None
         with tempfile.TemporaryDirectory(prefix="senn-ckpt-") as tmp:
             trainer.save_checkpoint(tmp)
             info, mv = log_growth_model(
-                tmp, name=name, step=step, registered_model_name=self.registered_model_name, tags=tags
+                tmp, name=name, step=step, registered_model_name=registered, tags=tags,
+                feature_offset=self.feature_offset, feature_scale=self.feature_scale, input_example=self.input_example,
             )
         self.logged_models.append(info)
         if mv is None:
@@ -401,12 +582,29 @@ class MLflowCallback(Callback):
         return str(mv.version)
 
 
+    def _log_plot(self, trainer) -> None:
+        from senn_automl.integrations.plotting import plot_growth
+
+        with tempfile.TemporaryDirectory(prefix="senn-plot-") as tmp:
+            png = plot_growth(trainer.history, [e.to_dict() for e in trainer.growth_log], Path(tmp) / "growth.png",
+                              title=f"{self.run_name or self.run_id}: growth during training")
+            mlflow.log_artifact(str(png), "growth")
+
+
 # ---------------------------------------------------------------------------------- registry / study
 def set_champion(registered_model_name: str, version: str | int, client: MlflowClient | None = None) -> None:
     """Point the ``champion`` alias of ``registered_model_name`` at ``version``
     (load it with ``mlflow.pyfunc.load_model("models:/<name>@champion")``)."""
     client = client or MlflowClient()
     client.set_registered_model_alias(registered_model_name, CHAMPION_ALIAS, str(version))
+
+
+def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    """The id of experiment ``name`` in ``tracking_uri``, created if missing (a sqlite store keeps its
+    artifacts next to the database, as in :func:`start_parent_run`). Raises ``ValueError`` naming the
+    fix when the store cannot be used (see :func:`check_tracking_uri`)."""
+    check_tracking_uri(tracking_uri)
+    return _get_or_create_experiment(MlflowClient(tracking_uri), name, _default_artifact_location(tracking_uri, name))
 
 
 def _get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
@@ -452,8 +650,6 @@ def start_parent_run(
     :func:`end_parent_run`. Under ``mlflow run`` (``$MLFLOW_RUN_ID``) it is nested under the
     project's run.
     """
-    from mlflow.tracking.context.registry import resolve_tags
-
     check_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -467,9 +663,19 @@ def start_parent_run(
             run_tags["mlflow.parentRunId"] = env_run
         except MlflowException:
             pass
-    run_tags = resolve_tags(run_tags)
+    # MLflow's documented system tags, which mlflow.start_run would add (client.create_run does not)
+    run_tags.setdefault("mlflow.user", _user())
+    run_tags.setdefault("mlflow.source.name", Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python")
+    run_tags.setdefault("mlflow.source.type", "LOCAL")
     run = client.create_run(experiment_id, tags=run_tags, run_name=study_name)
     return experiment_id, run.info.run_id
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no $USER (some containers)
+        return "unknown"
 
 
 def end_parent_run(run_id: str, status: str = "FINISHED", tracking_uri: str | None = None) -> None:

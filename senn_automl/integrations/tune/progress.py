@@ -1,5 +1,6 @@
-"""The driver-side live view of a search (:class:`ProgressView`, a ``ray.tune.Callback``) and its
-formatting."""
+"""The driver-side views of a search, each a ``ray.tune.Callback``: :class:`LiveView` (a ``rich`` live
+display for terminals: a progress bar over trials with the best value so far, one row per running
+trial) and :class:`ProgressView` (plain event lines, for logs and pipes)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ class ProgressView(tune.Callback):
     around that call, else prints.
     """
 
-    def __init__(self, num_samples: int, write: Callable[[str], None] | None = None, every: int = 1):
+    def __init__(self, num_samples: int, write: Callable[[str], None] | None = None, every: int = 1,
+                 per_epoch: bool = True):
         self.num_samples = num_samples
         self.write = write
         self.every = max(1, int(every))
+        self.per_epoch = bool(per_epoch)
         self.t0 = time.time()
         self.done: set[str] = set()
         self.running: set[str] = set()
@@ -67,7 +70,7 @@ class ProgressView(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         it = int(result.get("training_iteration", 0))
-        if it % self.every and not result.get("final"):
+        if not getattr(self, "per_epoch", True) or (it % self.every and not result.get("final")):
             return
         self._w(
             f"trial {trial.trial_id} epoch {int(result.get('epoch', it - 1)) + 1:>3}  val_acc {result.get('val_acc', float('nan')):.4f}"
@@ -85,6 +88,112 @@ class ProgressView(tune.Callback):
         self.running.discard(trial.trial_id)
         self.done.add(trial.trial_id)
         self._w(f"trial {trial.trial_id} ERROR (see {trial.local_path})")
+
+
+class LiveView(tune.Callback):
+    """Live terminal view of a search (``rich``): a progress bar over the trials with the elapsed time
+    and the best ``val_acc`` of a finished trial so far, and a table with one row per running trial
+    (its growth settings, epoch, parameters, validation accuracy and growth events), redrawn in place.
+
+    ``console`` : a ``rich.console.Console`` (default: a new one on stdout). Start and stop are
+    Tune's ``setup`` and ``on_experiment_end``; :meth:`close` stops it too (idempotent), for a run
+    that ends by an exception. Not pickled with the experiment: a view restored by
+    ``Tuner.restore`` draws on a new console.
+    """
+
+    SETTINGS = ("policy", "tau", "alpha", "expansion_interval", "lr")
+
+    def __init__(self, num_samples: int, console=None):
+        self.num_samples = int(num_samples)
+        self.console = console
+        self.rows: dict[str, dict] = {}
+        self.done = 0
+        self.best: float | None = None
+        self.best_trial: str | None = None
+        self._live = None
+        self._progress = None
+        self._task = None
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.update(console=None, _live=None, _progress=None, _task=None)  # consoles and threads don't pickle
+        return d
+
+    def setup(self, **info):
+        from rich.console import Console
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self._live is not None:
+            return
+        self.console = self.console or Console()
+        self._progress = Progress(
+            TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[best]}"), console=self.console,
+        )
+        self._task = self._progress.add_task("trials", total=self.num_samples, completed=self.done, best=self._best_text())
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4)
+        self._live.start()
+
+    def close(self) -> None:
+        """Stop drawing (the last screen stays on the terminal)."""
+        if self._live is not None:
+            self._live.update(self._render(), refresh=True)
+            self._live.stop()
+            self._live = None
+
+    def _best_text(self) -> str:
+        return "best val_acc: –" if self.best is None else f"best val_acc: {self.best:.4f} (trial {self.best_trial})"
+
+    def _render(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("trial", "settings", "epoch", "params", "val_acc", "growth"):
+            table.add_column(col, justify="left" if col in ("trial", "settings") else "right")
+        for tid, r in self.rows.items():
+            table.add_row(tid, r["settings"], str(r.get("epoch", "")), str(r.get("params", "")),
+                          "" if r.get("val_acc") is None else f"{r['val_acc']:.4f}", str(r.get("growth", "")))
+        if not self.rows:
+            table.add_row("(no trial running)", "", "", "", "", "")
+        parts = [table] if self._progress is None else [self._progress, table]
+        return Group(*parts)
+
+    def _refresh(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self.done, best=self._best_text())
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        c = trial.config
+        self.rows[trial.trial_id] = {"settings": ", ".join(f"{k}={_fmt(c[k])}" for k in self.SETTINGS if k in c)}
+        self._refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self.rows.setdefault(trial.trial_id, {"settings": ""})
+        row.update(epoch=int(result.get("epoch", 0)) + 1, params=int(result.get("n_params", 0)),
+                   val_acc=result.get("val_acc"), growth=int(result.get("n_growth_events", 0)))
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.rows.pop(trial.trial_id, None)
+        self.done += 1
+        r = trial.last_result or {}
+        if r.get("final") and r.get("val_acc") is not None and (self.best is None or r["val_acc"] > self.best):
+            self.best, self.best_trial = float(r["val_acc"]), trial.trial_id
+        self._refresh()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.rows.pop(trial.trial_id, None)
+        self.done += 1
+        if self.console is not None:
+            self.console.print(f"trial {trial.trial_id} ERROR (see {trial.local_path})")
+        self._refresh()
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
 
 
 def _fmt(v):

@@ -122,6 +122,7 @@ class SearchOptions:
     storage_path: Path
     seed: int
     registered_model_name: str
+    register: str
     out: Path
     experiment_name: str
     max_t: int
@@ -163,6 +164,7 @@ def run_search(
     storage_path: str | os.PathLike | None = None,
     seed: int = 0,
     registered_model_name: str | None = None,
+    register: str = "all",
     out: str | os.PathLike = "runs/tune",
     experiment_name: str = DEFAULT_EXPERIMENT,
     grace_period: int | None = None,
@@ -198,7 +200,9 @@ def run_search(
         Tune run that continues the Optuna study of the same name.
     multi_objective : Optuna optimises (max val_acc, min n_params); ASHA still stops on val_acc.
     storage_path : Ray results folder (default ``<out>/ray_results``). seed : dataset split and TPE seed.
-    registered_model_name : default ``senn-<dataset>``. out : output folder.
+    registered_model_name : default ``senn-<dataset>``. register : which logged models become its versions,
+        ``"all"`` (every growth checkpoint and each trial's final model), ``"final"`` or ``"none"`` (then no
+        champion is marked); every model stays a LoggedModel of its trial's run. out : output folder.
     progress : a ``write(str)`` for the live view, ``None``/``True`` prints, ``False`` is silent.
     trial_overrides : constants merged into every trial config (e.g. ``{"max_epochs": 6}``).
     fixed_configs : instead of sampling, evaluate exactly these configs (``points_to_evaluate``);
@@ -212,7 +216,7 @@ def run_search(
 
     # ---- cheap validation, no services started yet
     _check_counts(num_samples=num_samples, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
-                  cpus_per_trial=cpus_per_trial, scheduler=scheduler)
+                  cpus_per_trial=cpus_per_trial, scheduler=scheduler, register=register)
     ds = _load_data(dataset, seed, data_root)
     space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
     tracking_uri = _checked_tracking_uri(tracking_uri)
@@ -225,7 +229,7 @@ def run_search(
         study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
         gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
         storage_path=Path(storage_path).expanduser().resolve() if storage_path else out / "ray_results", seed=seed,
-        registered_model_name=registered_model_name or f"senn-{dataset}", out=out, experiment_name=experiment_name,
+        registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out, experiment_name=experiment_name,
         max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
         reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
         trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
@@ -248,7 +252,11 @@ def run_search(
 
 
 # ----------------------------------------------------------------------------------- validation
-def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial, scheduler) -> None:
+def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial, scheduler, register) -> None:
+    from senn_automl.integrations.tracking import REGISTER_CHOICES
+
+    if register not in REGISTER_CHOICES:
+        raise SearchSetupError(f"register={register!r} is invalid: use one of {', '.join(REGISTER_CHOICES)}")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise SearchSetupError(f"num_samples={num_samples!r} is invalid: use a whole number >= 1")
     if not isinstance(max_concurrent, int) or max_concurrent < 1:
@@ -454,10 +462,11 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
             "parent_run_id": parent_run_id,
             "study_name": opts.study_name,
             "registered_model_name": opts.registered_model_name,
+            "register": opts.register,
             "dataset": opts.dataset,
             "data_root": None if opts.data_root is None else str(opts.data_root),
         }
-        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
+        data = dataclasses.replace(ds, X_test=ds.X_test[:0], y_test=ds.y_test[:0])  # trials never see the test split
         trainable = tune.with_resources(tune.with_parameters(train_senn, data=data), resources)
 
         tuner, resumed = _tuner(opts, trainable, param_space, rdb, space)

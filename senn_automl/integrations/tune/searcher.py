@@ -5,6 +5,7 @@ study bookkeeping of ``--resume`` (finished trials, trials left RUNNING by a kil
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import optuna
@@ -61,6 +62,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id, result):
+        self._link_run(trial_id, result)
         # After Tuner.restore, a trial that Optuna already finished (told before the driver was
         # killed, but after Tune's last experiment snapshot) runs again from its checkpoint; its
         # intermediate values can no longer be stored, which must not fail the whole search.
@@ -69,7 +71,24 @@ class PruneAwareOptunaSearch(OptunaSearch):
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
 
+    def _link_run(self, trial_id, result) -> None:
+        """Store the trial's MLflow run id (``result["mlflow_run_id"]``) as the Optuna trial's user
+        attribute ``mlflow_run_id``, once."""
+        run_id = (result or {}).get("mlflow_run_id")
+        trial = optuna_search_trials(self).get(trial_id)
+        if not run_id or trial is None or trial_id in optuna_search_finished(self):
+            return
+        linked = getattr(self, "_linked", set())
+        if trial_id not in linked:
+            try:
+                trial.set_user_attr("mlflow_run_id", str(run_id))
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished in storage before a restore
+                pass
+            linked.add(trial_id)
+            self._linked = linked
+
     def on_trial_complete(self, trial_id, result=None, error=False):
+        self._link_run(trial_id, result)
         trials, finished = optuna_search_trials(self), optuna_search_finished(self)
         if (
             not error
@@ -89,12 +108,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
 def make_searcher(space, *, storage: optuna.storages.BaseStorage, study_name: str, seed: int, max_t: int,
                   multi_objective: bool, points_to_evaluate: list[dict[str, Any]] | None) -> PruneAwareOptunaSearch:
     """The searcher of a new Tune run: TPE (seeded), maximising ``val_acc`` (and minimising
-    ``n_params`` when ``multi_objective``) in the study ``study_name`` of ``storage``."""
+    ``n_params`` when ``multi_objective``) in the study ``study_name`` of ``storage``. The study is
+    created here (OptunaSearch loads it) so that its objectives carry their names (``val_acc``,
+    ``n_params``) in Optuna's dashboard."""
     sampler = optuna.samplers.TPESampler(seed=seed)
     if multi_objective:
         metric, mode = ["val_acc", "n_params"], ["max", "min"]
     else:
         metric, mode = "val_acc", "max"
+    names = metric if isinstance(metric, list) else [metric]
+    directions = ["maximize" if m == "max" else "minimize" for m in (mode if isinstance(mode, list) else [mode])]
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, load_if_exists=True)
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # "experimental since 3.2", unchanged through 5.1 (the pinned range)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
     return PruneAwareOptunaSearch(
         space, metric=metric, mode=mode, storage=storage, study_name=study_name, sampler=sampler, max_t=max_t,
         points_to_evaluate=points_to_evaluate,

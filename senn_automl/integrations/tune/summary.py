@@ -224,7 +224,8 @@ def log_summary(client: MlflowClient, parent_run_id: str, out: Path, lb, pareto,
 
 def champion_test_accuracy(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> float:
     """Accuracy of the registered version ``name``/``version``, loaded back as an MLflow pyfunc model
-    (as a user would load it), on ``ds``'s test split; also logged as ``champion_test_acc`` on the parent run.
+    and given raw features (as a user would), on ``ds``'s test split; also logged as ``champion_test_acc`` on
+    the parent run.
 
     Leaves MLflow's global tracking and registry URIs alone (setting them would also set
     environment variables that later Ray workers inherit). The version's artifact location is
@@ -240,7 +241,7 @@ def champion_test_accuracy(tracking_uri: str, name: str, version: str, parent_ru
     location = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
-        proba = np.asarray(mlflow.pyfunc.load_model(local).predict(np.asarray(ds.X_test, dtype=np.float32)))
+        proba = np.asarray(mlflow.pyfunc.load_model(local).predict(ds.raw("test")))  # raw features, as users send
     acc = float((proba.argmax(1) == np.asarray(ds.y_test)).mean())
     client.log_metric(parent_run_id, "champion_test_acc", acc)
     return acc

@@ -8,14 +8,16 @@ import math
 import os
 import tempfile
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable
 
 from ray import tune
 
+from senn_automl.data import Dataset
 from senn_automl.training.trainer import Callback
 
 #: Trial-config keys that carry wiring (tracking, study), not model/growth settings.
-PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "dataset", "data_root")
+PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "register", "dataset",
+                 "data_root")
 
 #: Metrics sent to Tune every epoch.
 REPORTED_METRICS = ("val_acc", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
@@ -35,11 +37,14 @@ class TuneReportCallback(Callback):
     ``val_data`` is given its ``val_acc``/``val_loss`` are re-measured on that model.
 
     ``tune.report`` may raise ``SystemExit`` (Tune stops the trial: ASHA, ``max_t``); callers
-    must let it propagate (see :func:`train_senn`).
+    must let it propagate (see :func:`train_senn`). ``run_id`` (a callable, read at each report) adds
+    the trial's MLflow run id to its results as ``mlflow_run_id``, which the searcher stores on the
+    Optuna trial.
     """
 
-    def __init__(self, val_data: tuple | None = None):
+    def __init__(self, val_data: tuple | None = None, run_id: Callable[[], str | None] | None = None):
         self.val_data = val_data
+        self.run_id = run_id
         self._pending: dict[str, Any] | None = None
         #: metrics of the final model (set just before the last report), None until then
         self.final_metrics: dict[str, Any] | None = None
@@ -63,6 +68,9 @@ class TuneReportCallback(Callback):
         return trainer.epoch >= trainer.config.max_epochs or trainer.stopped_early
 
     def _report(self, trainer, metrics: dict[str, Any], checkpoint: bool) -> None:
+        run_id = self.run_id() if self.run_id is not None else None
+        if run_id:
+            metrics = {**metrics, "mlflow_run_id": run_id}
         if not checkpoint:
             tune.report(metrics)
             return
@@ -110,14 +118,15 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return conf, plumbing
 
 
-def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
+def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     """Ray Tune function trainable: grow one network with the trial's config.
 
     ``config`` is the flat trial config (keys of :data:`senn_automl.training.config.DEFAULTS`) plus the
-    plumbing keys ``mlflow_uri, experiment_id, parent_run_id, study_name,
-    registered_model_name, dataset, data_root``. ``data`` = ``(X_train, y_train, X_val, y_val,
-    n_features, n_classes, image_shape)`` (image_shape (C, H, W) or None), passed with ``tune.with_parameters`` (object store); without it the dataset named
-    by ``config["dataset"]`` is loaded in the trial.
+    plumbing keys ``mlflow_uri, experiment_id, parent_run_id, study_name, registered_model_name,
+    register, dataset, data_root``. ``data`` is a :class:`~senn_automl.data.Dataset` (its train and
+    validation splits are used; the driver sends it without the test split), passed with
+    ``tune.with_parameters`` (object store); without it the dataset named by ``config["dataset"]`` is
+    loaded in the trial. Logged models carry the dataset's input scaling and take raw features.
 
     With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
     it with :func:`~senn_automl.training.trainer.load_checkpoint` and continues; otherwise it is built with
@@ -135,9 +144,8 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
     if data is None:
         from senn_automl.data import load_dataset
 
-        ds = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
-        data = (ds.X_train, ds.y_train, ds.X_val, ds.y_val, ds.n_features, ds.n_classes, ds.image_shape)
-    X_tr, y_tr, X_val, y_val, n_features, n_classes, image_shape = data
+        data = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
+    X_tr, y_tr, X_val, y_val = data.X_train, data.y_train, data.X_val, data.y_val
 
     cpus, gpus = _trial_resources()
     torch.set_num_threads(cpus)
@@ -151,8 +159,9 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
     callbacks: list[Callback] = []
     mlf = None
     if plumbing.get("mlflow_uri"):
-        from senn_automl.integrations.tracking import MLflowCallback
+        from senn_automl.integrations.tracking import MLflowCallback, quiet_mlflow
 
+        quiet_mlflow()
         tags = {"ray.trial_id": str(trial_id), "ray.trial_name": str(trial_name)}
         if plumbing.get("study_name"):
             tags["optuna.study"] = str(plumbing["study_name"])
@@ -165,10 +174,14 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
             run_name=str(trial_name),
             params=conf,
             registered_model_name=plumbing.get("registered_model_name"),
+            register=plumbing.get("register", "all"),
             tags=tags,
+            feature_offset=data.feature_offset,
+            feature_scale=data.feature_scale,
+            input_example=data.raw("train")[:2],
         )
         callbacks.append(mlf)
-    reporter = TuneReportCallback(val_data=(X_val, y_val))
+    reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id))
     callbacks.append(reporter)
 
     try:
@@ -177,7 +190,7 @@ def train_senn(config: dict[str, Any], data: Sequence | None = None) -> None:
             with ckpt.as_directory() as d:
                 trainer = load_checkpoint(d, callbacks=callbacks, device=conf["device"], progress=False)
         else:
-            model, policy, train = build(conf, n_features, n_classes, image_shape)
+            model, policy, train = build(conf, data.n_features, data.n_classes, data.image_shape)
             trainer = Trainer(model, policy, train, callbacks)
         trainer.fit(X_tr, y_tr, X_val, y_val)
     except SystemExit:  # Tune stopped the trial inside tune.report (ASHA, max_t): a normal end
