@@ -633,3 +633,19 @@ def test_augment_flip_crop():
         augment_flip_crop(x[0])
     with pytest.raises(ValueError, match="pad"):
         augment_flip_crop(x, pad=-1)
+
+
+@pytest.mark.parametrize("name, loader", [("digits", "load_digits"), ("wine", "load_wine")])
+def test_raw_features_undo_the_scaling(name, loader):
+    """Dataset.raw gives back the source's rows (what a user of a served model sends)."""
+    import sklearn.datasets
+
+    ds = load_dataset(name, seed=0)
+    source = getattr(sklearn.datasets, loader)().data.astype(np.float32)
+    raw = ds.raw("test")
+    assert raw.shape == ds.X_test.shape and ds.feature_scale.shape == ds.feature_offset.shape == (ds.n_features,)
+    # every raw test row is a row of the source data (to float32 rounding of the scaling)
+    dist = np.abs(raw[:, None, :] - source[None, :, :]).max(2).min(1)
+    assert dist.max() < 1e-3 * max(1.0, float(np.abs(source).max()))
+    with pytest.raises(ValueError, match="split='tests' is unknown"):
+        ds.raw("tests")

@@ -42,15 +42,35 @@ def search(tmp_path_factory):
     ray_dir = short_tmp("srt")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     lines: list[str] = []
+    import io
+
+    from rich.console import Console
+
+    from senn_automl.integrations.tune.progress import LiveView
+
+    screen = io.StringIO()
+    live = LiveView(3, console=Console(file=screen, force_terminal=True, width=120, color_system=None))
     try:
         res = run_search(
             "digits", "quick", num_samples=3, max_concurrent=2, tracking_uri=uri, out=tmp / "out",
             ray_temp_dir=ray_dir, trial_overrides={"max_epochs": MAX_EPOCHS}, progress=lines.append, seed=0,
+            callbacks=[live],
         )
     finally:
         kill_pids(descendants(pids_mentioning(ray_dir)))
         shutil.rmtree(ray_dir, ignore_errors=True)
+    res.live_screen = screen.getvalue()
     return res, uri, lines
+
+
+def test_live_view_shows_progress_best_value_and_running_trials(search):
+    res, _, _ = search
+    screen = res.live_screen
+    lb = res.leaderboard
+    best = lb.loc[lb["status"] == "complete", "val_acc"].max()
+    assert "3/3" in screen and f"best val_acc: {best:.4f}" in screen
+    assert "settings" in screen and "policy=" in screen  # a running trial's row was drawn
+    assert screen.rstrip().endswith("(no trial running)") or "(no trial running)" in screen[-400:]
 
 
 def test_search_leaderboard_and_progress(search):
@@ -240,7 +260,7 @@ def test_resume_after_driver_killed(tmp_path, ray_tmp):
     cmd = [
         sys.executable, "-m", "senn_automl.cli", "tune", "--dataset", "digits", "--search-space", "quick",
         "--num-samples", "4", "--max-concurrent", "2", "--tracking-uri", uri, "--out", str(out),
-        "--study-name", "resume-test", "--set", "max_epochs=8", "--seed", "1",
+        "--study-name", "resume-test", "--set", "max_epochs=8", "--seed", "1", "--verbose",  # a line per epoch: kill at the first
     ]
     # TMPDIR: temporary checkpoint dirs of processes killed below land in tmp_path, not /tmp
     scratch = tmp_path / "scratch"
