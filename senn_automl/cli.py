@@ -147,29 +147,25 @@ def _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds,
     """The MLflow callback of ``fit``: a new run in ``experiment``, or the project's run under ``mlflow run``."""
     import os
 
-    from senn_automl.integrations.tracking import (
-        REGISTER_CHOICES,
-        MLflowCallback,
-        get_or_create_experiment,
-        quiet_mlflow,
-        resolve_tracking_uri,
-    )
+    from senn_automl.integrations.tracking import MLflowCallback, get_or_create_experiment, quiet_mlflow, resolve_tracking_uri
 
     quiet_mlflow()
-    if register not in REGISTER_CHOICES:
-        raise typer.BadParameter(f"{register!r} is not one of {', '.join(REGISTER_CHOICES)}", param_hint="--register")
     uri = resolve_tracking_uri(tracking_uri)
     run_id = os.environ.get("MLFLOW_RUN_ID") if not tracking_uri else None
+    try:  # the register choice first (no experiment created for a bad one), then the store
+        cb = MLflowCallback(
+            uri, None, run_id=run_id, run_name=None if run_id else f"fit-{ds.name}-seed{seed}", params=conf,
+            registered_model_name=registered_model_name, register=register,
+            tags={"dataset": ds.name, "command": "senn-automl fit"}, feature_offset=ds.feature_offset,
+            feature_scale=ds.feature_scale, input_example=ds.raw("train", 2),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--register") from None
     try:
-        experiment_id = None if run_id else get_or_create_experiment(uri, experiment)
+        cb.experiment_id = None if run_id else get_or_create_experiment(uri, experiment)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tracking-uri") from None
-    return MLflowCallback(
-        uri, experiment_id, run_id=run_id, run_name=None if run_id else f"fit-{ds.name}-seed{seed}", params=conf,
-        registered_model_name=registered_model_name, register=register if registered_model_name else "none",
-        tags={"dataset": ds.name, "command": "senn-automl fit"}, feature_offset=ds.feature_offset,
-        feature_scale=ds.feature_scale, input_example=ds.raw("train")[:2],
-    )
+    return cb
 
 
 def _model_overrides(model: str | None, policy: str | None) -> dict[str, Any]:

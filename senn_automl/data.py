@@ -107,17 +107,19 @@ class Dataset:
                 raise ValueError(f"{name} has {value.size} values; expected one per feature ({n})")
             object.__setattr__(self, name, value)
 
-    def raw(self, split: str) -> np.ndarray:
+    def raw(self, split: str, n: int | None = None) -> np.ndarray:
         """Return one split's features in the source's units, ``X * feature_scale + feature_offset``.
 
         Parameters
         ----------
         split : {"train", "val", "test"}
+        n : int, optional
+            Only the first ``n`` rows (e.g. an input example); default all.
 
         Returns
         -------
         numpy.ndarray
-            Shape ``(n, n_features)``, float32 (a new array): what a user of a served model sends.
+            Shape ``(rows, n_features)``, float32 (a new array): what a user of a served model sends.
 
         Raises
         ------
@@ -126,7 +128,7 @@ class Dataset:
         """
         if split not in ("train", "val", "test"):
             raise ValueError(f"split={split!r} is unknown; choose 'train', 'val' or 'test'")
-        return getattr(self, f"X_{split}") * self.feature_scale + self.feature_offset
+        return getattr(self, f"X_{split}")[:n] * self.feature_scale + self.feature_offset
 
     @property
     def n_features(self) -> int:

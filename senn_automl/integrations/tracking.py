@@ -75,7 +75,6 @@ __all__ = [
 CHAMPION_ALIAS = "champion"
 #: values of ``register`` (``--register``): which logged models become registered versions
 REGISTER_CHOICES = ("all", "final", "none")
-PACKAGE_DIR = Path(__file__).resolve().parent
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
 _MAX_PARAM_LEN = 6000
 
@@ -428,6 +427,8 @@ class MLflowCallback(Callback):
         nested = mlflow.active_run() is not None
         if self.run_id is not None:  # a later fit() call, or an existing run given as run_id: continue it
             mlflow.start_run(run_id=self.run_id, nested=nested)
+            if self.tags and not self._params_logged:  # an existing run: add this run's tags once
+                mlflow.set_tags(self.tags)
         else:
             parent = self.parent_run_id
             # `mlflow run` exports MLFLOW_RUN_ID; start_run() would then *resume* that run instead of
@@ -455,8 +456,6 @@ class MLflowCallback(Callback):
             params = self.params if self.params is not None else self._trainer_params(trainer)
             if params:
                 mlflow.log_params(_flat_params(params))
-            if self.tags and self.run_id is not None:
-                mlflow.set_tags(self.tags)
 
     @staticmethod
     def _trainer_params(trainer) -> dict[str, Any]:

@@ -64,9 +64,7 @@ class ProgressView(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
-        c = trial.config
-        shown = ", ".join(f"{k}={_fmt(c[k])}" for k in ("policy", "tau", "alpha", "expansion_interval", "lr") if k in c)
-        self._w(f"trial {trial.trial_id} started: {shown}")
+        self._w(f"trial {trial.trial_id} started: {_settings(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         it = int(result.get("training_iteration", 0))
@@ -100,8 +98,6 @@ class LiveView(tune.Callback):
     that ends by an exception. Not pickled with the experiment: a view restored by
     ``Tuner.restore`` draws on a new console.
     """
-
-    SETTINGS = ("policy", "tau", "alpha", "expansion_interval", "lr")
 
     def __init__(self, num_samples: int, console=None):
         self.num_samples = int(num_samples)
@@ -167,8 +163,7 @@ class LiveView(tune.Callback):
             self._live.update(self._render())
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        c = trial.config
-        self.rows[trial.trial_id] = {"settings": ", ".join(f"{k}={_fmt(c[k])}" for k in self.SETTINGS if k in c)}
+        self.rows[trial.trial_id] = {"settings": _settings(trial.config)}
         self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -194,6 +189,14 @@ class LiveView(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.close()
+
+
+#: trial settings shown by the views
+SHOWN_SETTINGS = ("policy", "tau", "alpha", "expansion_interval", "lr")
+
+
+def _settings(config) -> str:
+    return ", ".join(f"{k}={_fmt(config[k])}" for k in SHOWN_SETTINGS if k in config)
 
 
 def _fmt(v):

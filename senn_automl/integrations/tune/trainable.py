@@ -178,7 +178,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             tags=tags,
             feature_offset=data.feature_offset,
             feature_scale=data.feature_scale,
-            input_example=data.raw("train")[:2],
+            input_example=data.raw("train", 2),
         )
         callbacks.append(mlf)
     reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id))
