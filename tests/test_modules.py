@@ -170,8 +170,8 @@ def test_capacity_limits_and_bad_shapes_raise():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(hidden=(10,), max_width=8), r"max_width=8 is below the start width 10"),
-        (dict(hidden=(2, 2, 2), max_depth=2), r"max_depth=2 is below the start depth 3"),
+        (dict(hidden=(10,), max_width=8), r"max_width=8 is below the widest layer \(10 neurons\) of hidden=\[10\]"),
+        (dict(hidden=(2, 2, 2), max_depth=2), r"max_depth=2 is below the depth 3 of hidden=\[2, 2, 2\]"),
         (dict(hidden=(0,)), r"hidden=\[0\]: every hidden width must be >= 1"),
         (dict(hidden=(3, -1)), r"hidden=\[3, -1\]: every hidden width must be >= 1"),
         (dict(in_features=0), r"in_features=0 and out_features=3 must be >= 1"),

@@ -535,3 +535,40 @@ def test_greedy_neuron_additions_equal_re_collected_statistics(digits, accept_on
         assert event.score == pytest.approx(expected, rel=1e-6, abs=1e-12)
         assert event.eta == pytest.approx(eta, rel=1e-6)
         assert event.ratio == pytest.approx(expected / ref, rel=1e-6)
+
+
+class _SeesRows(FixedPolicy):
+    """Grows nothing; keeps the rows each growth check is given."""
+
+    def grow(self, model, ctx):
+        self.seen = (ctx.X.clone(), ctx.y.clone(), ctx.X_val.clone(), ctx.y_val.clone())
+        return []
+
+
+def test_sample_weight_draws_growth_rows_by_weight_and_weighs_validation(digits):
+    X, y, Xv, yv = digits
+    w = np.where(y < 5, 1.0, 0.0)  # training: digits 5..9 count for nothing
+    wv = np.where(yv % 2 == 0, 3.0, 0.0)  # validation: only even digits count
+    policy = _SeesRows(expansion_interval=1)
+    trainer = Trainer(_model(), policy, _config(max_epochs=2)).fit(X, y, Xv, yv, sample_weight=w, val_sample_weight=wv)
+    Xs, ys, Xvs, yvs = policy.seen
+    assert len(ys) == 512 and int(ys.max()) < 5  # scoring rows drawn from weighted rows only
+    assert len(yvs) == len(yv) and bool((yvs % 2 == 0).all())
+    # history's validation figures are the weighted means: those of the even rows alone
+    loss, acc = trainer.evaluate(torch.tensor(Xv[yv % 2 == 0]), torch.tensor(yv[yv % 2 == 0]))
+    assert trainer.history[-1]["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert trainer.history[-1]["val_acc"] == pytest.approx(acc, rel=1e-6)
+    # classes 5..9 were never trained: the net predicts them far less often than 0..4
+    assert (trainer.model(torch.tensor(Xv)).argmax(1) >= 5).float().mean() < 0.1
+
+
+@pytest.mark.parametrize(
+    ("weight", "match"),
+    [(np.ones(3), r"sample_weight has shape \(3,\), expected \(1200,\)"),
+     (np.full(1200, -1.0), r"sample_weight holds negative or non-finite values"),
+     (np.zeros(1200), r"sample_weight sums to 0")],
+)
+def test_trainer_rejects_bad_sample_weight(digits, weight, match):
+    X, y, Xv, yv = digits
+    with pytest.raises(ValueError, match=match):
+        Trainer(_model(), None, _config(max_epochs=1)).fit(X, y, Xv, yv, sample_weight=weight)

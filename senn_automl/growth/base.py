@@ -35,11 +35,13 @@ Apply = Callable[..., Any]
 class GrowthContext:
     """What the trainer hands a policy after an epoch.
 
-    X, y : the scoring batch, training rows ((N, ...) inputs, (N,) class indices);
+    X, y : the scoring batch, training rows ((N, ...) inputs, (N,) class indices), drawn ∝ the
+    sample weights when training is weighted (so plain means over them estimate weighted ones);
     epoch : the 0-based epoch just finished; history : one metrics dict per *earlier* epoch
     (``record["val_loss"]``, ...); apply : ``apply(edit, check=True)`` applies
     ``edit(model) -> list[ParamChange]`` (``check=False`` for pruning, which changes the function
-    on purpose); X_val, y_val : held-out rows (``None`` without a validation split);
+    on purpose); X_val, y_val : held-out rows (``None`` without a validation split; drawn ∝
+    the validation weights when those are given);
     generator : CPU ``torch.Generator`` for the policy's random draws.
     """
 

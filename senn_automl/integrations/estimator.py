@@ -20,9 +20,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from senn_automl.growth.base import POLICIES, make_policy
+from senn_automl.growth.base import POLICIES, GrowthEvent, make_policy
 from senn_automl.growth.natural import NaturalExpansionPolicy
 from senn_automl.models.registry import model_from_spec
 from senn_automl.training import config as _config
@@ -36,8 +36,13 @@ _INFER_CHUNK = 8192
 #: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
 _PICKLED_MODEL = "__senn_pickled_model__"
 #: estimator parameters of the natural policy (other policies take theirs from ``policy_params``)
-_NATURAL_PARAMS = ("tau", "alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
-                         "n_candidates", "candidate_steps", "damping")
+_NATURAL_PARAMS = ("tau", "growth_alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
+                   "n_candidates", "candidate_steps", "damping")
+#: estimator parameter -> NaturalExpansionPolicy parameter, where the names differ
+_POLICY_NAME = {"growth_alpha": "alpha"}
+#: fitted-network spec key -> estimator parameter: the capacities a warm start applies anew
+_CAPACITY = {"max_width": "max_width", "max_depth": "max_depth", "max_layers": "block_capacity",
+             "max_channels": "max_channels"}
 
 
 def _plain(x):
@@ -51,8 +56,14 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     An MLP with per-neuron rational activations that starts at ``hidden_layer_sizes`` and, every
     ``expansion_interval`` epochs, adds neurons or whole hidden layers when the natural expansion
     score says the addition would reduce the loss enough: a proposal is accepted when
-    ``Δη'/η > tau`` **and** ``Δη'/λ > alpha`` (arXiv:2307.04526, §3.3, Theorem 3.1). Every edit is
-    function-preserving, so training continues smoothly after growth.
+    ``Δη'/η > tau`` **and** ``Δη'/λ > growth_alpha`` (arXiv:2307.04526, §3.3, Theorem 3.1). Every
+    edit is function-preserving, so training continues smoothly after growth.
+
+    Names follow ``MLPClassifier`` where the meaning is the same (``hidden_layer_sizes``,
+    ``batch_size``, ``validation_fraction``, ``warm_start``, ``random_state``). SENN's absolute
+    threshold α is ``growth_alpha``, not ``alpha``, because ``MLPClassifier``'s ``alpha`` is the L2
+    penalty (here ``weight_decay``); ``set_params(alpha=...)`` raises a ``ValueError`` that names
+    both.
 
     Parameters
     ----------
@@ -94,10 +105,11 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         Relative threshold τ > 0 (dimensionless): accept an addition only if it raises the
         natural expansion score η by more than the fraction ``tau`` of the reference η
         (arXiv:2307.04526, §3.3; official MNIST value 0.03).
-    alpha : float, default=2.5e-3
-        Absolute threshold α in (0, 1) (dimensionless): the increase Δη' must also exceed
-        ``alpha`` times λ = E‖∂ℓ/∂y‖² (arXiv:2307.04526, Theorem 3.1; official 2.5e-3). Together
-        τ and α bound the additions per check by ⌈1 + ln(1/α)/ln(1+τ)⌉.
+    growth_alpha : float, default=2.5e-3
+        SENN's absolute threshold α in (0, 1) (dimensionless): the increase Δη' must also exceed
+        ``growth_alpha`` times λ = E‖∂ℓ/∂y‖² (arXiv:2307.04526, Theorem 3.1; official 2.5e-3).
+        Together τ and α bound the additions per check by ⌈1 + ln(1/α)/ln(1+τ)⌉. The policy,
+        its growth events and ``policy_params`` call it ``alpha``.
     relative_to : {"total", "layer"}, default="total"
         Reference η of the ``tau`` test: the whole network's (Theorem 3.1) or the consuming
         layer's (as in the official code).
@@ -124,7 +136,10 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     lr : float, default=3e-3
         Learning rate > 0.
     weight_decay : float, default=0.0
-        L2 penalty (adam, sgd) or decoupled decay (adamw), ≥ 0.
+        L2 penalty (adam, sgd) or decoupled decay (adamw), ≥ 0, on every parameter: the gradient
+        gains ``weight_decay · w``. ``MLPClassifier``'s ``alpha`` adds ``alpha · w / batch_size``
+        to the gradient of its weights (not its biases), so ``weight_decay = alpha / batch_size``
+        with adam or sgd is the nearest match.
     batch_size : int, default=64
         Minibatch size in samples, ≥ 1.
     max_epochs : int, default=100
@@ -154,6 +169,16 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         deviations when standardised, and 5-fold digits scored 0.959 standardised against 0.968
         min-max scaled (breast_cancer 0.972 against 0.974, wine equal). Not applied to image
         inputs (4-D ``X`` or ``image_shape``, whatever the model) or to the edge-expansion model.
+    warm_start : bool, default=False
+        ``True``: a :meth:`fit` on a fitted estimator continues training and growing the fitted
+        network ``model_`` (its current architecture and weights; ``hidden_layer_sizes`` and the
+        start sizes are then ignored) for up to ``max_epochs`` more epochs, with a new optimiser
+        and a new validation split of the new data, the input scaling of the first fit, and the
+        capacities (``max_width``, ``max_depth``, ``block_capacity``, ``max_channels``) as set
+        now. ``history_`` and ``growth_history_`` go on where they ended and ``n_iter_`` counts
+        all epochs, as in ``MLPClassifier``. Raises ``ValueError`` if ``y`` has other classes,
+        ``X`` another number of features, or the policy grows another kind of network than the
+        fitted one, or if a capacity is now below the fitted network's size.
     verbose : int, default=0
         ``> 0``: show a progress bar (tqdm) and print every growth event.
 
@@ -218,7 +243,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         block_capacity=10,
         max_channels=128,
         tau=0.03,
-        alpha=2.5e-3,
+        growth_alpha=2.5e-3,
         relative_to="total",
         layer_cost=20.0,
         expansion_interval=3,
@@ -236,6 +261,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         scale_features=True,
         random_state=None,
         device="auto",
+        warm_start=False,
         verbose=0,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -250,7 +276,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         self.block_capacity = block_capacity
         self.max_channels = max_channels
         self.tau = tau
-        self.alpha = alpha
+        self.growth_alpha = growth_alpha
         self.relative_to = relative_to
         self.layer_cost = layer_cost
         self.expansion_interval = expansion_interval
@@ -268,7 +294,20 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         self.scale_features = scale_features
         self.random_state = random_state
         self.device = device
+        self.warm_start = warm_start
         self.verbose = verbose
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn API). ``alpha`` gets a ``ValueError`` that points to
+        ``growth_alpha`` (SENN's threshold) and ``weight_decay`` (the L2 penalty that
+        ``MLPClassifier`` calls ``alpha``)."""
+        if "alpha" in params:
+            raise ValueError(
+                "SENNClassifier has no parameter 'alpha': SENN's absolute growth threshold is 'growth_alpha', "
+                "and the L2 penalty that MLPClassifier calls 'alpha' is 'weight_decay' (weight_decay = alpha / batch_size "
+                "gives MLPClassifier's penalty)"
+            )
+        return super().set_params(**params)
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
@@ -313,13 +352,22 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"validation_fraction={self.validation_fraction!r} is invalid: use a fraction in [0, 1), e.g. 0.15 (0 = no split)"
             )
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start={self.warm_start!r} is invalid: use True (continue from the fitted network) or False")
         if not isinstance(self.scale_features, (bool, np.bool_)):
             raise ValueError(f"scale_features={self.scale_features!r} is invalid: use True (rescale features inside the model) or False")
         if not (is_whole(self.verbose) or isinstance(self.verbose, bool)):
             raise ValueError(f"verbose={self.verbose!r} is invalid: use an int (0 = silent)")
         # Built for validation whatever the policy (raises ValueError naming the argument).
-        natural = {k: _plain(getattr(self, k)) for k in _NATURAL_PARAMS}
-        NaturalExpansionPolicy(**natural)
+        natural = {_POLICY_NAME.get(k, k): _plain(getattr(self, k)) for k in _NATURAL_PARAMS}
+        try:
+            NaturalExpansionPolicy(**natural)
+        except ValueError as exc:  # name the estimator's parameter, not the policy's
+            names = {v: k for k, v in _POLICY_NAME.items()}
+            key = str(exc).split("=", 1)[0]
+            if key in names:
+                raise ValueError(names[key] + str(exc)[len(key):]) from exc
+            raise
         extra = self.policy_params if self.policy_params is not None else {}
         if not isinstance(extra, dict):
             raise ValueError(f"policy_params={extra!r} is invalid: use a dict of policy parameters, e.g. {{'prune_after': 5}}, or None")
@@ -372,40 +420,60 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
                 return shape, as_images(arr, shape).reshape(len(arr), -1)
         return shape, X
 
-    def _validate_fit_data(self, X, y):
+    def _validate_fit_data(self, X, y, warm: bool):
         shape, X = self._image_shape(X)
         try:
-            X, y = validate_data(self, X, y, dtype=np.float32)
+            # A warm start keeps n_features_in_ and checks X against it.
+            X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
         except ValueError as exc:
             msg = str(exc)
             if "inconsistent numbers of samples" in msg:
                 raise ValueError(f"X and y have inconsistent numbers of samples ({msg}); y needs one label per row of X") from exc
             _reraise_clear_X_error(exc)
             raise
+        if warm and shape != self.image_shape_:
+            raise ValueError(
+                f"warm_start=True continues a network fitted on {'images of shape ' + str(self.image_shape_) if self.image_shape_ else 'tabular rows'}, "
+                f"but this X gives {'images of shape ' + str(shape) if shape else 'tabular rows'}; pass data like the first fit's or set warm_start=False"
+            )
         self.image_shape_ = shape
         check_classification_targets(y)
         return X, y
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train (and grow) the network on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,).
+
+        ``sample_weight`` (n_samples,), optional: non-negative weights per row. Training minimises
+        the weighted mean cross-entropy ``Σ wᵢ ℓᵢ / Σ wᵢ``; the growth statistics (η, λ, K-FAC
+        factors) and the held-out scoring of proposals use rows drawn with probability ∝ weight,
+        and early stopping and the best model use the weighted validation loss (details in
+        :meth:`Trainer.fit <senn_automl.training.trainer.Trainer.fit>`). The validation split
+        takes its rows' weights along. Equal weights give the same fit as no weights.
 
         Returns ``self``. Raises ``ValueError`` naming the argument for bad parameters or data; a
         failing fit leaves the estimator's previous fitted state unchanged.
         """
         saved = dict(self.__dict__)
         try:
-            return self._fit(X, y)
+            return self._fit(X, y, sample_weight)
         except BaseException:
             # validate_data sets n_features_in_/feature_names_in_ early: undo any partial change.
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, sample_weight):
         hidden, policy, config = self._check_params()
-        X, y = self._validate_fit_data(X, y)
+        warm = bool(self.warm_start) and hasattr(self, "model_")
+        X, y = self._validate_fit_data(X, y, warm)
+        weight = _check_weights(sample_weight, len(y))
         classes, y_enc = np.unique(y, return_inverse=True)
+        if warm and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"warm_start=True continues a network fitted on classes {self.classes_.tolist()}, but y has classes "
+                f"{classes.tolist()}; pass the same classes or set warm_start=False"
+            )
         if len(classes) < 2:
             raise ValueError(
                 f"y has a single class (found 1 class, {classes.tolist()[0]!r}, in {len(y)} sample(s)); "
@@ -421,11 +489,21 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         split_seed = int(rng.randint(np.iinfo(np.int32).max))
         config.seed = seed
-        X_tr, y_tr, X_val, y_val = self._split(X, y_enc, len(classes), split_seed)
+        X_tr, y_tr, X_val, y_val, w_tr, w_val = self._split(X, y_enc, weight, len(classes), split_seed)
         kind = _config.model_kind({"model": self.model, "policy": self.policy})
+        if warm and kind != self._model_kind:
+            raise ValueError(
+                f"warm_start=True continues the fitted {self._model_kind!r} network, but model={self.model!r} with "
+                f"policy={self.policy!r} grows a {kind!r} network; use a policy for the fitted network or set warm_start=False"
+            )
         scaler = None
-        if self.scale_features and kind == "mlp" and self.image_shape_ is None:
-            scaler = MinMaxScaler().fit(X_tr)  # on the training split only
+        if warm:
+            scaler = self._input_scaler  # the scaling folded into model_, kept whatever scale_features says now
+        elif self.scale_features and kind == "mlp" and self.image_shape_ is None:
+            # On the training split only, and on its rows of positive weight: a row of weight 0
+            # counts as removed.
+            scaler = MinMaxScaler().fit(X_tr if w_tr is None else X_tr[w_tr > 0])
+        if scaler is not None:
             X_tr = scaler.transform(X_tr).astype(np.float32)
             X_val = None if X_val is None else scaler.transform(X_val).astype(np.float32)
 
@@ -437,17 +515,25 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             # Seed only the CPU generator (torch.manual_seed would also reseed every CUDA
             # generator process-wide); the model is built on CPU, so this fixes weight init.
             torch.default_generator.manual_seed(seed)
-            model = _config.make_model(
-                kind, X.shape[1], len(classes), hidden=tuple(hidden), max_width=int(self.max_width),
-                max_depth=int(self.max_depth), image_shape=self.image_shape_,
-                channels=(int(self.start_channels),) * int(self.start_blocks),
-                block_capacity=int(self.block_capacity), max_channels=int(self.max_channels),
-            )
+            if warm:
+                model = self._continued_model(scaler)
+                config.max_epochs = self.n_iter_ + config.max_epochs  # max_epochs more
+            else:
+                model = _config.make_model(
+                    kind, X.shape[1], len(classes), hidden=tuple(hidden), max_width=int(self.max_width),
+                    max_depth=int(self.max_depth), image_shape=self.image_shape_,
+                    channels=(int(self.start_channels),) * int(self.start_blocks),
+                    block_capacity=int(self.block_capacity), max_channels=int(self.max_channels),
+                )
             callbacks = [PrintGrowth(prefix="[SENNClassifier] ")] if config.progress else []
             trainer = Trainer(model, policy, config, callbacks)
+            if warm:  # epochs, history and growth events go on where the last fit ended
+                trainer.epoch = self.n_iter_
+                trainer.history = [dict(r) for r in self.history_]
+                trainer.growth_log = [GrowthEvent.from_dict(e) for e in self.growth_history_]
             # Inside fork_rng too: layer insertion builds an nn.Linear (global RNG init, then overwritten).
             val = (None, None) if X_val is None else (_tensor(X_val), _tensor(y_val))
-            trainer.fit(_tensor(X_tr), _tensor(y_tr), *val)
+            trainer.fit(_tensor(X_tr), _tensor(y_tr), *val, sample_weight=w_tr, val_sample_weight=w_val)
 
         model = trainer.model.cpu().eval()
         if scaler is not None:
@@ -455,26 +541,53 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         # Set all fitted attributes together, only after everything succeeded.
         self.classes_ = classes
         self.model_ = model
+        self._input_scaler = scaler
+        self._model_kind = kind
         self.growth_history_ = [e.to_dict() for e in trainer.growth_log]
         self.history_ = [dict(r) for r in trainer.history]
         self.n_iter_ = int(trainer.epoch)
         self.n_params_ = int(model.n_params())
         return self
 
-    def _split(self, X, y, n_classes: int, seed: int):
-        """Hold out ``validation_fraction`` of the rows; returns (X_tr, y_tr, X_val | None, y_val | None)."""
+    def _split(self, X, y, weight, n_classes: int, seed: int):
+        """Hold out ``validation_fraction`` of the rows, each with its weight; returns
+        (X_tr, y_tr, X_val, y_val, w_tr, w_val), the validation parts ``None`` without a split
+        and the weights ``None`` without ``weight``."""
         frac = float(_plain(self.validation_fraction))
         n = len(y)
-        if frac == 0 or n < 10:
-            return X, y, None, None
         n_val = math.ceil(frac * n)
         n_tr = n - n_val
-        if n_tr < 1:
-            return X, y, None, None
+        if frac == 0 or n < 10 or n_tr < 1:
+            return X, y, None, None, weight, None
         counts = np.bincount(y, minlength=n_classes)
         stratify = y if (counts.min() >= 2 and n_val >= n_classes and n_tr >= n_classes) else None
-        X_tr, X_val, y_tr, y_val = train_test_split(X, y, test_size=n_val, random_state=seed, stratify=stratify)
-        return X_tr, y_tr, X_val, y_val
+        w = np.ones(n) if weight is None else weight
+        X_tr, X_val, y_tr, y_val, w_tr, w_val = train_test_split(X, y, w, test_size=n_val, random_state=seed, stratify=stratify)
+        if weight is None:
+            return X_tr, y_tr, X_val, y_val, None, None
+        return X_tr, y_tr, X_val, y_val, w_tr, w_val
+
+    def _continued_model(self, scaler):
+        """A copy of ``model_`` with the capacities set now and the input scaling unfolded from
+        its first layer (the trainer sees scaled features again). Raises ``ValueError`` when a
+        capacity is below the fitted network's size."""
+        spec = self.model_.spec()
+        for key, param in _CAPACITY.items():
+            if key in spec:
+                spec[key] = int(getattr(self, param))
+        try:
+            model = model_from_spec(spec)
+        except ValueError as exc:
+            key = str(exc).split("=", 1)[0]
+            name = f"{_CAPACITY[key]}={spec[key]}" if key in _CAPACITY else "a capacity"
+            raise ValueError(
+                f"warm_start=True continues the fitted network (hidden {self.model_.hidden}), which {name} cannot hold "
+                f"({exc}); raise it or set warm_start=False"
+            ) from exc
+        model.load_state_dict(self.model_.state_dict())
+        if scaler is not None:
+            _fold_feature_scaling(model, scaler.scale_, scaler.min_, inverse=True)
+        return model
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, X):
@@ -526,15 +639,38 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
 
 
 @torch.no_grad()
-def _fold_feature_scaling(model, scale: np.ndarray, shift: np.ndarray) -> None:
-    """Fold ``x ↦ x·scale + shift`` (per feature) into the first linear layer of ``model`` (a
-    GrowingMLP): ``W ← W·diag(scale)``, ``b ← b + W·shift``, computed in float64. The model then
-    maps raw features to the outputs the trained one gave on scaled features."""
+def _fold_feature_scaling(model, scale: np.ndarray, shift: np.ndarray, inverse: bool = False) -> None:
+    """Fold ``x ↦ x·scale + shift`` (per feature, ``scale > 0``) into the first linear layer of
+    ``model`` (a GrowingMLP): ``W ← W·diag(scale)``, ``b ← b + W·shift``, computed in float64. The
+    model then maps raw features to the outputs the trained one gave on scaled features.
+    ``inverse=True`` undoes it (``W ← W·diag(1/scale)``, ``b ← b − W·shift``)."""
     lin = model.linears[0]
-    W = lin.weight.double()
-    b = lin.bias.double() + W @ torch.as_tensor(shift, dtype=torch.float64)
-    lin.weight.copy_((W * torch.as_tensor(scale, dtype=torch.float64)).to(lin.weight))
+    W, b = lin.weight.double(), lin.bias.double()
+    scale = torch.as_tensor(scale, dtype=torch.float64)
+    shift = torch.as_tensor(shift, dtype=torch.float64)
+    if inverse:
+        W = W / scale
+        b = b - W @ shift
+    else:
+        b = b + W @ shift
+        W = W * scale
+    lin.weight.copy_(W.to(lin.weight))
     lin.bias.copy_(b.to(lin.bias))
+
+
+def _check_weights(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight`` as a float64 (n,) array (``check_array``), or ``None``. Raises
+    ``ValueError`` for another shape, non-finite or negative weights, or weights summing to 0."""
+    if sample_weight is None:
+        return None
+    w = check_array(sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight")
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n},): pass one weight per row of X")
+    if (w < 0).any():
+        raise ValueError(f"sample_weight has {int((w < 0).sum())} negative value(s): use weights >= 0")
+    if w.sum() <= 0:
+        raise ValueError("sample_weight is zero for every row (the weights sum to 0): give at least one row a positive weight")
+    return w
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

@@ -209,9 +209,9 @@ class GrowingCNN(nn.Module):
                 f"{len(blocks)} blocks; use at most {int(math.log2(side)) + 1} blocks"
             )
         if max_layers < max(len(w) for w in blocks):
-            raise ValueError(f"max_layers={max_layers} is below the start depth {max(len(w) for w in blocks)} of a block; raise max_layers")
+            raise ValueError(f"max_layers={max_layers} is below the deepest block ({max(len(w) for w in blocks)} conv layers); raise max_layers")
         if max_channels < max(w[0] for w in blocks):
-            raise ValueError(f"max_channels={max_channels} is below the start width {max(w[0] for w in blocks)}; raise max_channels")
+            raise ValueError(f"max_channels={max_channels} is below the widest block ({max(w[0] for w in blocks)} channels); raise max_channels")
         if head_channels < 1:
             raise ValueError(f"head_channels={head_channels} must be >= 1")
         if not (math.isfinite(negative_slope) and negative_slope >= 0):

@@ -136,9 +136,9 @@ class GrowingMLP(nn.Module):
         super().__init__()
         hidden = check_mlp_sizes(in_features, out_features, hidden)
         if max_depth < len(hidden):
-            raise ValueError(f"max_depth={max_depth} is below the start depth {len(hidden)}; raise max_depth")
+            raise ValueError(f"max_depth={max_depth} is below the depth {len(hidden)} of hidden={list(hidden)}; raise max_depth")
         if hidden and max_width < max(hidden):
-            raise ValueError(f"max_width={max_width} is below the start width {max(hidden)}; raise max_width")
+            raise ValueError(f"max_width={max_width} is below the widest layer ({max(hidden)} neurons) of hidden={list(hidden)}; raise max_width")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.max_width = int(max_width)

@@ -157,6 +157,23 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def _weights(weight, n: int, name: str, device) -> torch.Tensor | None:
+    """``weight`` as a float32 (n,) tensor, or ``None`` when absent or all equal (uniform weights
+    leave the weighted mean loss unchanged, so they take the unweighted path bit for bit)."""
+    if weight is None:
+        return None
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float64) if not torch.is_tensor(weight) else weight, dtype=torch.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(w.shape)}, expected ({n},): pass one weight per row")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError(f"{name} holds negative or non-finite values: use finite weights >= 0")
+    if float(w.sum()) <= 0:
+        raise ValueError(f"{name} sums to 0: give at least one row a positive weight")
+    if bool((w == w[0]).all()):
+        return None
+    return w.to(device=device, dtype=torch.float32)
+
+
 def _as_tensor(a, dtype, device):
     if torch.is_tensor(a):
         return a.to(device=device, dtype=dtype)
@@ -196,21 +213,31 @@ class Trainer:
         self.eta: float | None = None
         self._best: tuple[float, dict] | None = None
         self._since_best = 0
+        self._train_weight: torch.Tensor | None = None  # (n_train,) mean 1, set by fit
+        self._val_weight: torch.Tensor | None = None
+        self._val_rows: tuple[torch.Tensor, torch.Tensor] | None = None
         self.generator = torch.Generator().manual_seed(int(self.config.seed))
 
     # ------------------------------------------------------------------ helpers
     @torch.no_grad()
-    def evaluate(self, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of the current model on (X, y)."""
+    def evaluate(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the current model on ``X`` (n, ...) and ``y`` (n,);
+        with ``weight`` (n,), non-negative, the weighted means ``Σ wᵢ ℓᵢ / Σ wᵢ`` and
+        ``Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ``."""
         was = self.model.training
         self.model.eval()
-        losses, correct = 0.0, 0
+        losses, correct = 0.0, 0.0
         for i in range(0, len(X), 4096):
             out = self.model(X[i : i + 4096])
-            losses += float(F.cross_entropy(out, y[i : i + 4096], reduction="sum"))
-            correct += int((out.argmax(1) == y[i : i + 4096]).sum())
+            loss = F.cross_entropy(out, y[i : i + 4096], reduction="none")
+            hit = (out.argmax(1) == y[i : i + 4096]).to(loss.dtype)
+            if weight is not None:
+                w = weight[i : i + 4096]
+                loss, hit = loss * w, hit * w
+            losses += float(loss.sum())
+            correct += float(hit.sum())
         self.model.train(was)
-        n = max(len(X), 1)
+        n = max(float(weight.sum()) if weight is not None else len(X), 1e-300)
         return losses / n, correct / n
 
     def _apply(self, probe):
@@ -223,12 +250,23 @@ class Trainer:
         return {"spec": self.model.spec(), "state": copy.deepcopy(self.model.state_dict())}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X_train, y_train, X_val=None, y_val=None, *, epochs: int | None = None) -> "Trainer":
+    def fit(self, X_train, y_train, X_val=None, y_val=None, *, epochs: int | None = None,
+            sample_weight=None, val_sample_weight=None) -> "Trainer":
         """Train for ``epochs`` more epochs (default: up to ``config.max_epochs`` in total).
 
         X_* : (n, d) float arrays or tensors; y_* : (n,) integer class indices in [0, n_classes).
         Without a validation split, early stopping and held-out growth scoring use the training
         data. Returns ``self``.
+
+        ``sample_weight`` (n_train,) and ``val_sample_weight`` (n_val,): optional non-negative
+        weights per row. The objective becomes the weighted mean loss ``Σ wᵢ ℓᵢ / Σ wᵢ``: each
+        minibatch loss is ``mean(wᵢ/w̄ · ℓᵢ)`` with ``w̄`` the mean training weight, an unbiased
+        estimate of it under uniform shuffling. The growth statistics (η, λ, the K-FAC factors:
+        expectations over rows) are taken on scoring rows drawn with replacement with probability
+        ``wᵢ/Σw``, and held-out growth scoring on validation rows drawn the same way, so their
+        plain means estimate the weighted expectations without bias. Validation loss and accuracy
+        (early stopping, best model, history) are exact weighted means. Raises ``ValueError`` for
+        weights of the wrong shape, negative or non-finite weights, or weights summing to 0.
         """
         cfg = self.config
         dev = self.device
@@ -238,8 +276,21 @@ class Trainer:
         Xv = _as_tensor(X_val, torch.float32, dev) if has_val else X
         yv = _as_tensor(y_val, torch.long, dev) if has_val else y
         n = len(X)
-        score_idx = torch.randperm(n, generator=self.generator)[: cfg.scoring_batch_size].to(dev)
+        w = _weights(sample_weight, n, "sample_weight", dev)
+        wv = _weights(val_sample_weight, len(Xv), "val_sample_weight", dev) if has_val else w
+        self._train_weight = None if w is None else w / w.mean()
+        self._val_weight = wv
+        if w is None:
+            score_idx = torch.randperm(n, generator=self.generator)[: cfg.scoring_batch_size]
+        else:
+            score_idx = torch.multinomial(w.cpu().double(), min(n, cfg.scoring_batch_size), replacement=True, generator=self.generator)
+        score_idx = score_idx.to(dev)
         X_score, y_score = X[score_idx], y[score_idx]
+        if has_val and wv is not None:  # held-out growth scoring on rows drawn ∝ weight
+            val_idx = torch.multinomial(wv.cpu().double(), len(Xv), replacement=True, generator=self.generator).to(dev)
+            self._val_rows = (Xv[val_idx], yv[val_idx])
+        else:
+            self._val_rows = (Xv, yv)
         probe = X_score[: cfg.probe_size]
         last = self.epoch + epochs if epochs is not None else cfg.max_epochs
         for cb in self.callbacks:
@@ -277,7 +328,10 @@ class Trainer:
                 xb = augment_flip_crop(xb.reshape(len(idx), *shape), self.generator)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(self.model(xb), y[idx])
+                if self._train_weight is None:
+                    loss = F.cross_entropy(self.model(xb), y[idx])
+                else:
+                    loss = (F.cross_entropy(self.model(xb), y[idx], reduction="none") * self._train_weight[idx]).mean()
             loss.backward()
             self.optimizer.step()
             total += float(loss.detach()) * len(idx)
@@ -286,14 +340,15 @@ class Trainer:
         new = []
         if self.epoch + 1 < cfg.max_epochs:  # nothing would train what grows after the last epoch
             ctx = GrowthContext(X_score, y_score, epoch=self.epoch, apply=self._apply(probe), history=self.history,
-                                X_val=Xv if has_val else None, y_val=yv if has_val else None, generator=self.generator)
+                                X_val=self._val_rows[0] if has_val else None, y_val=self._val_rows[1] if has_val else None,
+                                generator=self.generator)
             new = self.policy.step(self.model, ctx)
         events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
         self.growth_log.extend(events)
         self.eta = self.policy.last_eta
         t2 = time.perf_counter()
         self.timings["growth"] += t2 - t1
-        val_loss, val_acc = self.evaluate(Xv, yv)
+        val_loss, val_acc = self.evaluate(Xv, yv, self._val_weight)
         self.timings["eval"] += time.perf_counter() - t2
         record = {
             "epoch": self.epoch,
