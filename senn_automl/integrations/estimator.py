@@ -26,7 +26,7 @@ from senn_automl.growth.base import POLICIES, GrowthEvent, make_policy
 from senn_automl.growth.natural import NaturalExpansionPolicy
 from senn_automl.models.registry import model_from_spec
 from senn_automl.training import config as _config
-from senn_automl.training.trainer import PrintGrowth, TrainConfig, Trainer, resolve_device
+from senn_automl.training.trainer import PrintGrowth, TrainConfig, Trainer, check_sample_weight, resolve_device
 from senn_automl.validation import is_real, is_whole
 
 __all__ = ["SENNClassifier"]
@@ -659,18 +659,12 @@ def _fold_feature_scaling(model, scale: np.ndarray, shift: np.ndarray, inverse: 
 
 
 def _check_weights(sample_weight, n: int) -> np.ndarray | None:
-    """``sample_weight`` as a float64 (n,) array (``check_array``), or ``None``. Raises
-    ``ValueError`` for another shape, non-finite or negative weights, or weights summing to 0."""
+    """``sample_weight`` as a float64 (n,) array, or ``None``: converted by ``check_array`` (lists,
+    pandas, NaN), then checked by :func:`~senn_automl.training.trainer.check_sample_weight`."""
     if sample_weight is None:
         return None
     w = check_array(sample_weight, ensure_2d=False, dtype=np.float64, input_name="sample_weight")
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight has shape {w.shape}, expected ({n},): pass one weight per row of X")
-    if (w < 0).any():
-        raise ValueError(f"sample_weight has {int((w < 0).sum())} negative value(s): use weights >= 0")
-    if w.sum() <= 0:
-        raise ValueError("sample_weight is zero for every row (the weights sum to 0): give at least one row a positive weight")
-    return w
+    return check_sample_weight(w, n).numpy()
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

@@ -31,7 +31,8 @@ from senn_automl.training.augment import augment_flip_crop
 from senn_automl.training.surgery import apply_edit
 from senn_automl.validation import as_list, invalid, is_real, is_whole, require, require_choice
 
-__all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device"]
+__all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device",
+           "check_sample_weight"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: what early stopping and the best-model snapshot watch
@@ -157,18 +158,29 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def check_sample_weight(weight, n: int, name: str = "sample_weight") -> torch.Tensor:
+    """``weight`` (array-like or tensor) as a float64 CPU tensor of shape (n,). Raises
+    ``ValueError`` naming ``name`` for another shape, non-finite or negative values, or weights
+    that are all zero."""
+    w = _as_tensor(weight, torch.float64, "cpu")
+    if w.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(w.shape)}, expected ({n},): pass one weight per row of X")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} has {int((~torch.isfinite(w)).sum())} non-finite value(s): use finite weights >= 0")
+    if bool((w < 0).any()):
+        raise ValueError(f"{name} has {int((w < 0).sum())} negative value(s): use weights >= 0")
+    if float(w.sum()) <= 0:
+        raise ValueError(f"{name} is zero for every row (the weights sum to 0): give at least one row a positive weight")
+    return w
+
+
 def _weights(weight, n: int, name: str, device) -> torch.Tensor | None:
-    """``weight`` as a float32 (n,) tensor, or ``None`` when absent or all equal (uniform weights
-    leave the weighted mean loss unchanged, so they take the unweighted path bit for bit)."""
+    """``weight`` checked (:func:`check_sample_weight`) as a float32 (n,) tensor on ``device``, or
+    ``None`` when absent or all equal (uniform weights leave the weighted mean loss unchanged, so
+    they take the unweighted path bit for bit)."""
     if weight is None:
         return None
-    w = torch.as_tensor(np.asarray(weight, dtype=np.float64) if not torch.is_tensor(weight) else weight, dtype=torch.float64)
-    if w.shape != (n,):
-        raise ValueError(f"{name} has shape {tuple(w.shape)}, expected ({n},): pass one weight per row")
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError(f"{name} holds negative or non-finite values: use finite weights >= 0")
-    if float(w.sum()) <= 0:
-        raise ValueError(f"{name} sums to 0: give at least one row a positive weight")
+    w = check_sample_weight(weight, n, name)
     if bool((w == w[0]).all()):
         return None
     return w.to(device=device, dtype=torch.float32)
