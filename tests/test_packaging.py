@@ -33,7 +33,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_ships_the_search_spaces_where_the_package_looks_for_them(wheel, tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     bundled = sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml"))
-    assert bundled and {f"search_spaces/{n}" for n in bundled} <= names
+    assert bundled and {f"senn_automl/search_spaces/{n}" for n in bundled} <= names
+    assert not any(n.startswith("search_spaces/") for n in names)  # inside the package, not a top-level name
     # every module of every subpackage (layers are subpackages; a missing __init__.py drops one)
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "senn_automl").rglob("*.py") if "__pycache__" not in p.parts}
     assert "senn_automl/integrations/tune/search_space.py" in modules and modules <= names, sorted(modules - names)
@@ -46,7 +47,7 @@ def test_wheel_ships_the_search_spaces_where_the_package_looks_for_them(wheel, t
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120).stdout
     where, found = json.loads(out)
-    assert Path(where) == site and found == [Path(n).stem for n in bundled]
+    assert Path(where) == site / "senn_automl" and found == [Path(n).stem for n in bundled]
 
 
 def test_fit_and_tune_run_from_a_fresh_venv_with_the_wheel(wheel, tmp_path):

@@ -1,6 +1,7 @@
 """Search spaces as data: a YAML file → an Optuna define-by-run function.
 
-A search space file (bundled ones live in ``search_spaces/*.yaml`` at the repository root)::
+A search space file (bundled ones live in ``search_spaces/*.yaml`` at the repository root, installed as
+``senn_automl.search_spaces``)::
 
     name: mlp                      # optional, defaults to the file name without .yaml
     description: ...               # optional free text
@@ -51,6 +52,7 @@ methods of the trial it is given).
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import math
 import re
 from dataclasses import dataclass
@@ -79,8 +81,10 @@ __all__ = [
     "parse_search_space",
 ]
 
-#: Folder of the bundled search spaces (repository root / search_spaces).
-SEARCH_SPACES_DIR = Path(__file__).resolve().parents[3] / "search_spaces"
+#: Folder of the bundled search spaces: the repository's ``search_spaces/``, installed as the package
+#: ``senn_automl.search_spaces`` (``pyproject.toml`` maps it) and found with :mod:`importlib.resources`,
+#: so a checkout, an editable install and a wheel read the same files.
+SEARCH_SPACES_DIR = Path(str(importlib.resources.files("senn_automl.search_spaces")))
 
 TYPES = ("float", "int", "categorical")
 _FIELDS = {
