@@ -400,3 +400,28 @@ def test_cli_fit_logs_a_complete_run(tmp_path):
     assert {f.path for f in client.list_artifacts(run.info.run_id, "growth")} >= {"growth/growth.png"}
     (mv,) = client.search_model_versions("name='senn-cli-fit'")
     assert mv.tags["final"] == "true" and f"models:/senn-cli-fit/{mv.version}" in res.stdout
+
+
+@pytest.mark.slow
+def test_mlproject_fit_entry_point_produces_a_complete_run(tmp_path):
+    """`mlflow run mlflow -e fit` (the MLproject, local environment): the project's own run gets the
+    params, per-epoch metrics, growth plot, test accuracy and final logged model."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(MLFLOW_TRACKING_URI=uri, OMP_NUM_THREADS="1")
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    res = subprocess.run([str(mlflow_cli), "run", str(REPO / "mlflow"), "-e", "fit", "-P", "epochs=3", "-P", "seed=1",
+                          "-P", f"out={tmp_path / 'fit'}", "--env-manager", "local"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
+    assert run.data.tags["mlflow.project.entryPoint"] == "fit" and run.info.status == "FINISHED"
+    assert run.data.params["max_epochs"] == "3" and run.data.params["seed"] == "1"
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
+    assert 0 < run.data.metrics["test_accuracy"] <= 1
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "growth")} >= {"growth/growth.png"}
+    mlflow.set_tracking_uri(uri)
+    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert model.source_run_id == run.info.run_id and model.tags["final"] == "true"
+    assert (tmp_path / "fit" / "summary.json").is_file()
