@@ -70,8 +70,10 @@ def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
 
 
 def through_search(configs, dataset: str, seed: int, max_concurrent: int, work: Path) -> dict:
+    from senn_automl.integrations.tracking import quiet_mlflow
     from senn_automl.integrations.tune import run_search
 
+    quiet_mlflow()  # as `senn-automl tune` does: no MLflow INFO lines or download bars
     out = work / f"mc{max_concurrent}"
     ray_tmp = tempfile.mkdtemp(prefix="srb", dir="/tmp")  # short: Ray socket paths
     t0 = time.perf_counter()
