@@ -137,6 +137,9 @@ def test_search_optuna_study_prunes_asha_stops(search):
     # the dashboard names the objective, and each Optuna trial links to its trial's MLflow run
     assert study.metric_names == ["val_acc"]
     assert sorted(t.user_attrs.get("mlflow_run_id") for t in study.trials) == sorted(lb["mlflow_run_id"])
+    # and records the value the leaderboard shows, for complete and pruned trials alike
+    by_run = {t.user_attrs["mlflow_run_id"]: t.value for t in study.trials}
+    assert all(by_run[row.mlflow_run_id] == pytest.approx(row.val_acc) for row in lb.itertuples()), (by_run, lb)
 
 
 def test_compare_policies_from_mlflow(search, tmp_path):

@@ -98,6 +98,15 @@ class PruneAwareOptunaSearch(OptunaSearch):
             and trial_id in trials
             and trial_id not in finished
         ):
+            # Tune hands the result that made the scheduler stop the trial to on_trial_complete only, not
+            # to on_trial_result: report it, so the PRUNED value Optuna stores (its last intermediate
+            # value) is the trial's last val_acc, as on the leaderboard, not the one before it
+            # (multi-objective studies take no intermediate values)
+            if isinstance(self.metric, str) and result.get(self.metric) is not None:
+                try:
+                    trials[trial_id].report(float(result[self.metric]), int(result["training_iteration"]))
+                except optuna.exceptions.UpdateFinishedTrialError:  # finished in storage before a restore
+                    pass
             # skip_if_finished: after a restore the trial may already be finished in storage
             optuna_search_study(self).tell(trials[trial_id], None, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             finished.add(trial_id)
