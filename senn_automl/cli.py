@@ -193,6 +193,15 @@ def _describe_arch(model, ds) -> str:
     return f"{kind} {model.hidden}"
 
 
+def _resume_command() -> str:
+    """This process's ``senn-automl tune`` command line with ``--resume`` (added once)."""
+    import shlex
+    import sys
+
+    args = sys.argv[1:]
+    return shlex.join(["senn-automl", *args, *([] if "--resume" in args else ["--resume"])])
+
+
 def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
     """Plain-text table of a DataFrame (no index)."""
     if df is None or len(df) == 0:
@@ -271,6 +280,9 @@ def tune(
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune's own handler took the first
+        typer.echo(f"\ninterrupted; continue the search with:\n  {_resume_command()}", err=True)
+        raise typer.Exit(130) from None
     finally:
         if isinstance(view, LiveView):
             view.close()
@@ -280,6 +292,11 @@ def tune(
     if res.pareto is not None:
         typer.echo("\nPareto front (max val_acc, min n_params):")
         _print_table(res.pareto)
+    if res.interrupted:
+        n = int((res.leaderboard["status"] == "interrupted").sum())
+        typer.echo(f"\ninterrupted after {seconds:.1f} s: {n} trial(s) stopped before their end; the champion alias was "
+                   f"not moved. Continue the search with:\n  {_resume_command()}")
+        raise typer.Exit(130)
     if res.champion_version:
         typer.echo(f"\nchampion: models:/{res.registered_model_name}@champion = version {res.champion_version} (trial {res.champion_trial})")
         if res.champion_test_acc is not None:

@@ -43,3 +43,47 @@ def test_trial_that_reaches_its_last_epoch_is_complete(storage):
     searcher.on_trial_complete("t1", {"val_acc": 0.90, "training_iteration": 4, "final": 1})  # its own patience
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == pytest.approx(0.90)
+
+
+def test_interrupted_trial_continued_by_a_resume_is_recorded_anew(storage, tmp_path):
+    """Ctrl-C: the driver FAILs the running Optuna trial (marked interrupted); the restored searcher
+    continues its Tune trial and records the outcome as a new trial with the same parameters and
+    the intermediate values of both parts, so Optuna agrees with the leaderboard and nothing stays RUNNING."""
+    from senn_automl.integrations.tune.searcher import PruneAwareOptunaSearch, fail_running_trials, running_trial_ids
+
+    searcher = make_searcher(_space, storage=storage, study_name="s", seed=0, max_t=10, multi_objective=False,
+                             points_to_evaluate=None)
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    searcher.on_trial_result("t1", {"val_acc": 0.5, "training_iteration": 1, "final": 0, "mlflow_run_id": "r1"})
+    searcher.on_trial_complete("t2", {"val_acc": 0.9, "training_iteration": 10, "final": 1, "mlflow_run_id": "r2"})
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's experiment snapshot
+    assert running_trial_ids(storage, "s") == {"t1"}
+    fail_running_trials(storage, "s", interrupted={"t1"})
+    first = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in first] == ["FAIL", "COMPLETE"] and first[0].user_attrs["interrupted"] is True
+
+    restored = PruneAwareOptunaSearch(_space, metric="val_acc", mode="max", storage=storage, study_name="s", max_t=10)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("t1", {"val_acc": 0.7, "training_iteration": 2, "final": 0, "mlflow_run_id": "r1b"})
+    restored.on_trial_complete("t1", {"val_acc": 0.8, "training_iteration": 3, "final": 0, "mlflow_run_id": "r1b"})
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "PRUNED"]
+    new = trials[2]
+    assert new.params == trials[0].params and new.value == pytest.approx(0.8)
+    assert new.intermediate_values == {1: 0.5, 2: 0.7, 3: 0.8}
+    assert new.user_attrs["continues"] == 0 and new.user_attrs["mlflow_run_id"] == "r1b"
+    assert "interrupted" not in new.user_attrs and new.user_attrs["ray.trial_id"] == "t1"
+
+
+def test_fail_running_trials_marks_only_the_interrupted(storage):
+    from senn_automl.integrations.tune.searcher import fail_running_trials
+
+    searcher = make_searcher(_space, storage=storage, study_name="s", seed=0, max_t=10, multi_objective=False,
+                             points_to_evaluate=None)
+    searcher.suggest("t1")
+    optuna.load_study(study_name="s", storage=storage).ask()  # asked by a killed driver: no Tune trial
+    fail_running_trials(storage, "s", interrupted={"t1"})
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert [t.user_attrs.get("interrupted") for t in trials] == [True, None]

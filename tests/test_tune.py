@@ -256,6 +256,66 @@ def test_restored_progress_view_writes_to_the_resuming_calls_writer():
     assert first == [] and len(resumed) == 1 and "hello  (running 0, done 0/3)" in resumed[0]
 
 
+# --------------------------------------------------------------------------- Ctrl-C, then --resume
+def test_ctrl_c_stops_cleanly_and_resume_agrees_with_optuna(tmp_path, ray_tmp):
+    """SIGINT to the driver (Ctrl-C): exit 130 with the resume command, parent and interrupted trial
+    runs KILLED, no Optuna trial RUNNING, no champion moved; then --resume finishes, and every
+    leaderboard row has exactly one Optuna trial (not the interrupted records) with its state and value."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "senn_automl.cli", "tune", "--num-samples", "3", "--max-concurrent", "2",
+        "--tracking-uri", uri, "--out", str(out), "--study-name", "ctrl-c", "--set", "max_epochs=12", "--verbose",
+    ]
+    env = {**os.environ, "SENN_RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(lambda: re.search(r"epoch +2 ", log.read_text()) or proc.poll() is not None, timeout=150,
+                 what="the second epoch of a trial")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        kill_pids(descendants(pids_mentioning(ray_tmp)))
+    text = log.read_text()
+    assert rc == 130, text[-3000:]
+    assert "Traceback" not in text and "interrupted" in text
+    assert " ".join(cmd[3:]) + " --resume" in text  # the command to continue
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    first = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+    assert first and all(t.state.name != "RUNNING" for t in first), [t.state.name for t in first]
+    stopped = {t.user_attrs["ray.trial_id"] for t in first if t.user_attrs.get("interrupted")}
+    assert stopped  # the trial(s) running at the interrupt
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("senn-automl")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.study = 'ctrl-c'")
+    assert parent.info.status == "KILLED"
+    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {r.info.status for r in kids if r.data.tags["ray.trial_id"] in stopped} == {"KILLED"}
+    with pytest.raises(mlflow.exceptions.MlflowException, match="champion|senn-digits not found"):  # no alias set
+        client.get_model_version_by_alias("senn-digits", "champion")
+
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    import pandas as pd
+
+    lb = pd.read_csv(out / "leaderboard.csv")
+    trials = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+    assert all(t.state.name != "RUNNING" for t in trials)
+    live = [t for t in trials if not t.user_attrs.get("interrupted")]
+    assert len(live) == len(lb) == 3
+    state = {"complete": "COMPLETE", "pruned": "PRUNED"}
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in live}
+    for row in lb.itertuples():
+        t = by_run[row.mlflow_run_id]
+        assert (t.state.name, t.value) == (state[row.status], pytest.approx(row.val_acc)), (row, t)
+    assert client.get_model_version_by_alias("senn-digits", "champion").tags["final"] == "true"
+
+
 # --------------------------------------------------------------------------- resume after SIGKILL
 def test_resume_after_driver_killed(tmp_path, ray_tmp):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -19,7 +19,14 @@ import ray
 from ray import tune
 
 from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
-from senn_automl.integrations.tune.searcher import OverriddenSpace, fail_zombie_trials, finished_trials, make_searcher
+from senn_automl.integrations.tune.searcher import (
+    OverriddenSpace,
+    fail_running_trials,
+    fail_zombie_trials,
+    finished_trials,
+    make_searcher,
+    running_trial_ids,
+)
 from senn_automl.integrations.tune.summary import (
     SummaryWarning,
     champion_test_accuracy,
@@ -98,6 +105,10 @@ class SearchResult:
     champion_test_acc: float | None = None
     #: why ``champion_test_acc`` could not be measured (the champion could not be loaded back), else None
     champion_test_error: str | None = None
+    #: the search was stopped (Ctrl-C / SIGINT) before every trial ended: the parent run is KILLED, the
+    #: unfinished trials are ``interrupted`` on the leaderboard and FAIL (``interrupted``) in Optuna,
+    #: the champion alias is left where it was; ``run_search(..., resume=True)`` continues
+    interrupted: bool = False
 
 
 
@@ -469,15 +480,24 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         data = dataclasses.replace(ds, X_test=ds.X_test[:0], y_test=ds.y_test[:0])  # trials never see the test split
         trainable = tune.with_resources(tune.with_parameters(train_senn, data=data), resources)
 
-        tuner, resumed = _tuner(opts, trainable, param_space, rdb, space)
+        tuner, resumed, num_samples = _tuner(opts, trainable, param_space, rdb, space)
         t_fit = time.time()
         grid = tuner.fit()
         timings["fit_s"] = time.time() - t_fit
-        if resumed:  # trials the killed driver had asked Optuna for but Tune never recorded
-            fail_zombie_trials(rdb, opts.study_name)
+        # Tune catches the first SIGINT (Ctrl-C), saves its state, stops the running trials and returns:
+        # their Optuna trials are still RUNNING (no one told them), or, between two trials, fewer
+        # trials than asked for exist
+        stopped = running_trial_ids(rdb, opts.study_name) & {(r.metrics or {}).get("trial_id") for r in grid}
+        interrupted = stopped if stopped or (not resumed and len(grid) < num_samples) else None
+        # RUNNING trials left are also those a killed driver had asked Optuna for but Tune never recorded
+        fail_running_trials(rdb, opts.study_name, interrupted=stopped)
         t_sum = time.time()
         result = _summarise(grid, opts, experiment_id=experiment_id, parent_run_id=parent_run_id, resumed=resumed,
-                            t_start=t_start)
+                            t_start=t_start, interrupted=interrupted)
+        if result.interrupted:
+            status = "KILLED"
+            result.timings = timings
+            return result
         if result.champion_version and len(ds.y_test):
             try:
                 result.champion_test_acc = champion_test_accuracy(
@@ -492,15 +512,16 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         result.timings = timings
         status = "FINISHED"
         return result
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, while Tune saved its state or during the summary
         status = "KILLED"
+        fail_running_trials(rdb, opts.study_name, interrupted=running_trial_ids(rdb, opts.study_name))
         raise
     finally:
         end_parent_run(parent_run_id, status, tracking_uri=opts.tracking_uri)
 
 
-def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, space) -> tuple[tune.Tuner, bool]:
-    """(the Tuner, whether it restores the interrupted experiment): with ``resume`` and a restorable
+def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, space) -> tuple[tune.Tuner, bool, int]:
+    """(the Tuner, whether it restores the interrupted experiment, the trials a new Tuner samples): with ``resume`` and a restorable
     experiment, ``Tuner.restore`` (unfinished and errored trials continue from their checkpoints);
     otherwise a new Tuner, which with ``resume`` continues the Optuna study up to ``num_samples``."""
     if opts.resume and tune.Tuner.can_restore(str(opts.experiment_path)):
@@ -509,7 +530,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
                 str(opts.experiment_path), trainable=trainable, resume_unfinished=True, resume_errored=True,
                 param_space=param_space,
             )
-        return tuner, True
+        return tuner, True, opts.num_samples
 
     num_samples = opts.num_samples
     if opts.resume:  # no restorable Tune experiment: a new Tuner continues the Optuna study
@@ -556,7 +577,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
             callbacks=callbacks,
         ),
     )
-    return tuner, False
+    return tuner, False, num_samples
 
 
 def _previous_parent_run(opts: SearchOptions) -> tuple[str, str] | None:
@@ -583,17 +604,25 @@ def _previous_parent_run(opts: SearchOptions) -> tuple[str, str] | None:
 
 # ----------------------------------------------------------------------------------- summary
 def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: str, resumed: bool,
-               t_start: float) -> SearchResult:
-    """The jobs after ``Tuner.fit``, one function each (see :mod:`senn_automl.integrations.tune.summary`)."""
+               t_start: float, interrupted: set[str] | None = None) -> SearchResult:
+    """The jobs after ``Tuner.fit``, one function each (see :mod:`senn_automl.integrations.tune.summary`).
+    An ``interrupted`` search (the Tune trial ids a Ctrl-C stopped) ends its trials' runs KILLED and
+    leaves the registry and the champion alias as they were: a resume cleans and marks them."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=opts.tracking_uri, registry_uri=opts.tracking_uri)
     runs, latest = child_runs(client, experiment_id, parent_run_id)
-    lb = leaderboard(grid, latest)
+    lb = leaderboard(grid, latest, interrupted)
     trials = set(lb["trial"])
     end_orphan_runs(client, runs, trials)
-    versions = clean_registry(client, opts.registered_model_name, runs, trials)
-    champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
+    for tid in interrupted or ():  # Tune ended the trials with SystemExit, which the trainable takes for a normal end
+        if tid in latest:
+            client.set_terminated(latest[tid].info.run_id, "KILLED")
+    if interrupted is None:
+        versions = clean_registry(client, opts.registered_model_name, runs, trials)
+        champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
+    else:
+        versions, champion_version, champion_trial = [], None, None
     states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
     log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
     return SearchResult(
@@ -601,5 +630,5 @@ def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: 
         registered_model_name=opts.registered_model_name, study_name=opts.study_name, storage=opts.storage,
         tracking_uri=opts.tracking_uri, experiment_id=str(experiment_id), parent_run_id=parent_run_id,
         experiment_path=str(opts.experiment_path), out=str(opts.out), seconds=time.time() - t_start, resumed=resumed,
-        pareto=pareto, optuna_states=states, versions=versions,
+        pareto=pareto, optuna_states=states, versions=versions, interrupted=interrupted is not None,
     )

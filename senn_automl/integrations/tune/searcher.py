@@ -13,6 +13,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from senn_automl.integrations.tune._internals import optuna_search_finished, optuna_search_study, optuna_search_trials
 
+#: Optuna user attributes: the Tune trial id of an Optuna trial, and the mark of a trial failed
+#: because the search was interrupted
+TUNE_TRIAL_ATTR = "ray.trial_id"
+INTERRUPTED_ATTR = "interrupted"
+
 
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that records trials stopped early by the Tune scheduler as PRUNED.
@@ -59,7 +64,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
             study_id = storage.get_study_id_from_name(self._study_name_for_adoption)
             storage_id = storage.get_trial_id_from_study_id_trial_number(study_id, adoptable.pop(0))
             trials[trial_id] = optuna.trial.Trial(optuna_search_study(self), storage_id)
-        return super().suggest(trial_id)
+        config = super().suggest(trial_id)
+        trial = trials.get(trial_id)
+        if trial is not None:  # None: the searcher is finished or waits for points to evaluate
+            trial.set_user_attr(TUNE_TRIAL_ATTR, str(trial_id))
+        return config
 
     def on_trial_result(self, trial_id, result):
         self._link_run(trial_id, result)
@@ -69,7 +78,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
-            pass
+            if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
+                self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])
 
     def _link_run(self, trial_id, result) -> None:
         """Store the trial's MLflow run id (``result["mlflow_run_id"]``) as the Optuna trial's user
@@ -87,9 +97,23 @@ class PruneAwareOptunaSearch(OptunaSearch):
             linked.add(trial_id)
             self._linked = linked
 
+    @property
+    def _late_values(self) -> dict[str, dict[int, float]]:
+        """Tune trial id -> {step: value} reported after its Optuna trial was finished (an
+        interrupted trial that a resume continues)."""
+        if not hasattr(self, "_late"):
+            self._late: dict[str, dict[int, float]] = {}
+        return self._late
+
     def on_trial_complete(self, trial_id, result=None, error=False):
-        self._link_run(trial_id, result)
         trials, finished = optuna_search_trials(self), optuna_search_finished(self)
+        if trial_id in trials and trial_id not in finished:
+            old = optuna_search_study(self).get_trials(deepcopy=False)[trials[trial_id].number]
+            if old.state == optuna.trial.TrialState.FAIL and old.user_attrs.get(INTERRUPTED_ATTR):
+                self._record_continued(trial_id, old, result, error)
+                finished.add(trial_id)
+                return
+        self._link_run(trial_id, result)
         if (
             not error
             and result
@@ -112,6 +136,35 @@ class PruneAwareOptunaSearch(OptunaSearch):
             finished.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _record_continued(self, trial_id: str, old: optuna.trial.FrozenTrial, result: dict | None, error: bool) -> None:
+        """An interrupted trial (its Optuna trial FAILed by :func:`fail_running_trials`) that a
+        resume continued has ended: add its outcome as a new finished Optuna trial with the same
+        parameters, the intermediate values of both parts, and the same state and value rules as
+        any other trial (COMPLETE, PRUNED for a scheduler stop, FAIL for an error) and the user
+        attribute ``continues`` (the interrupted trial's number); the interrupted record stays as it is."""
+        study = optuna_search_study(self)
+        result = result or {}
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics]
+        intermediate = {**old.intermediate_values, **self._late_values.pop(trial_id, {})}
+        if error or any(v is None for v in values):
+            state, values = optuna.trial.TrialState.FAIL, None
+        elif not result.get("final") and result.get("training_iteration", self._max_t) < self._max_t:
+            state, values = optuna.trial.TrialState.PRUNED, None
+            if len(metrics) == 1:  # Optuna's value of a pruned trial: its last intermediate value
+                intermediate[int(result["training_iteration"])] = float(result[metrics[0]])
+                values = [float(result[metrics[0]])]
+        else:
+            state, values = optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
+        attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
+        if result.get("mlflow_run_id"):
+            attrs["mlflow_run_id"] = str(result["mlflow_run_id"])
+        attrs["continues"] = old.number
+        study.add_trial(optuna.trial.create_trial(
+            state=state, values=values, params=old.params, distributions=old.distributions, user_attrs=attrs,
+            intermediate_values=intermediate if len(metrics) == 1 else None,
+        ))
 
 
 def make_searcher(space, *, storage: optuna.storages.BaseStorage, study_name: str, seed: int, max_t: int,
@@ -163,9 +216,32 @@ def finished_trials(storage: optuna.storages.BaseStorage, study_name: str) -> in
 
 def fail_zombie_trials(storage: optuna.storages.BaseStorage, study_name: str) -> None:
     """Mark RUNNING trials left by a killed driver as FAIL (no one will ever tell them)."""
+    fail_running_trials(storage, study_name)
+
+
+def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *,
+                        interrupted: set[str] | frozenset[str] = frozenset()) -> None:
+    """Mark the study's RUNNING trials FAIL, so that no trial stays RUNNING when no one runs it.
+    Those whose Tune trial id (user attribute ``ray.trial_id``) is in ``interrupted`` (trials a
+    Ctrl-C stopped) also get the user attribute ``interrupted=True``: a ``--resume`` continues
+    their Tune trials, and the searcher then records each outcome as a new Optuna trial."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no such study yet
         return
+    study_id = storage.get_study_id_from_name(study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get(TUNE_TRIAL_ATTR) in interrupted:
+            storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, t.number),
+                                        INTERRUPTED_ATTR, True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
+def running_trial_ids(storage: optuna.storages.BaseStorage, study_name: str) -> set[str]:
+    """Tune trial ids (user attribute ``ray.trial_id``) of the study's RUNNING trials."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study yet
+        return set()
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return {t.user_attrs[TUNE_TRIAL_ATTR] for t in running if TUNE_TRIAL_ATTR in t.user_attrs}

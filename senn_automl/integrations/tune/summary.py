@@ -50,8 +50,9 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     return runs, latest
 
 
-def leaderboard(grid, latest_runs: dict[str, Any]):
+def leaderboard(grid, latest_runs: dict[str, Any], interrupted: set[str] | None = None):
     """One row per trial of the Tune result grid, best first: complete trials, then pruned, then
+    interrupted (``interrupted``: the Tune trial ids a Ctrl-C stopped before their end), then
     errored; by ``val_acc`` (highest first), then ``n_params`` (fewest first)."""
     import pandas as pd
 
@@ -60,7 +61,12 @@ def leaderboard(grid, latest_runs: dict[str, Any]):
         m = r.metrics or {}
         cfg = r.config or {}
         tid = m.get("trial_id")
-        status = "error" if r.error else ("complete" if m.get("final") else "pruned")
+        if r.error:
+            status = "error"
+        elif interrupted is not None and (tid in interrupted or not m):  # not m: interrupted before its first report
+            status = "interrupted"
+        else:
+            status = "complete" if m.get("final") else "pruned"
         run = latest_runs.get(tid)
         rows.append({
             "trial": tid,
@@ -75,7 +81,7 @@ def leaderboard(grid, latest_runs: dict[str, Any]):
         })
     lb = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
     if len(lb):
-        lb["_rank"] = lb["status"].map({"complete": 0, "pruned": 1, "error": 2})
+        lb["_rank"] = lb["status"].map({"complete": 0, "pruned": 1, "interrupted": 2, "error": 3})
         lb = lb.sort_values(["_rank", "val_acc", "n_params"], ascending=[True, False, True], na_position="last")
         lb = lb.drop(columns="_rank").reset_index(drop=True)
     return lb
