@@ -193,7 +193,8 @@ def _bad_space(tmp_path: Path) -> str:
 
 @pytest.mark.parametrize(
     "case",
-    ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster"],
+    ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster",
+     "resume with nothing to continue"],
 )
 def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     from senn_automl.integrations.tune.search_space import SearchSpaceError
@@ -221,6 +222,10 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         port = free_port()
         kw["address"] = f"127.0.0.1:{port}"
         match = rf"^Ray cluster at 127\.0\.0\.1:{port} is unreachable \(.+\); start it with `ray start --head --port={port}` or fix --address$"
+    elif case == "resume with nothing to continue":
+        kw.update(resume=True, study_name="never-run")
+        match = (r"^--resume: nothing to continue: no Optuna study 'never-run' in sqlite:///.+/out/optuna\.db and no Tune "
+                 r"experiment in .+/out/ray_results/never-run; run without --resume to start this search")
     else:
         import torch
 
@@ -233,6 +238,19 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         run_search(**kw)
     assert time.time() - t0 < 60
     _no_trial_started(tmp_path, uri)
+
+
+def test_resume_of_a_finished_search_says_there_is_nothing_to_continue(search, ray_tmp):
+    res, uri, _ = search
+    study = optuna.load_study(study_name=res.study_name, storage=res.storage)
+    before = len(study.trials)
+    with pytest.raises(SearchSetupError, match=(
+            rf"^--resume: search '{res.study_name}' has finished \(3 trials, none interrupted\): nothing to continue; "
+            r"--num-samples 5 does not add trials to it \(a restored search keeps its 3\); to search further, start a new "
+            r"search with another --study-name$")):
+        run_search("digits", "quick", num_samples=5, tracking_uri=uri, out=res.out, resume=True, ray_temp_dir=ray_tmp,
+                   progress=False, trial_overrides={"max_epochs": MAX_EPOCHS})
+    assert len(optuna.load_study(study_name=res.study_name, storage=res.storage).trials) == before
 
 
 def test_search_setup_error_is_value_error():

@@ -41,6 +41,8 @@ from senn_automl.integrations.tune.summary import (
 from senn_automl.integrations.tune.trainable import split_config, train_senn
 
 DEFAULT_EXPERIMENT = "senn-automl"
+#: Optuna study user attribute: the trials the search's Tune run samples in all (checked by ``--resume``)
+NUM_SAMPLES_ATTR = "num_samples"
 DEFAULT_RAY_TMPDIR = "/tmp/senn-ray"  # short: Ray's AF_UNIX socket paths must stay < 107 bytes
 
 
@@ -247,6 +249,7 @@ def run_search(
         callbacks=tuple(callbacks or ()),
     )
     rdb = _open_study_storage(opts)
+    _check_resume(opts, rdb)
     if address is not None:
         _probe_address(address)
 
@@ -349,6 +352,40 @@ def _open_study_storage(opts: SearchOptions) -> optuna.storages.RDBStorage:
             f"use another --study-name or {'drop' if opts.multi_objective else 'add'} --multi-objective"
         )
     return rdb
+
+
+def _check_resume(opts: SearchOptions, rdb: optuna.storages.RDBStorage) -> None:
+    """With ``resume``: there is a search to continue (an Optuna study or a restorable Tune
+    experiment), and a restorable one still has a trial to continue (RUNNING after a killed driver,
+    interrupted by Ctrl-C) or fewer trials than ``num_samples``."""
+    if not opts.resume:
+        return
+    restorable = tune.Tuner.can_restore(str(opts.experiment_path))
+    try:
+        study = optuna.load_study(study_name=opts.study_name, storage=rdb)
+    except KeyError:  # no such study
+        study = trials = None
+    else:
+        trials = study.get_trials(deepcopy=False)
+    if trials is None and not restorable:
+        raise SearchSetupError(
+            f"--resume: nothing to continue: no Optuna study {opts.study_name!r} in {opts.storage} and no Tune "
+            f"experiment in {opts.experiment_path}; run without --resume to start this search (or fix --out / --study-name)"
+        )
+    if trials is None or not restorable:
+        return
+    continued = {t.user_attrs.get("continues") for t in trials}
+    unfinished = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                  or (t.user_attrs.get("interrupted") and t.number not in continued)]
+    recorded = sum(1 for t in trials if not t.user_attrs.get("interrupted"))
+    target = int(study.user_attrs.get(NUM_SAMPLES_ATTR, opts.num_samples))  # what the restored Tune run samples
+    if not unfinished and recorded >= target:
+        more = (f"; --num-samples {opts.num_samples} does not add trials to it (a restored search keeps its {target})"
+                if opts.num_samples > target else "")
+        raise SearchSetupError(
+            f"--resume: search {opts.study_name!r} has finished ({recorded} trials, none interrupted): nothing to "
+            f"continue{more}; to search further, start a new search with another --study-name"
+        )
 
 
 def _probe_address(address: str, timeout: float = 3.0) -> None:
@@ -547,6 +584,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
         multi_objective=opts.multi_objective,
         points_to_evaluate=[split_config(c)[0] for c in opts.fixed_configs] if opts.fixed_configs else None,
     )
+    optuna.load_study(study_name=opts.study_name, storage=rdb).set_user_attr(NUM_SAMPLES_ATTR, opts.num_samples)
     if opts.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
