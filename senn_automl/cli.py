@@ -147,9 +147,19 @@ def _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds,
     """The MLflow callback of ``fit``: a new run in ``experiment``, or the project's run under ``mlflow run``."""
     import os
 
-    from senn_automl.integrations.tracking import MLflowCallback, get_or_create_experiment, quiet_mlflow, resolve_tracking_uri
+    from senn_automl.integrations.tracking import (
+        MLflowCallback,
+        check_names,
+        get_or_create_experiment,
+        quiet_mlflow,
+        resolve_tracking_uri,
+    )
 
     quiet_mlflow()
+    try:
+        check_names(registered_model_name=registered_model_name, experiment_name=experiment)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--registered-model-name / --experiment") from None
     uri = resolve_tracking_uri(tracking_uri)
     run_id = os.environ.get("MLFLOW_RUN_ID") if not tracking_uri else None
     try:  # the register choice first (no experiment created for a bad one), then the store

@@ -56,6 +56,7 @@ def search(tmp_path_factory):
             ray_temp_dir=ray_dir, trial_overrides={"max_epochs": MAX_EPOCHS}, progress=lines.append, seed=0,
             callbacks=[live],
         )
+        res.ray_leftovers = sorted(p.name for p in Path(ray_dir).iterdir())
     finally:
         kill_pids(descendants(pids_mentioning(ray_dir)))
         shutil.rmtree(ray_dir, ignore_errors=True)
@@ -71,6 +72,11 @@ def test_live_view_shows_progress_best_value_and_running_trials(search):
     assert "3/3" in screen and f"best val_acc: {best:.4f}" in screen
     assert "settings" in screen and "policy=" in screen  # a running trial's row was drawn
     assert screen.rstrip().endswith("(no trial running)") or "(no trial running)" in screen[-400:]
+
+
+def test_search_removes_its_ray_session_folder(search):
+    res, _, _ = search
+    assert res.ray_leftovers == []  # no session_* folder (logs, sockets) left in the Ray temp folder
 
 
 def test_search_leaderboard_and_progress(search):
@@ -170,6 +176,14 @@ def test_compare_policies_from_mlflow(search, tmp_path):
 
     bad = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--experiment", "nope"])
     assert bad.exit_code == 2 and "not found" in bad.output
+    # a filter-string injection is an error naming the run id form, not a traceback
+    bad = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--parent-run-id", "x' or '1'='1"])
+    assert bad.exit_code == 2 and "is not an MLflow run id (32 hex digits)" in bad.output, bad.output
+    # a read-only command on a store that does not exist creates nothing there
+    missing = tmp_path / "nothere" / "sub" / "mlflow.db"
+    bad = CliRunner().invoke(app, ["compare", "--tracking-uri", f"sqlite:///{missing}"])
+    assert bad.exit_code == 2 and f"no MLflow database at {missing}" in bad.output, bad.output
+    assert not (tmp_path / "nothere").exists()
 
 
 # --------------------------------------------------------------------------- validation
@@ -194,7 +208,9 @@ def _bad_space(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     "case",
     ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster",
-     "resume with nothing to continue"],
+     "resume with nothing to continue", "a --set value only one branch reads", "nan gpus", "bad registered model name",
+     "blank experiment", "study name with a quote", "study name leaving the output folder", "unsupported tracking scheme",
+     "tracking uri is a folder", "sqlite under a file", "unwritable sqlite", "out is a file", "a search holds the output folder"],
 )
 def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     from senn_automl.integrations.tune.search_space import SearchSpaceError
@@ -222,6 +238,46 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         port = free_port()
         kw["address"] = f"127.0.0.1:{port}"
         match = rf"^Ray cluster at 127\.0\.0\.1:{port} is unreachable \(.+\); start it with `ray start --head --port={port}` or fix --address$"
+    elif case == "a --set value only one branch reads":  # the seed-0 dry sample is a fixed-policy trial
+        kw["trial_overrides"] = {"tau": -1}
+        match = (r"^search space 'quick' gives an invalid trial config \(with policy='natural'\): tau=-1 is invalid: "
+                 r"the relative threshold must be a positive number")
+    elif case == "nan gpus":
+        kw["gpus_per_trial"] = float("nan")
+        match = r"^gpus_per_trial=nan is invalid: use a number >= 0$"
+    elif case == "bad registered model name":
+        kw["registered_model_name"] = "bad/name:1"
+        match = r"^registered model name 'bad/name:1' is invalid: it contains '/' ':'; use letters, digits"
+    elif case == "blank experiment":
+        kw["experiment_name"] = ""
+        match = r"^experiment name '' is blank; pass a name, e\.g\. --experiment senn-automl$"
+    elif case in ("study name with a quote", "study name leaving the output folder"):
+        kw["study_name"] = name = "it's" if "quote" in case else "../../escape"
+        match = rf"^study_name={re.escape(repr(name))} is invalid: it names the Tune experiment folder"
+    elif case == "unsupported tracking scheme":
+        kw["tracking_uri"] = uri = "foo://bar"
+        match = r"^tracking URI: 'foo://bar' has the unsupported scheme 'foo': use sqlite:////abs/path/mlflow\.db"
+    elif case == "tracking uri is a folder":
+        kw["tracking_uri"] = uri = "./mlruns"
+        match = r"^tracking URI: './mlruns' is a folder \(an MLflow file store, which MLflow 3 refuses\)"
+    elif case == "sqlite under a file":
+        (tmp_path / "afile").write_text("")
+        kw["tracking_uri"] = uri = f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}"
+        match = rf"^tracking URI: sqlite:///.+: {re.escape(str(tmp_path / 'afile'))} is a file, not a folder"
+    elif case == "unwritable sqlite":
+        kw["tracking_uri"] = uri = "sqlite:////proc/mlflow.db"
+        match = r"^tracking URI: sqlite:////proc/mlflow\.db: the sqlite database /proc/mlflow\.db cannot be opened \("
+    elif case == "out is a file":
+        kw["out"] = tmp_path / "out"
+        (tmp_path / "out").write_text("")
+        match = r"^out='.+/out' is invalid: .+/out is a file; pass a folder for the search's output$"
+    elif case == "a search holds the output folder":
+        import filelock
+
+        (tmp_path / "out").mkdir()
+        holder = filelock.FileLock(str(tmp_path / "out" / ".search.lock"))
+        holder.acquire()  # as a running search does (filelock locks per FileLock object)
+        match = r"^another search is running with out='.+/out' \(it holds .+\.search\.lock\): wait for it to end, or pass another --out"
     elif case == "resume with nothing to continue":
         kw.update(resume=True, study_name="never-run")
         match = (r"^--resume: nothing to continue: no Optuna study 'never-run' in sqlite:///.+/out/optuna\.db and no Tune "
@@ -237,7 +293,10 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     with pytest.raises(error, match=match):
         run_search(**kw)
     assert time.time() - t0 < 60
-    _no_trial_started(tmp_path, uri)
+    if case == "out is a file":
+        assert (tmp_path / "out").is_file()
+    else:
+        _no_trial_started(tmp_path, uri)
 
 
 def test_resume_of_a_finished_search_says_there_is_nothing_to_continue(search, ray_tmp):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,13 @@ def compare(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
     from senn_automl.integrations.tracking import check_tracking_uri, resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
-    check_tracking_uri(tracking_uri)
+    try:
+        check_tracking_uri(tracking_uri, must_exist=True)  # compare reads: never create an empty store
+    except ValueError as exc:
+        raise ValueError(f"tracking URI: {exc}") from None
+    if parent_run_id is not None and not re.fullmatch(r"[0-9a-f]{32}", parent_run_id):
+        raise ValueError(f"parent_run_id={parent_run_id!r} is not an MLflow run id (32 hex digits); copy it from "
+                         f"the tune summary ('also an artifact of MLflow run ...')")
     runs, experiment_id = load_child_runs(tracking_uri, experiment, parent_run_id)
     summary = summarise_policies(runs)
     out = Path(out).expanduser().resolve()

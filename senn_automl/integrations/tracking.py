@@ -41,6 +41,7 @@ import os
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,6 +59,7 @@ from senn_automl.validation import require_choice
 
 __all__ = [
     "resolve_tracking_uri",
+    "check_names",
     "check_tracking_uri",
     "RawInputClassifier",
     "LoadedModel",
@@ -101,14 +103,24 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(path)
 
 
-def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
+#: URI schemes of the tracking stores MLflow 3 accepts besides a server (``+driver`` suffixes allowed)
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_tracking_uri(uri: str, timeout: float = 3.0, *, must_exist: bool = False) -> None:
     """Fail early, with the fix, when the tracking store cannot be used.
 
     ``http(s)://``: GET ``<uri>/health``; raises ``ValueError`` if it does not answer 200 within
-    ``timeout`` seconds. ``sqlite:///path``: creates the database's parent folder. Other schemes are
-    left to MLflow.
+    ``timeout`` seconds. ``sqlite:///path``: the database's folder is created (unless
+    ``must_exist``, which requires the file, e.g. for a read-only command), then the database is
+    opened; ``ValueError`` when a part of the path is a file or it cannot be opened.
+    ``postgresql://``, ``mysql://``, ``mssql://``, ``databricks``: left to MLflow. Any other scheme,
+    a plain folder or ``file:`` (MLflow 3 refuses file stores unless ``MLFLOW_ALLOW_FILE_STORE=true``):
+    ``ValueError`` naming the accepted forms.
     """
-    if uri.startswith(("http://", "https://")):
+    scheme = urllib.parse.urlparse(uri).scheme.split("+", 1)[0].lower()
+    forms = "use sqlite:////abs/path/mlflow.db, http(s)://HOST:PORT of an mlflow server, or a postgresql:// / mysql:// URL"
+    if scheme in ("http", "https"):
         url = uri.rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only)
@@ -123,10 +135,53 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
                 f"tracking server {uri} is unreachable: {reason}; start one with mlflow/start_server.sh "
                 f"or pass --tracking-uri sqlite:///..."
             )
-    elif uri.startswith("sqlite:"):
+    elif scheme == "sqlite":
         path = _sqlite_path(uri)
         if path is not None:
-            path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_file(uri, path.expanduser(), must_exist)
+    elif scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):  # a path (C: on Windows)
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):  # MLflow's own opt-in
+            raise ValueError(f"{uri!r} is a folder (an MLflow file store, which MLflow 3 refuses): {forms}")
+    elif scheme not in _DATABASE_SCHEMES and scheme != "databricks":
+        raise ValueError(f"{uri!r} has the unsupported scheme {scheme!r}: {forms}")
+
+
+def check_names(*, registered_model_name: str | None = None, experiment_name: str | None = None) -> None:
+    """``ValueError`` with the fix for a registered model name MLflow would refuse at the first
+    registration (blank, ``/`` or ``:``, a ``..`` part) or that ``models:/NAME@ALIAS`` URIs cannot
+    name (``@``), and for a blank experiment name; checked before any trial."""
+    if registered_model_name is not None:
+        bad = [c for c in "/:@" if c in registered_model_name]
+        if not registered_model_name.strip() or bad or ".." in registered_model_name.split("."):
+            raise ValueError(
+                f"registered model name {registered_model_name!r} is invalid"
+                f"{': it contains ' + ' '.join(repr(c) for c in bad) if bad else ''}; use letters, digits, '-', '_', '.' "
+                f"(e.g. senn-digits)")
+    if experiment_name is not None and not experiment_name.strip():
+        raise ValueError(f"experiment name {experiment_name!r} is blank; pass a name, e.g. --experiment senn-automl")
+
+
+def _check_sqlite_file(uri: str, path: Path, must_exist: bool) -> None:
+    import sqlite3
+
+    for parent in [path, *path.parents]:
+        if parent.exists() and parent != path and not parent.is_dir():
+            raise ValueError(f"{uri}: {parent} is a file, not a folder; put the database in a folder")
+    if path.is_dir():
+        raise ValueError(f"{uri}: {path} is a folder; name a database file, e.g. {path / 'mlflow.db'}")
+    if must_exist and not path.is_file():
+        raise ValueError(f"{uri}: no MLflow database at {path}; pass the sqlite URI that the search wrote to")
+    try:
+        if not must_exist:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(f"file:{path}?mode={'ro' if must_exist else 'rwc'}", uri=True, timeout=5)
+        try:
+            con.execute("select 1")
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ValueError(f"{uri}: the sqlite database {path} cannot be opened ({exc}); "
+                         f"choose a folder you can write to") from None
 
 
 # ---------------------------------------------------------------------------------- logged models

@@ -6,9 +6,13 @@ summarises it (:mod:`senn_automl.integrations.tune.summary`) into a :class:`Sear
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pickle
+import re
+import shutil
 import socket
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -230,39 +234,45 @@ def run_search(
     # ---- cheap validation, no services started yet
     _check_counts(num_samples=num_samples, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
                   cpus_per_trial=cpus_per_trial, scheduler=scheduler, register=register)
-    ds = _load_data(dataset, seed, data_root)
-    space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
-    tracking_uri = _checked_tracking_uri(tracking_uri)
-
-    out = Path(out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    opts = SearchOptions(
-        dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
-        max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
-        study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
-        gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-        storage_path=Path(storage_path).expanduser().resolve() if storage_path else out / "ray_results", seed=seed,
-        registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out, experiment_name=experiment_name,
-        max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
-        reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
-        trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
-        callbacks=tuple(callbacks or ()),
-    )
-    rdb = _open_study_storage(opts)
-    _check_resume(opts, rdb)
-    if address is not None:
-        _probe_address(address)
-
-    # ---- Ray
-    timings = {"validate_s": time.time() - t_start}
-    t_ray = time.time()
-    started_ray = _start_ray(opts)
-    timings["ray_init_s"] = time.time() - t_ray
+    _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
+    out = _checked_out(out)
+    lock = _lock_out(out)  # one search per output folder (its Optuna db, Ray results, leaderboard)
     try:
-        return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
+        ds = _load_data(dataset, seed, data_root)
+        space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
+        tracking_uri = _checked_tracking_uri(tracking_uri)
+
+        opts = SearchOptions(
+            dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
+            max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
+            study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
+            gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+            storage_path=Path(storage_path).expanduser().resolve() if storage_path else out / "ray_results", seed=seed,
+            registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out, experiment_name=experiment_name,
+            max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
+            reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
+            trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
+            callbacks=tuple(callbacks or ()),
+        )
+        rdb = _open_study_storage(opts)
+        _check_resume(opts, rdb)
+        if address is not None:
+            _probe_address(address)
+
+        # ---- Ray
+        timings = {"validate_s": time.time() - t_start}
+        t_ray = time.time()
+        started_ray, ray_dir = _start_ray(opts)
+        timings["ray_init_s"] = time.time() - t_ray
+        try:
+            return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
+        finally:
+            if started_ray:
+                ray.shutdown()
+            if ray_dir is not None:  # this search's Ray session folder (logs, sockets): ~1 MB per run otherwise
+                shutil.rmtree(ray_dir, ignore_errors=True)
     finally:
-        if started_ray:
-            ray.shutdown()
+        lock.release()
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -275,12 +285,59 @@ def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial
         raise SearchSetupError(f"num_samples={num_samples!r} is invalid: use a whole number >= 1")
     if not isinstance(max_concurrent, int) or max_concurrent < 1:
         raise SearchSetupError(f"max_concurrent={max_concurrent!r} is invalid: use a whole number >= 1")
-    if gpus_per_trial is None or gpus_per_trial < 0:
+    if gpus_per_trial is None or not math.isfinite(gpus_per_trial) or gpus_per_trial < 0:
         raise SearchSetupError(f"gpus_per_trial={gpus_per_trial!r} is invalid: use a number >= 0")
     if cpus_per_trial is not None and cpus_per_trial < 1:
         raise SearchSetupError(f"cpus_per_trial={cpus_per_trial!r} is invalid: use a whole number >= 1")
     if scheduler not in ("asha", "fifo"):
         raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use 'asha' or 'fifo'")
+
+
+#: study names: also a folder name (the Tune experiment) and a value in MLflow filter strings
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _check_names(*, study_name, registered_model_name, experiment_name) -> None:
+    from senn_automl.integrations.tracking import check_names
+
+    if study_name is not None and (not _STUDY_NAME.fullmatch(study_name) or ".." in study_name):
+        raise SearchSetupError(
+            f"study_name={study_name!r} is invalid: it names the Tune experiment folder, so use letters, digits, "
+            f"'.', '_' and '-' (starting with a letter or digit, no '..', at most 100), e.g. senn-digits-2"
+        )
+    try:
+        check_names(registered_model_name=registered_model_name, experiment_name=experiment_name)
+    except ValueError as exc:
+        raise SearchSetupError(str(exc)) from None
+
+
+def _checked_out(out) -> Path:
+    """The output folder, resolved and created; SearchSetupError if it (or a folder above it) is a file."""
+    out = Path(out).expanduser().resolve()
+    for p in [out, *out.parents]:
+        if p.exists() and not p.is_dir():
+            raise SearchSetupError(f"out={str(out)!r} is invalid: {p} is a file; pass a folder for the search's output")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SearchSetupError(f"out={str(out)!r} cannot be created ({exc.strerror or exc}); pass a folder you can write to") from None
+    return out
+
+
+def _lock_out(out: Path):
+    """Hold ``<out>/.search.lock`` (a ``filelock.FileLock``, released when the process ends however it
+    ends); SearchSetupError if another search holds it."""
+    import filelock
+
+    lock = filelock.FileLock(str(out / ".search.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise SearchSetupError(
+            f"another search is running with out={str(out)!r} (it holds {out / '.search.lock'}): wait for it to "
+            f"end, or pass another --out (and --study-name) for a second search"
+        ) from None
+    return lock
 
 
 def _load_data(dataset: str, seed: int, data_root):
@@ -306,16 +363,29 @@ def _checked_space(search_space, ds, seed: int, trial_overrides: Mapping[str, An
         raise SearchSetupError(f"search space {search_space!r} is not picklable ({exc}); Ray saves it with pickle") from None
     if trial_overrides:
         space = OverriddenSpace(space, tuple(sorted(trial_overrides.items())))
+    branch = ""
     try:
         sample, dists = _dry_sample(space, seed)
         for fc in fixed_configs or []:
             build(resolve({**split_config(sample)[0], **split_config(fc)[0]}), ds.n_features, ds.n_classes, ds.image_shape)
         build(resolve(split_config(sample)[0]), ds.n_features, ds.n_classes, ds.image_shape)
+        # every branch, so that a --set value only one policy reads is checked before any trial runs it
+        for name, choice in _branches(space):
+            branch = f" (with {name}={choice!r})"
+            conf, _ = _dry_sample(space, seed, fixed={name: choice})
+            build(resolve(split_config(conf)[0]), ds.n_features, ds.n_classes, ds.image_shape)
     except SearchSetupError:
         raise
     except (ValueError, TypeError) as exc:
-        raise SearchSetupError(f"search space {search_space!r} gives an invalid trial config: {exc}") from None
+        raise SearchSetupError(f"search space {search_space!r} gives an invalid trial config{branch}: {exc}") from None
     return space, _max_epochs(sample, {} if trial_overrides and "max_epochs" in trial_overrides else dists)
+
+
+def _branches(space) -> list[tuple[str, Any]]:
+    """(name, choice) of every choice of every categorical parameter of a bundled-format search
+    space (unwrapping :class:`OverriddenSpace`); ``[]`` for a plain define-by-run function."""
+    base = getattr(space, "space", space)
+    return [(p.name, c) for p in getattr(base, "params", ()) if p.type == "categorical" for c in p.choices]
 
 
 def _checked_tracking_uri(tracking_uri: str | None) -> str:
@@ -406,14 +476,17 @@ def _probe_address(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
-def _dry_sample(space, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Sample the search space once in memory; returns (config, distributions)."""
+def _dry_sample(space, seed: int, fixed: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sample the search space once in memory, with the parameters ``fixed`` set (enqueued);
+    returns (config, distributions)."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     try:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     finally:
         optuna.logging.set_verbosity(level)
+    if fixed:
+        study.enqueue_trial(fixed)
     trial = study.ask()
     consts = space(trial) or {}
     if not isinstance(consts, dict):
@@ -435,14 +508,19 @@ def _max_epochs(conf: dict[str, Any], dists: dict[str, Any]) -> int:
 
 
 # ----------------------------------------------------------------------------------- Ray
-def _start_ray(opts: SearchOptions) -> bool:
+def _start_ray(opts: SearchOptions) -> tuple[bool, str | None]:
     """Start a local Ray instance (``address`` None) or connect to the cluster, unless Ray is
-    initialised already; True when this call did (and must shut it down)."""
+    initialised already; (whether this call did and must shut it down, the folder of a local
+    instance's session, which the caller removes after the shutdown). A local instance gets its own
+    folder below ``ray_temp_dir`` / ``$SENN_RAY_TMPDIR`` / ``/tmp/senn-ray`` (kept short: socket paths)."""
     if ray.is_initialized():
-        return False
+        return False, None
+    temp = None
     try:
         if opts.address is None:
-            temp = opts.ray_temp_dir or os.environ.get("SENN_RAY_TMPDIR") or DEFAULT_RAY_TMPDIR
+            parent = Path(opts.ray_temp_dir or os.environ.get("SENN_RAY_TMPDIR") or DEFAULT_RAY_TMPDIR)
+            parent.mkdir(parents=True, exist_ok=True)
+            temp = tempfile.mkdtemp(prefix="r", dir=parent)
             ray.init(
                 address="local",
                 num_cpus=os.cpu_count() or 1,
@@ -460,12 +538,14 @@ def _start_ray(opts: SearchOptions) -> bool:
     # ray.exceptions.AuthenticationError, ray.init raises plain ``Exception`` itself (e.g. "The current
     # node timed out during startup", ray/_private/node.py); each becomes a SearchSetupError naming it.
     except Exception as exc:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
         raise SearchSetupError(
             f"cannot {'start a local Ray instance' if opts.address is None else 'connect to the Ray cluster at ' + opts.address}: "
             f"{type(exc).__name__}: {exc} (RAY_AUTH_MODE must match the cluster's: now "
             f"{os.environ.get('RAY_AUTH_MODE', 'unset')})"
         ) from None
-    return True
+    return True, temp
 
 
 def _trial_resources(opts: SearchOptions) -> dict[str, float]:
