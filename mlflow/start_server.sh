@@ -6,8 +6,12 @@
 #   export MLFLOW_TRACKING_URI=http://127.0.0.1:5000   # then: senn-automl ... / python code
 #
 # Environment variables:
-#   MLFLOW_HOST    interface to bind (default 127.0.0.1, loopback only; other hosts also need
-#                  --allowed-hosts/--cors-allowed-origins, passed through as extra arguments)
+#   MLFLOW_HOST    interface to bind (default 127.0.0.1, loopback only). Any other, e.g. 0.0.0.0 for a
+#                  cluster: the server answers 403 "Invalid Host header" to names it does not allow, so
+#                  the script passes --allowed-hosts with MLFLOW_ALLOWED_HOSTS, or by default this
+#                  machine's name and addresses (hostname, hostname -f, hostname -I) and localhost,
+#                  each with the port. The server has no authentication: see mlflow/README.md.
+#   MLFLOW_ALLOWED_HOSTS  comma-separated HOST:PORT values clients use in their URLs (replaces the default)
 #   MLFLOW_PORT    port (default 5000)
 #   MLFLOW_ROOT    folder of the store: $MLFLOW_ROOT/mlflow.db and $MLFLOW_ROOT/artifacts
 #                  (default ./mlflow_server; made absolute)
@@ -32,7 +36,24 @@ esac
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 
 echo "MLflow tracking server: http://$HOST:$PORT  (store $ROOT/mlflow.db, artifacts $ROOT/artifacts)"
-echo "use it with: export MLFLOW_TRACKING_URI=http://$HOST:$PORT"
+SHOWN="$HOST"; [[ "$HOST" == "0.0.0.0" || "$HOST" == "::" ]] && SHOWN="$(hostname)"
+echo "use it with: export MLFLOW_TRACKING_URI=http://$SHOWN:$PORT"
+
+EXTRA=()
+if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && "$HOST" != "::1" ]]; then
+  if [[ -z "${MLFLOW_ALLOWED_HOSTS:-}" ]]; then
+    names=(localhost 127.0.0.1 "$(hostname)" "$(hostname -f 2>/dev/null || true)" $(hostname -I 2>/dev/null || true))
+    MLFLOW_ALLOWED_HOSTS=""
+    for n in "${names[@]}"; do
+      [[ -z "$n" ]] && continue
+      [[ "$n" == *:* ]] && n="[$n]"  # an IPv6 address
+      MLFLOW_ALLOWED_HOSTS+="${MLFLOW_ALLOWED_HOSTS:+,}$n:$PORT"
+    done
+  fi
+  EXTRA=(--allowed-hosts "$MLFLOW_ALLOWED_HOSTS")
+  echo "allowed Host headers: $MLFLOW_ALLOWED_HOSTS (set MLFLOW_ALLOWED_HOSTS to change)"
+  echo "warning: bound to $HOST without authentication: anyone who reaches this port can read and write runs and models" >&2
+fi
 
 if [[ -n "${MLFLOW_PYTHON:-}" ]]; then
   MLFLOW_CMD=("$MLFLOW_PYTHON" -m mlflow)
@@ -46,4 +67,5 @@ exec "${MLFLOW_CMD[@]}" server \
   --host "$HOST" \
   --port "$PORT" \
   --workers 1 \
+  "${EXTRA[@]}" \
   "$@"

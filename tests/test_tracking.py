@@ -425,3 +425,61 @@ def test_mlproject_fit_entry_point_produces_a_complete_run(tmp_path):
     (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert model.source_run_id == run.info.run_id and model.tags["final"] == "true"
     assert (tmp_path / "fit" / "summary.json").is_file()
+
+
+def test_cluster_server_allows_its_own_names_and_authenticates(tmp_path):
+    """The README's cluster recipe: `MLFLOW_HOST=0.0.0.0 bash mlflow/start_server.sh --app-name basic-auth`
+    answers requests addressed to this machine's name and address (not 403 "Invalid Host header"),
+    refuses other Host headers, and refuses clients without credentials."""
+    pytest.importorskip("flask_wtf")  # mlflow[auth]
+    import socket
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_HOST": "0.0.0.0", "MLFLOW_PORT": str(port), "MLFLOW_ROOT": str(tmp_path / "root"),
+           "MLFLOW_PYTHON": sys.executable, "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex,
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "test-" + uuid.uuid4().hex}
+    env = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING")}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(["bash", str(REPO / "mlflow" / "start_server.sh"), "--app-name", "basic-auth"], cwd=tmp_path,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        local = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not healthy(local, timeout=1):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.25)
+        import urllib.error
+        import urllib.request
+
+        def status(host: str, auth: bool) -> int:
+            req = urllib.request.Request(f"{local}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": host})
+            if auth:
+                import base64
+
+                token = base64.b64encode(f"admin:{env['MLFLOW_AUTH_ADMIN_PASSWORD']}".encode()).decode()
+                req.add_header("Authorization", f"Basic {token}")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        name = socket.gethostname()
+        assert status(f"{name}:{port}", auth=True) == 200
+        assert status(f"{name}:{port}", auth=False) == 401
+        assert status(f"not-this-machine.example:{port}", auth=True) == 403
+        # a real client with the credentials in the environment variables MLflow reads
+        client_env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": env["MLFLOW_AUTH_ADMIN_PASSWORD"]}
+        code = f"import mlflow; print(mlflow.MlflowClient('http://{name}:{port}').create_experiment('cluster'))"
+        out = subprocess.run([sys.executable, "-c", code], env=client_env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip(), out.stderr[-2000:]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
