@@ -315,6 +315,9 @@ def tune(
             typer.echo(f"champion test accuracy: not measured, the registered model did not load back ({res.champion_test_error})")
     else:
         typer.echo("\nno trial trained to its end: no champion set")
+    n_errors = int((res.leaderboard["status"] == "error").sum())
+    if n_errors:
+        typer.echo(f"{n_errors} trial(s) failed (after Tune's retries); their errors: {res.experiment_path}/*/error.txt")
     tracking = res.tracking_uri
     typer.echo(
         f"\ntime: {seconds:.1f} s"
@@ -324,6 +327,8 @@ def tune(
         f"\nRay:     {res.experiment_path}"
         f"\ncompare: senn-automl compare --tracking-uri {tracking} --experiment {experiment}"
     )
+    if n_errors and not (res.leaderboard["status"] == "complete").any():
+        raise typer.Exit(1)  # nothing trained: a failed search, whatever the summary says
 
 
 @app.command()

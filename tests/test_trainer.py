@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -336,6 +338,49 @@ def test_checkpoint_round_trip_in_fresh_process(grown, digits, tmp_path):
 def test_load_checkpoint_missing_files_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="state.pt not found: not a senn_automl checkpoint directory"):
         load_checkpoint(tmp_path)
+
+
+def _two_checkpoints(grown, tmp_path):
+    """The grown trainer saved as checkpoint_000001, then after one more epoch as checkpoint_000002."""
+    import copy
+
+    trainer, _ = grown
+    older = trainer.save_checkpoint(tmp_path / "checkpoint_000001")
+    newer = tmp_path / "checkpoint_000002"
+    shutil.copytree(older, newer)
+    meta = json.loads((newer / "arch.json").read_text())
+    meta["history"] = meta["history"] + [copy.deepcopy(meta["history"][-1])]
+    (newer / "arch.json").write_text(json.dumps(meta))
+    return trainer, older, newer
+
+
+@pytest.mark.parametrize("damage", ["truncated state.pt", "broken arch.json", "spec wider than the weights"])
+def test_damaged_checkpoint_raises_naming_the_file_and_falls_back(grown, tmp_path, damage):
+    """A damaged newest checkpoint: load_checkpoint names the file and the fix (no raw torch/JSON
+    error), and load_newest_checkpoint continues from the intact earlier one."""
+    from senn_automl.training.trainer import CheckpointError, load_newest_checkpoint
+
+    trainer, older, newer = _two_checkpoints(grown, tmp_path)
+    if damage == "truncated state.pt":
+        data = (newer / "state.pt").read_bytes()
+        (newer / "state.pt").write_bytes(data[: len(data) // 2])
+        match = rf"^{re.escape(str(newer / 'state.pt'))} cannot be read \(.+\): the checkpoint is damaged; use an earlier"
+    elif damage == "broken arch.json":
+        (newer / "arch.json").write_text('{"format": 1, "spec": ')
+        match = rf"^{re.escape(str(newer / 'arch.json'))} is not valid JSON \(.+\): the checkpoint is damaged"
+    else:
+        meta = json.loads((newer / "arch.json").read_text())
+        meta["spec"]["hidden"] = [h + 3 for h in meta["spec"]["hidden"]]
+        (newer / "arch.json").write_text(json.dumps(meta))
+        match = (rf"^{re.escape(str(newer / 'state.pt'))} does not fit the network of {re.escape(str(newer / 'arch.json'))} "
+                 r"\(.+\): the two files come from different checkpoints")
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(newer, device="cpu")
+    restored, used, skipped = load_newest_checkpoint([newer, older], device="cpu")
+    assert used == older and len(skipped) == 1 and str(newer) in skipped[0]
+    assert restored.model.hidden == trainer.model.hidden and restored.epoch == trainer.epoch
+    with pytest.raises(CheckpointError, match=re.escape(str(newer))):  # none intact: the newest one's error
+        load_newest_checkpoint([newer], device="cpu")
 
 
 def _weights(trainer):

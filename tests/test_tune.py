@@ -515,6 +515,47 @@ class KillTrialWorkerAfterFirstGrowthCheckpoint(__import__("ray").tune.Callback)
         os.kill(int(r["pid"]), signal.SIGKILL)
 
 
+class DamageSecondCheckpointThenKill(__import__("ray").tune.Callback):
+    """Driver-side Tune callback: at a trial's second checkpoint, truncate that checkpoint's state.pt
+    (a disk or copy failure) and SIGKILL the trial's worker; the retry must use the first one."""
+
+    def __init__(self):
+        self.seen: dict = {}
+        self.killed: dict = {}
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        r = trial.last_result or {}
+        if self.killed or r.get("final"):
+            return
+        self.seen.setdefault(trial.trial_id, []).append(int(r["epoch"]))
+        if len(self.seen[trial.trial_id]) == 2:
+            state = Path(checkpoint.path) / "state.pt"
+            state.write_bytes(state.read_bytes()[:100])
+            self.killed = {"trial_id": trial.trial_id, "epochs": list(self.seen[trial.trial_id])}
+            os.kill(int(r["pid"]), signal.SIGKILL)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ray_tmp, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    damage = DamageSecondCheckpointThenKill()
+    res = run_search(
+        "digits", "quick", num_samples=1, max_concurrent=1, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp,
+        progress=False, scheduler="fifo", callbacks=[damage],
+        # low thresholds, one neuron per check, a check every 2 epochs: a growth checkpoint at each check
+        trial_overrides={"policy": "natural", "expansion_interval": 2, "tau": 0.001, "alpha": 1e-4, "max_additions": 1,
+                         "max_epochs": 10},
+    )
+    assert damage.killed, damage.seen
+    assert list(res.leaderboard["status"]) == ["complete"], res.leaderboard  # not failed 3 times on the damaged one
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([res.experiment_id], filter_string=f"tags.`ray.trial_id` = '{damage.killed['trial_id']}'")
+    retry = next(r for r in runs if r.info.status == "FINISHED")
+    steps = [m.step for m in client.get_metric_history(retry.info.run_id, "val_acc")]
+    first, second = damage.killed["epochs"]
+    assert min(steps) == first + 1 and max(steps) == 9, steps  # from the first checkpoint, not epoch 0 nor the damaged one
+
+
 def test_crashed_trial_resumes_from_growth_checkpoint(tmp_path, ray_tmp, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # the Ray workers inherit TMPDIR: the killed worker's temporary checkpoint dir stays in tmp_path

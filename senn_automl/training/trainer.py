@@ -31,8 +31,8 @@ from senn_automl.training.augment import augment_flip_crop
 from senn_automl.training.surgery import apply_edit
 from senn_automl.validation import as_list, invalid, is_real, is_whole, require, require_choice
 
-__all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "OPTIMIZERS", "resolve_device",
-           "check_sample_weight"]
+__all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "load_newest_checkpoint",
+           "CheckpointError", "OPTIMIZERS", "resolve_device", "check_sample_weight"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: what early stopping and the best-model snapshot watch
@@ -431,6 +431,11 @@ class Trainer:
         return d
 
 
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be loaded (damaged or mismatched files); the message
+    names the file and the fix."""
+
+
 def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callback] = (), **config_overrides) -> Trainer:
     """Rebuild a :class:`Trainer` from a checkpoint directory written by :meth:`Trainer.save_checkpoint`.
 
@@ -438,28 +443,65 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     so training continues where it stopped (call ``fit`` with more epochs). ``config_overrides``
     replace saved :class:`TrainConfig` fields (e.g. ``device="cpu"``, ``max_epochs=200``).
 
-    Raises ``FileNotFoundError`` if ``state.pt`` or ``arch.json`` is missing.
+    Raises ``FileNotFoundError`` if ``state.pt`` or ``arch.json`` is missing, and
+    :class:`CheckpointError` (a ``ValueError``) naming the file when ``arch.json`` is not valid JSON
+    or does not describe a trainer, when ``state.pt`` cannot be read (truncated, damaged), or when
+    its weights do not fit the network ``arch.json`` describes.
     """
     d = Path(directory)
     for name in ("state.pt", "arch.json"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d / name} not found: not a senn_automl checkpoint directory")
-    meta = json.loads((d / "arch.json").read_text())
-    cfg = TrainConfig(**{**meta["train_config"], **config_overrides})
-    policy_cfg = dict(meta["policy"])
-    policy = make_policy(policy_cfg.pop("policy"), **policy_cfg)
-    policy.load_state_dict(meta.get("policy_state", {}))
-    model = model_from_spec(meta["spec"])
+    fix = "use an earlier checkpoint of the run, or train again"
+    try:
+        meta = json.loads((d / "arch.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{d / 'arch.json'} is not valid JSON ({exc}): the checkpoint is damaged; {fix}") from None
+    try:
+        cfg = TrainConfig(**{**meta["train_config"], **config_overrides})
+        policy_cfg = dict(meta["policy"])
+        policy = make_policy(policy_cfg.pop("policy"), **policy_cfg)
+        policy.load_state_dict(meta.get("policy_state", {}))
+        model = model_from_spec(meta["spec"])
+        history, growth_log = meta["history"], [GrowthEvent.from_dict(e) for e in meta["growth_log"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{d / 'arch.json'} does not describe a senn_automl trainer ({type(exc).__name__}: {exc}); {fix}") from None
     trainer = Trainer(model, policy, cfg, callbacks)
-    state = torch.load(d / "state.pt", map_location=trainer.device, weights_only=True)
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.epoch = int(state["epoch"])
-    trainer.generator.set_state(state["generator"])
-    trainer.timings = dict(state["timings"])
-    trainer._best = state.get("best")
-    trainer._since_best = int(state.get("since_best", 0))
-    trainer.policy.load_tensor_state(state.get("policy_tensors", {}), trainer.model)
-    trainer.history = meta["history"]
-    trainer.growth_log = [GrowthEvent.from_dict(e) for e in meta["growth_log"]]
+    try:
+        state = torch.load(d / "state.pt", map_location=trainer.device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # what torch raises for a truncated or damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{d / 'state.pt'} cannot be read ({first}): the checkpoint is damaged; {fix}") from None
+    try:
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.epoch = int(state["epoch"])
+        trainer.generator.set_state(state["generator"])
+        trainer.timings = dict(state["timings"])
+        trainer._best = state.get("best")
+        trainer._since_best = int(state.get("since_best", 0))
+        trainer.policy.load_tensor_state(state.get("policy_tensors", {}), trainer.model)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{d / 'state.pt'} does not fit the network of {d / 'arch.json'} ({first}): the two files come from "
+            f"different checkpoints; {fix}") from None
+    trainer.history = history
+    trainer.growth_log = growth_log
     return trainer
+
+
+def load_newest_checkpoint(directories: Sequence[str | os.PathLike], **kwargs) -> tuple[Trainer, Path, list[str]]:
+    """:func:`load_checkpoint` of the first loadable directory of ``directories`` (newest first):
+    (the trainer, its directory, one line per newer checkpoint that was skipped and why). Raises
+    the newest one's error when none loads; ``ValueError`` for an empty list."""
+    if not directories:
+        raise ValueError("no checkpoint directory given")
+    errors: list[Exception] = []
+    for d in directories:
+        try:
+            return load_checkpoint(d, **kwargs), Path(d), [str(e) for e in errors]
+        except (CheckpointError, FileNotFoundError) as exc:
+            errors.append(exc)
+    raise errors[0]

@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
@@ -138,7 +139,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     import torch
 
     from senn_automl.training.config import build, resolve
-    from senn_automl.training.trainer import Trainer, load_checkpoint
+    from senn_automl.training.trainer import Trainer
 
     conf, plumbing = split_config(dict(config))
     if data is None:
@@ -187,8 +188,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     try:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
-            with ckpt.as_directory() as d:
-                trainer = load_checkpoint(d, callbacks=callbacks, device=conf["device"], progress=False)
+            trainer = _restore(ckpt, callbacks=callbacks, device=conf["device"], progress=False)
         else:
             model, policy, train = build(conf, data.n_features, data.n_classes, data.image_shape)
             trainer = Trainer(model, policy, train, callbacks)
@@ -206,6 +206,25 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
         if mlf is not None:
             mlf.close("FINISHED")
             _log_final_metrics(mlf, reporter)
+
+
+def _restore(ckpt, **kwargs):
+    """The trainer of the trial's latest Tune checkpoint or, when that one is damaged, of the newest
+    intact earlier one (a local or shared-filesystem trial folder keeps ``num_to_keep`` of them as
+    ``checkpoint_NNNNNN`` siblings); each skipped checkpoint is warned about in the trial's log.
+    Epochs after the checkpoint used are trained again."""
+    from senn_automl.training.trainer import load_checkpoint, load_newest_checkpoint
+
+    latest = Path(ckpt.path)
+    if not latest.is_dir():  # remote storage: Tune's own copy of the latest checkpoint only
+        with ckpt.as_directory() as d:
+            return load_checkpoint(d, **kwargs)
+    earlier = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name), reverse=True)
+    trainer, used, skipped = load_newest_checkpoint([latest, *earlier], **kwargs)
+    for why in skipped:
+        warnings.warn(f"skipped a damaged checkpoint: {why}; continuing from {used} (epoch {trainer.epoch})",
+                      RuntimeWarning, stacklevel=2)
+    return trainer
 
 
 def _log_final_metrics(mlf, reporter: TuneReportCallback) -> None:
