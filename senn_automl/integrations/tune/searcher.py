@@ -99,8 +99,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     @property
     def _late_values(self) -> dict[str, dict[int, float]]:
-        """Tune trial id -> {step: value} reported after its Optuna trial was finished (an
-        interrupted trial that a resume continues)."""
+        """Tune trial id -> {step: value} reported after its Optuna trial was finished (a trial that
+        a resume continues; see :meth:`_record_continued`)."""
         if not hasattr(self, "_late"):
             self._late: dict[str, dict[int, float]] = {}
         return self._late
@@ -109,7 +109,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
         trials, finished = optuna_search_trials(self), optuna_search_finished(self)
         if trial_id in trials and trial_id not in finished:
             old = optuna_search_study(self).get_trials(deepcopy=False)[trials[trial_id].number]
-            if old.state == optuna.trial.TrialState.FAIL and old.user_attrs.get(INTERRUPTED_ATTR):
+            # finished in storage, unknown to this (restored) searcher: FAILed as interrupted by Ctrl-C, or
+            # told after Tune's last snapshot by a driver that was then killed; the trial ran on since
+            if old.state.is_finished():
                 self._record_continued(trial_id, old, result, error)
                 finished.add(trial_id)
                 return
@@ -138,11 +140,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
     def _record_continued(self, trial_id: str, old: optuna.trial.FrozenTrial, result: dict | None, error: bool) -> None:
-        """An interrupted trial (its Optuna trial FAILed by :func:`fail_running_trials`) that a
-        resume continued has ended: add its outcome as a new finished Optuna trial with the same
-        parameters, the intermediate values of both parts, and the same state and value rules as
-        any other trial (COMPLETE, PRUNED for a scheduler stop, FAIL for an error) and the user
-        attribute ``continues`` (the interrupted trial's number); the interrupted record stays as it is."""
+        """A trial whose Optuna trial was already finished when a resume continued it has ended
+        (FAILed as interrupted by :func:`fail_running_trials`, or told by a killed driver after Tune's
+        last snapshot; Optuna cannot reopen a finished trial): add its outcome as a new finished
+        Optuna trial with the same parameters and ``ray.trial_id``, the intermediate values of both
+        parts, the same state and value rules as any other trial (COMPLETE, PRUNED for a scheduler
+        stop, FAIL for an error) and the user attribute ``continues`` (the old trial's number). The
+        old record stays; the newest Optuna trial with a given ``ray.trial_id`` is that Tune trial's."""
         study = optuna_search_study(self)
         result = result or {}
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
