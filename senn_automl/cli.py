@@ -258,6 +258,12 @@ def tune(
     register: str = typer.Option("all", help="Which logged models become registered versions: all (every growth checkpoint), final, or none."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Fix a setting in every trial, KEY=VALUE, repeatable (e.g. --set max_epochs=6)."),
     verbose: bool = typer.Option(False, "--verbose", help="Plain lines, one per trial event and per epoch, instead of the live view."),
+    scheduler: str = typer.Option("asha", help="Trial scheduler: asha (early stopping on val_acc) or fifo (every trial to its end)."),
+    grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped (default max_epochs // 4, at least 2)."),
+    max_failures: int = typer.Option(2, help="Retries of a failed trial, from its latest checkpoint."),
+    cpus_per_trial: Optional[int] = typer.Option(None, help="CPUs per trial (default cluster CPUs // --max-concurrent)."),
+    storage_path: Optional[str] = typer.Option(None, help="Ray results folder or URI (s3://..., a shared folder; default <out>/ray_results)."),
+    time_budget_s: Optional[float] = typer.Option(None, help="Wall-clock seconds for the trials; running trials are then stopped (pruned)."),
 ) -> None:
     """Search growth hyperparameters with Ray Tune + Optuna (TPE, ASHA early stopping); every
     growth checkpoint becomes a registered MLflow model version, and the best final model gets
@@ -285,7 +291,8 @@ def tune(
             tracking_uri=tracking_uri, storage=storage, study_name=study_name, address=address, resume=resume,
             multi_objective=multi_objective, gpus_per_trial=gpus_per_trial, seed=seed, out=out,
             registered_model_name=registered_model_name, register=register, experiment_name=experiment, progress=False,
-            trial_overrides=overrides or None, callbacks=[view],
+            trial_overrides=overrides or None, callbacks=[view], scheduler=scheduler, grace_period=grace_period,
+            max_failures=max_failures, cpus_per_trial=cpus_per_trial, storage_path=storage_path, time_budget_s=time_budget_s,
         )
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -210,7 +210,8 @@ def _bad_space(tmp_path: Path) -> str:
     ["unknown dataset", "bad search space", "unreachable tracking server", "unreachable ray address", "gpu on cpu cluster",
      "resume with nothing to continue", "a --set value only one branch reads", "nan gpus", "bad registered model name",
      "blank experiment", "study name with a quote", "study name leaving the output folder", "unsupported tracking scheme",
-     "tracking uri is a folder", "sqlite under a file", "unwritable sqlite", "out is a file", "a search holds the output folder"],
+     "tracking uri is a folder", "sqlite under a file", "unwritable sqlite", "out is a file", "a search holds the output folder",
+     "negative max_failures", "zero time budget", "zero grace period"],
 )
 def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     from senn_automl.integrations.tune.search_space import SearchSpaceError
@@ -278,6 +279,15 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         holder = filelock.FileLock(str(tmp_path / "out" / ".search.lock"))
         holder.acquire()  # as a running search does (filelock locks per FileLock object)
         match = r"^another search is running with out='.+/out' \(it holds .+\.search\.lock\): wait for it to end, or pass another --out"
+    elif case == "negative max_failures":
+        kw["max_failures"] = -1
+        match = r"^max_failures=-1 is invalid: use a whole number >= 0 \(retries of a failed trial\)$"
+    elif case == "zero time budget":
+        kw["time_budget_s"] = 0.0
+        match = r"^time_budget_s=0\.0 is invalid: use a number of seconds > 0, or leave it out$"
+    elif case == "zero grace period":
+        kw["grace_period"] = 0
+        match = r"^grace_period=0 is invalid: use a whole number of epochs >= 1$"
     elif case == "resume with nothing to continue":
         kw.update(resume=True, study_name="never-run")
         match = (r"^--resume: nothing to continue: no Optuna study 'never-run' in sqlite:///.+/out/optuna\.db and no Tune "
@@ -310,6 +320,32 @@ def test_resume_of_a_finished_search_says_there_is_nothing_to_continue(search, r
         run_search("digits", "quick", num_samples=5, tracking_uri=uri, out=res.out, resume=True, ray_temp_dir=ray_tmp,
                    progress=False, trial_overrides={"max_epochs": MAX_EPOCHS})
     assert len(optuna.load_study(study_name=res.study_name, storage=res.storage).trials) == before
+
+
+def test_storage_path_keeps_uris_and_resolves_folders(tmp_path, monkeypatch):
+    from senn_automl.integrations.tune.run import _storage_path
+
+    monkeypatch.chdir(tmp_path)
+    assert _storage_path("s3://bucket/senn/ray", tmp_path) == "s3://bucket/senn/ray"  # not tmp_path/'s3:/bucket'
+    assert _storage_path("shared/ray", tmp_path) == str(tmp_path / "shared" / "ray")
+    assert _storage_path(None, tmp_path / "out") == str(tmp_path / "out" / "ray_results")
+
+
+def test_time_budget_stops_the_search_and_prunes_the_running_trials(tmp_path, ray_tmp):
+    """--time-budget-s: Tune stops when the budget is spent; the trials still running are PRUNED in
+    Optuna (not left RUNNING, not 'interrupted'), and the search ends normally."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_search("digits", "quick", num_samples=30, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out",
+                     ray_temp_dir=ray_tmp, progress=False, scheduler="fifo", time_budget_s=8.0, seed=3)
+    assert not res.interrupted and 0 < len(res.leaderboard) < 30
+    assert set(res.leaderboard["status"]) <= {"complete", "pruned"}
+    trials = optuna.load_study(study_name=res.study_name, storage=res.storage).trials
+    _agree_with_optuna(res.leaderboard.dropna(subset=["val_acc"]), trials)
+    assert client_status(uri, res.parent_run_id) == "FINISHED"
+
+
+def client_status(uri: str, run_id: str) -> str:
+    return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
 
 
 def test_search_setup_error_is_value_error():

@@ -29,6 +29,7 @@ from senn_automl.integrations.tune.searcher import (
     fail_zombie_trials,
     finished_trials,
     make_searcher,
+    prune_running_trials,
     running_trial_ids,
 )
 from senn_automl.integrations.tune.summary import (
@@ -136,7 +137,7 @@ class SearchOptions:
     multi_objective: bool
     gpus_per_trial: float
     cpus_per_trial: int | None  # None: cluster CPUs // max_concurrent, decided once the cluster is known
-    storage_path: Path
+    storage_path: str  # a local folder (resolved) or a URI Tune understands (s3://..., gs://...), kept as given
     seed: int
     registered_model_name: str
     register: str
@@ -152,11 +153,13 @@ class SearchOptions:
     fixed_configs: tuple[dict[str, Any], ...]
     scheduler: str
     callbacks: tuple[Any, ...]
+    max_failures: int
+    time_budget_s: float | None
 
     @property
-    def experiment_path(self) -> Path:
-        """The Tune experiment folder, ``<storage_path>/<study_name>``."""
-        return self.storage_path / self.study_name
+    def experiment_path(self) -> str:
+        """The Tune experiment folder or URI, ``<storage_path>/<study_name>``."""
+        return f"{self.storage_path.rstrip('/')}/{self.study_name}"
 
     @property
     def writer(self) -> Callable[[str], None] | None:
@@ -194,6 +197,8 @@ def run_search(
     scheduler: str = "asha",
     callbacks: Sequence[Any] | None = None,
     data_root: str | os.PathLike | None = None,
+    max_failures: int = 2,
+    time_budget_s: float | None = None,
 ) -> SearchResult:
     """Run (or resume) a growth-hyperparameter search; returns a :class:`SearchResult`.
 
@@ -216,7 +221,8 @@ def run_search(
         errored trials continue from their checkpoints); without a restorable experiment, start a new
         Tune run that continues the Optuna study of the same name.
     multi_objective : Optuna optimises (max val_acc, min n_params); ASHA still stops on val_acc.
-    storage_path : Ray results folder (default ``<out>/ray_results``). seed : dataset split and TPE seed.
+    storage_path : Ray results folder (default ``<out>/ray_results``), or a URI Ray Tune's storage
+        accepts (``s3://bucket/path``), used as given. seed : dataset split and TPE seed.
     registered_model_name : default ``senn-<dataset>``. register : which logged models become its versions,
         ``"all"`` (every growth checkpoint and each trial's final model), ``"final"`` or ``"none"`` (then no
         champion is marked); every model stays a LoggedModel of its trial's run. out : output folder.
@@ -225,6 +231,10 @@ def run_search(
     fixed_configs : instead of sampling, evaluate exactly these configs (``points_to_evaluate``);
         ``num_samples`` is then their count. scheduler : ``"asha"`` or ``"fifo"`` (no early stop).
     callbacks : extra ``ray.tune.Callback`` objects for the run (driver side).
+    max_failures : retries of a failed trial, from its latest checkpoint (Tune's ``FailureConfig``).
+    time_budget_s : wall-clock seconds for the Tune run (``TuneConfig.time_budget_s``): trials still
+        running then are stopped, PRUNED in Optuna with their last value, ``pruned`` on the
+        leaderboard; ``None``: no limit.
     """
     t_start = time.time()
     ray_env_defaults()
@@ -233,7 +243,8 @@ def run_search(
 
     # ---- cheap validation, no services started yet
     _check_counts(num_samples=num_samples, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
-                  cpus_per_trial=cpus_per_trial, scheduler=scheduler, register=register)
+                  cpus_per_trial=cpus_per_trial, scheduler=scheduler, register=register, max_failures=max_failures,
+                  time_budget_s=time_budget_s, grace_period=grace_period)
     _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
     out = _checked_out(out)
     lock = _lock_out(out)  # one search per output folder (its Optuna db, Ray results, leaderboard)
@@ -247,12 +258,12 @@ def run_search(
             max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
             study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
             gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-            storage_path=Path(storage_path).expanduser().resolve() if storage_path else out / "ray_results", seed=seed,
+            storage_path=_storage_path(storage_path, out), seed=seed,
             registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out, experiment_name=experiment_name,
             max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
             reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
             trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
-            callbacks=tuple(callbacks or ()),
+            callbacks=tuple(callbacks or ()), max_failures=max_failures, time_budget_s=time_budget_s,
         )
         rdb = _open_study_storage(opts)
         _check_resume(opts, rdb)
@@ -276,7 +287,17 @@ def run_search(
 
 
 # ----------------------------------------------------------------------------------- validation
-def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial, scheduler, register) -> None:
+def _storage_path(storage_path, out: Path) -> str:
+    """``storage_path`` as Tune gets it: a URI (``scheme://``) unchanged, a local path resolved."""
+    if storage_path is None:
+        return str(out / "ray_results")
+    if "://" in str(storage_path):
+        return str(storage_path)
+    return str(Path(storage_path).expanduser().resolve())
+
+
+def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial, scheduler, register,
+                  max_failures=2, time_budget_s=None, grace_period=None) -> None:
     from senn_automl.integrations.tracking import REGISTER_CHOICES
 
     if register not in REGISTER_CHOICES:
@@ -289,6 +310,12 @@ def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial
         raise SearchSetupError(f"gpus_per_trial={gpus_per_trial!r} is invalid: use a number >= 0")
     if cpus_per_trial is not None and cpus_per_trial < 1:
         raise SearchSetupError(f"cpus_per_trial={cpus_per_trial!r} is invalid: use a whole number >= 1")
+    if not isinstance(max_failures, int) or max_failures < 0:
+        raise SearchSetupError(f"max_failures={max_failures!r} is invalid: use a whole number >= 0 (retries of a failed trial)")
+    if time_budget_s is not None and (not math.isfinite(time_budget_s) or time_budget_s <= 0):
+        raise SearchSetupError(f"time_budget_s={time_budget_s!r} is invalid: use a number of seconds > 0, or leave it out")
+    if grace_period is not None and (not isinstance(grace_period, int) or grace_period < 1):
+        raise SearchSetupError(f"grace_period={grace_period!r} is invalid: use a whole number of epochs >= 1")
     if scheduler not in ("asha", "fifo"):
         raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use 'asha' or 'fifo'")
 
@@ -605,7 +632,11 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         # their Optuna trials are still RUNNING (no one told them), or, between two trials, fewer
         # trials than asked for exist
         stopped = running_trial_ids(rdb, opts.study_name) & {(r.metrics or {}).get("trial_id") for r in grid}
-        interrupted = stopped if stopped or (not resumed and len(grid) < num_samples) else None
+        if opts.time_budget_s and not resumed and timings["fit_s"] >= opts.time_budget_s:
+            # the time budget ended the run: its running trials were stopped early, as a scheduler would
+            prune_running_trials(rdb, opts.study_name, stopped)
+            stopped = set()
+        interrupted = stopped if stopped or (not resumed and len(grid) < num_samples and not opts.time_budget_s) else None
         # RUNNING trials left are also those a killed driver had asked Optuna for but Tune never recorded
         fail_running_trials(rdb, opts.study_name, interrupted=stopped)
         t_sum = time.time()
@@ -684,12 +715,12 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=sched, num_samples=num_samples,
-            max_concurrent_trials=opts.max_concurrent, reuse_actors=True,
+            max_concurrent_trials=opts.max_concurrent, reuse_actors=True, time_budget_s=opts.time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=opts.study_name,
             storage_path=str(opts.storage_path),
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=opts.num_to_keep),
             verbose=0,
             callbacks=callbacks,

@@ -241,6 +241,15 @@ def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
+def prune_running_trials(storage: optuna.storages.BaseStorage, study_name: str, trial_ids: set[str]) -> None:
+    """Tell PRUNED (Optuna's value: the last intermediate value) for the RUNNING trials of the Tune
+    trials ``trial_ids``, stopped early by the search's time budget."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get(TUNE_TRIAL_ATTR) in trial_ids:
+            study.tell(t.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+
+
 def running_trial_ids(storage: optuna.storages.BaseStorage, study_name: str) -> set[str]:
     """Tune trial ids (user attribute ``ray.trial_id``) of the study's RUNNING trials."""
     try:
