@@ -617,3 +617,27 @@ def test_trainer_rejects_bad_sample_weight(digits, weight, match):
     X, y, Xv, yv = digits
     with pytest.raises(ValueError, match=match):
         Trainer(_model(), None, _config(max_epochs=1)).fit(X, y, Xv, yv, sample_weight=weight)
+
+
+def test_reconfigure_puts_new_growth_settings_and_lr_in_force_after_a_restore(grown, tmp_path):
+    """Population-based training explores between a checkpoint and its restore: the restored trainer
+    must use the new tau, alpha and lr, and keep the network, optimiser moments and policy state."""
+    from senn_automl.training.config import reconfigure
+
+    trainer, _ = grown
+    trainer.save_checkpoint(tmp_path / "ckpt")
+    restored = load_checkpoint(tmp_path / "ckpt", device="cpu")
+    conf = {"policy": "natural", **{k: v for k, v in restored.policy.config().items() if k != "policy"},
+            "lr": restored.config.lr}
+    assert reconfigure(restored, conf) == {}  # the checkpoint's own settings: nothing changes
+    state_before = restored.policy.state_dict()
+    moments = {k: v["exp_avg"].clone() for k, v in restored.optimizer.state_dict()["state"].items()}
+    changed = reconfigure(restored, {**conf, "tau": conf["tau"] * 2, "alpha": conf["alpha"] / 2, "lr": 0.0123})
+    assert set(changed) == {"tau", "alpha", "lr"} and changed["lr"] == (trainer.config.lr, 0.0123)
+    assert restored.policy.tau == pytest.approx(conf["tau"] * 2) and restored.policy.alpha == pytest.approx(conf["alpha"] / 2)
+    assert restored.config.lr == 0.0123 and {g["lr"] for g in restored.optimizer.param_groups} == {0.0123}
+    assert restored.policy.state_dict() == state_before and restored.model.hidden == trainer.model.hidden
+    after = restored.optimizer.state_dict()["state"]
+    assert all(torch.equal(after[k]["exp_avg"], m) for k, m in moments.items())
+    with pytest.raises(ValueError, match=r"^policy='fixed' differs from the checkpoint's 'natural': a restored trainer keeps"):
+        reconfigure(restored, {**conf, "policy": "fixed"})

@@ -16,7 +16,8 @@ from senn_automl.models.mlp import GrowingMLP
 from senn_automl.training.trainer import TrainConfig
 from senn_automl.validation import is_whole, require
 
-__all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "resolve"]
+__all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "reconfigure",
+           "resolve"]
 
 MODEL_KEYS = (
     "model", "start_width", "start_depth", "max_width", "max_depth",
@@ -153,3 +154,37 @@ def build(
         )
     policy.check_model(model)
     return model, policy, train
+
+
+def reconfigure(trainer, config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Put the growth settings and the learning rate of ``config`` in force on a trainer rebuilt by
+    :func:`~senn_automl.training.trainer.load_checkpoint`, which restores the checkpoint's own.
+    Population-based training changes them between a checkpoint and its restore (explore), and
+    the network, optimiser state and policy state must carry over (exploit).
+
+    The policy's parameters (``policy_params``) that differ give a new policy of the same kind
+    with the old one's state (counters, warm starts); ``lr`` is set in every optimiser parameter
+    group. Returns ``{key: (old, new)}`` of what changed (empty when nothing did). Raises
+    ``ValueError`` when ``config`` names another policy kind or an invalid value.
+    """
+    c = resolve(config)
+    old = trainer.policy.config()
+    name = old.pop("policy")
+    if c["policy"] != name:
+        raise ValueError(f"policy={c['policy']!r} differs from the checkpoint's {name!r}: a restored trainer keeps its "
+                         f"policy kind (its state belongs to it); start a new run to change the policy")
+    want = {k: c[k] for k in policy_params(name)}
+    changed: dict[str, tuple[Any, Any]] = {k: (old.get(k), v) for k, v in want.items() if old.get(k) != v}
+    if changed:
+        policy = make_policy(name, **{**old, **want})
+        policy.load_state_dict(trainer.policy.state_dict())
+        policy.load_tensor_state(trainer.policy.tensor_state(), trainer.model)
+        policy.check_model(trainer.model)
+        trainer.policy = policy
+    if c["lr"] != trainer.config.lr:
+        require(isinstance(c["lr"], (int, float)) and c["lr"] > 0, "lr", c["lr"], "use a number > 0")
+        changed["lr"] = (trainer.config.lr, c["lr"])
+        trainer.config = dataclasses.replace(trainer.config, lr=c["lr"])
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = c["lr"]
+    return changed

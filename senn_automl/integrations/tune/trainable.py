@@ -138,7 +138,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     """
     import torch
 
-    from senn_automl.training.config import build, resolve
+    from senn_automl.training.config import build, reconfigure, resolve
     from senn_automl.training.trainer import Trainer
 
     conf, plumbing = split_config(dict(config))
@@ -189,6 +189,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
         ckpt = tune.get_checkpoint()
         if ckpt is not None:
             trainer = _restore(ckpt, callbacks=callbacks, device=conf["device"], progress=False)
+            reconfigure(trainer, conf)  # the trial's growth settings and lr (a population-based explore changes them)
         else:
             model, policy, train = build(conf, data.n_features, data.n_classes, data.image_shape)
             trainer = Trainer(model, policy, train, callbacks)
