@@ -258,7 +258,7 @@ def tune(
     register: str = typer.Option("all", help="Which logged models become registered versions: all (every growth checkpoint), final, or none."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Fix a setting in every trial, KEY=VALUE, repeatable (e.g. --set max_epochs=6)."),
     verbose: bool = typer.Option(False, "--verbose", help="Plain lines, one per trial event and per epoch, instead of the live view."),
-    scheduler: str = typer.Option("asha", help="Trial scheduler: asha (early stopping on val_acc) or fifo (every trial to its end)."),
+    scheduler: str = typer.Option("asha", help="Trial scheduler: asha (TPE proposes, early stopping on val_acc), fifo (every trial to its end) or pbt (population-based training of growing networks)."),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped (default max_epochs // 4, at least 2)."),
     max_failures: int = typer.Option(2, help="Retries of a failed trial, from its latest checkpoint."),
     cpus_per_trial: Optional[int] = typer.Option(None, help="CPUs per trial (default cluster CPUs // --max-concurrent)."),

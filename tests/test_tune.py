@@ -267,7 +267,7 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         match = rf"^tracking URI: sqlite:///.+: {re.escape(str(tmp_path / 'afile'))} is a file, not a folder"
     elif case == "unwritable sqlite":
         kw["tracking_uri"] = uri = "sqlite:////proc/mlflow.db"
-        match = r"^tracking URI: sqlite:////proc/mlflow\.db: the sqlite database /proc/mlflow\.db cannot be opened \("
+        match = r"^tracking URI: sqlite:////proc/mlflow\.db: the sqlite database /proc/mlflow\.db cannot be created in /proc \("
     elif case == "out is a file":
         kw["out"] = tmp_path / "out"
         (tmp_path / "out").write_text("")
@@ -307,6 +307,9 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         assert (tmp_path / "out").is_file()
     else:
         _no_trial_started(tmp_path, uri)
+    if case not in ("gpu on cpu cluster", "out is a file", "a search holds the output folder"):
+        # refused before Ray: no output folder and no tracking database are left behind
+        assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists(), sorted(p.name for p in tmp_path.iterdir())
 
 
 def test_resume_of_a_finished_search_says_there_is_nothing_to_continue(search, ray_tmp):
@@ -436,6 +439,8 @@ def test_ctrl_c_stops_cleanly_and_resume_agrees_with_optuna(tmp_path, ray_tmp):
     newest = _agree_with_optuna(lb, trials)
     assert len(lb) == 3 and set(newest) == set(lb["trial"])
     assert all(newest[tid].user_attrs["continues"] >= 0 for tid in stopped)  # recorded anew, pointing back
+    assert f"'superseded': {len(stopped)}" in done.stdout  # the leaderboard header counts the old records apart
+    assert "is already reported" not in done.stdout + done.stderr  # restarted trials' repeated epochs are not warned about
     assert client.get_model_version_by_alias("senn-digits", "champion").tags["final"] == "true"
 
 
@@ -628,3 +633,40 @@ def test_crashed_trial_resumes_from_growth_checkpoint(tmp_path, ray_tmp, monkeyp
     assert len({v.tags["growth_step"] for v in growth}) == len(growth)
     assert sum(int(v.tags["n_events"]) for v in growth) == row["growth_events"]
     assert len([v for v in vs if v.tags.get("final") == "true"]) == 1
+
+
+# --------------------------------------------------------------------------- population-based training
+def test_pbt_exploits_grown_networks_and_explores_growth_settings(tmp_path, ray_tmp):
+    """`senn-automl tune --scheduler pbt`: every member trains to its end, at least one exploit
+    happens (Tune's pbt_global.txt), and the exploiting member's next MLflow run records the
+    explored settings (the trainable puts them in force with training.config.reconfigure)."""
+    import json as _json
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "senn_automl.cli", "tune", "--scheduler", "pbt", "--num-samples", "4",
+           "--max-concurrent", "2", "--tracking-uri", uri, "--out", str(out), "--set", "max_epochs=12", "--seed", "1"]
+    env = {**os.environ, "SENN_RAY_TMPDIR": ray_tmp}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    import pandas as pd
+
+    lb = pd.read_csv(out / "leaderboard.csv")
+    assert len(lb) == 4 and set(lb["status"]) == {"complete"} and lb["trial"].is_unique, lb
+    assert "champion: models:/senn-digits@champion" in done.stdout
+    exploits = [_json.loads(line) for line in (out / "ray_results" / "senn-digits" / "pbt_global.txt").read_text().splitlines()]
+    assert exploits, "no exploit in 12 epochs with a perturbation every 5"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("senn-automl")
+    target, _donor, _t_step, _d_step, _old, new = exploits[0]
+    tid = next(t for t in lb["trial"] if t.endswith("_" + target.zfill(5)))
+    runs = sorted(client.search_runs([exp.experiment_id], filter_string=f"tags.`ray.trial_id` = '{tid}'"),
+                  key=lambda r: r.info.start_time)
+    assert len(runs) >= 2  # one run per attempt (a synchronous PBT also pauses and restores members)
+    keys = ("lr", "tau", "alpha", "expansion_interval")
+
+    def same(params, config):
+        return all(float(params[k]) == pytest.approx(float(config[k])) for k in keys)
+
+    assert any(same(r.data.params, new) for r in runs[1:]), ([r.data.params for r in runs], new)
+    assert not same(runs[0].data.params, new)  # explore changed the settings

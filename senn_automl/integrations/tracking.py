@@ -172,16 +172,20 @@ def _check_sqlite_file(uri: str, path: Path, must_exist: bool) -> None:
     if must_exist and not path.is_file():
         raise ValueError(f"{uri}: no MLflow database at {path}; pass the sqlite URI that the search wrote to")
     try:
-        if not must_exist:
+        if path.is_file():
+            con = sqlite3.connect(f"file:{path}?mode={'ro' if must_exist else 'rw'}", uri=True, timeout=5)
+            try:
+                con.execute("select 1")
+            finally:
+                con.close()
+        else:  # MLflow creates it; only check that it can (no empty database left by a refused run)
             path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(f"file:{path}?mode={'ro' if must_exist else 'rwc'}", uri=True, timeout=5)
-        try:
-            con.execute("select 1")
-        finally:
-            con.close()
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".mlflow-check-"):
+                pass
     except (OSError, sqlite3.Error) as exc:
-        raise ValueError(f"{uri}: the sqlite database {path} cannot be opened ({exc}); "
-                         f"choose a folder you can write to") from None
+        how = "opened" if path.is_file() else f"created in {path.parent}"
+        raise ValueError(f"{uri}: the sqlite database {path} cannot be {how} "
+                         f"({getattr(exc, 'strerror', None) or exc}); choose a folder you can write to") from None
 
 
 # ---------------------------------------------------------------------------------- logged models

@@ -46,6 +46,11 @@ from senn_automl.integrations.tune.summary import (
 from senn_automl.integrations.tune.trainable import split_config, train_senn
 
 DEFAULT_EXPERIMENT = "senn-automl"
+#: Tune schedulers: ASHA (early stopping, Optuna's TPE proposes), FIFO (every trial to its end), PBT
+#: (population-based training: a random initial population, exploit and explore every few epochs; no Optuna)
+SCHEDULERS = ("asha", "fifo", "pbt")
+#: growth settings and the learning rate that population-based training perturbs (those in the search space)
+PBT_MUTABLE = ("tau", "alpha", "expansion_interval", "lr")
 #: Optuna study user attribute: the trials the search's Tune run samples in all (checked by ``--resume``)
 NUM_SAMPLES_ATTR = "num_samples"
 DEFAULT_RAY_TMPDIR = "/tmp/senn-ray"  # short: Ray's AF_UNIX socket paths must stay < 107 bytes
@@ -245,45 +250,56 @@ def run_search(
     _check_counts(num_samples=num_samples, max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial,
                   cpus_per_trial=cpus_per_trial, scheduler=scheduler, register=register, max_failures=max_failures,
                   time_budget_s=time_budget_s, grace_period=grace_period)
+    if scheduler == "pbt" and (multi_objective or fixed_configs):
+        raise SearchSetupError("scheduler='pbt' samples its own initial population and optimises val_acc alone: "
+                               "drop --multi-objective / fixed_configs, or use --scheduler asha or fifo")
     _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
-    out = _checked_out(out)
+    ds = _load_data(dataset, seed, data_root)
+    space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
+    out, created = _checked_out(out)
     lock = _lock_out(out)  # one search per output folder (its Optuna db, Ray results, leaderboard)
     try:
-        ds = _load_data(dataset, seed, data_root)
-        space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
-        tracking_uri = _checked_tracking_uri(tracking_uri)
-
-        opts = SearchOptions(
-            dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
-            max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
-            study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
-            gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-            storage_path=_storage_path(storage_path, out), seed=seed,
-            registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out, experiment_name=experiment_name,
-            max_t=max_t, grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
-            reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
-            trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
-            callbacks=tuple(callbacks or ()), max_failures=max_failures, time_budget_s=time_budget_s,
-        )
-        rdb = _open_study_storage(opts)
-        _check_resume(opts, rdb)
-        if address is not None:
-            _probe_address(address)
-
-        # ---- Ray
-        timings = {"validate_s": time.time() - t_start}
-        t_ray = time.time()
-        started_ray, ray_dir = _start_ray(opts)
-        timings["ray_init_s"] = time.time() - t_ray
         try:
-            return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
-        finally:
-            if started_ray:
-                ray.shutdown()
-            if ray_dir is not None:  # this search's Ray session folder (logs, sockets): ~1 MB per run otherwise
-                shutil.rmtree(ray_dir, ignore_errors=True)
+            tracking_uri = _checked_tracking_uri(tracking_uri)
+            opts = SearchOptions(
+                dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
+                max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
+                study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
+                gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                storage_path=_storage_path(storage_path, out), seed=seed,
+                registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out,
+                experiment_name=experiment_name, max_t=max_t,
+                grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
+                reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
+                trial_overrides=dict(trial_overrides or {}), fixed_configs=tuple(fixed_configs or ()), scheduler=scheduler,
+                callbacks=tuple(callbacks or ()), max_failures=max_failures, time_budget_s=time_budget_s,
+            )
+            rdb = _open_study_storage(opts)
+            _check_resume(opts, rdb)
+            if address is not None:
+                _probe_address(address)
+        except SearchSetupError:
+            if created:  # refused before any trial: leave no output folder behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        return _run_with_ray(opts, rdb=rdb, ds=ds, space=space, t_start=t_start)
     finally:
         lock.release()
+
+
+def _run_with_ray(opts: SearchOptions, *, rdb, ds, space, t_start: float) -> SearchResult:
+    """Start (or join) Ray, run the search, shut down a Ray this call started and remove its session folder."""
+    timings = {"validate_s": time.time() - t_start}
+    t_ray = time.time()
+    started_ray, ray_dir = _start_ray(opts)
+    timings["ray_init_s"] = time.time() - t_ray
+    try:
+        return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
+    finally:
+        if started_ray:
+            ray.shutdown()
+        if ray_dir is not None:  # this search's Ray session folder (logs, sockets): ~1 MB per run otherwise
+            shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -316,8 +332,8 @@ def _check_counts(*, num_samples, max_concurrent, gpus_per_trial, cpus_per_trial
         raise SearchSetupError(f"time_budget_s={time_budget_s!r} is invalid: use a number of seconds > 0, or leave it out")
     if grace_period is not None and (not isinstance(grace_period, int) or grace_period < 1):
         raise SearchSetupError(f"grace_period={grace_period!r} is invalid: use a whole number of epochs >= 1")
-    if scheduler not in ("asha", "fifo"):
-        raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use 'asha' or 'fifo'")
+    if scheduler not in SCHEDULERS:
+        raise SearchSetupError(f"scheduler={scheduler!r} is invalid: use one of {', '.join(SCHEDULERS)}")
 
 
 #: study names: also a folder name (the Tune experiment) and a value in MLflow filter strings
@@ -338,9 +354,11 @@ def _check_names(*, study_name, registered_model_name, experiment_name) -> None:
         raise SearchSetupError(str(exc)) from None
 
 
-def _checked_out(out) -> Path:
-    """The output folder, resolved and created; SearchSetupError if it (or a folder above it) is a file."""
+def _checked_out(out) -> tuple[Path, bool]:
+    """(the output folder, resolved and created; whether this call created it); SearchSetupError if
+    it (or a folder above it) is a file."""
     out = Path(out).expanduser().resolve()
+    created = not out.exists()
     for p in [out, *out.parents]:
         if p.exists() and not p.is_dir():
             raise SearchSetupError(f"out={str(out)!r} is invalid: {p} is a file; pass a folder for the search's output")
@@ -348,7 +366,7 @@ def _checked_out(out) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SearchSetupError(f"out={str(out)!r} cannot be created ({exc.strerror or exc}); pass a folder you can write to") from None
-    return out
+    return out, created
 
 
 def _lock_out(out: Path):
@@ -632,6 +650,8 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         # their Optuna trials are still RUNNING (no one told them), or, between two trials, fewer
         # trials than asked for exist
         stopped = running_trial_ids(rdb, opts.study_name) & {(r.metrics or {}).get("trial_id") for r in grid}
+        if opts.scheduler == "pbt":  # no Optuna; nothing stops a PBT trial before its end but Ctrl-C or the budget
+            stopped = {(r.metrics or {}).get("trial_id") for r in grid if not r.error and not (r.metrics or {}).get("final")}
         if opts.time_budget_s and not resumed and timings["fit_s"] >= opts.time_budget_s:
             # the time budget ended the run: its running trials were stopped early, as a scheduler would
             prune_running_trials(rdb, opts.study_name, stopped)
@@ -690,6 +710,19 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
                 f"{num_samples}) and {opts.experiment_path} cannot be restored; raise --num-samples to add trials"
             )
         num_samples -= done
+    callbacks = list(opts.callbacks)
+    if opts.progress is not False:
+        callbacks.append(ProgressView(num_samples, opts.writer))
+    run_config = tune.RunConfig(
+        name=opts.study_name,
+        storage_path=str(opts.storage_path),
+        failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=opts.num_to_keep),
+        verbose=0,
+        callbacks=callbacks,
+    )
+    if opts.scheduler == "pbt":
+        return _pbt_tuner(opts, trainable, param_space, space, num_samples, run_config), False, num_samples
     searcher = make_searcher(
         space, storage=rdb, study_name=opts.study_name, seed=opts.seed, max_t=opts.max_t,
         multi_objective=opts.multi_objective,
@@ -707,9 +740,6 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
         from ray.tune.schedulers import FIFOScheduler
 
         sched = FIFOScheduler()
-    callbacks = list(opts.callbacks)
-    if opts.progress is not False:
-        callbacks.append(ProgressView(num_samples, opts.writer))
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
@@ -717,16 +747,69 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
             search_alg=searcher, scheduler=sched, num_samples=num_samples,
             max_concurrent_trials=opts.max_concurrent, reuse_actors=True, time_budget_s=opts.time_budget_s,
         ),
-        run_config=tune.RunConfig(
-            name=opts.study_name,
-            storage_path=str(opts.storage_path),
-            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=opts.num_to_keep),
-            verbose=0,
-            callbacks=callbacks,
-        ),
+        run_config=run_config,
     )
     return tuner, False, num_samples
+
+
+def _pbt_tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], space, num_samples: int, run_config) -> tune.Tuner:
+    """Population-based training over the search space: ``num_samples`` initial configs sampled at
+    random (seeded) from the space; every ``perturbation_interval`` epochs the bottom quarter
+    exploits (copies the network, optimiser and policy state of) a top-quarter trial and explores
+    its growth settings and lr within the space's ranges. Growth is function-preserving, so an
+    exploited network keeps growing under the new settings (the trainable applies them with
+    :func:`senn_automl.training.config.reconfigure`)."""
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    mutations = _pbt_mutations(space, opts.trial_overrides)
+    if not mutations:
+        raise SearchSetupError(f"scheduler='pbt': the search space has none of {', '.join(PBT_MUTABLE)} as a "
+                               f"searched parameter, so there is nothing to explore; use --scheduler asha")
+    interval = max(2, opts.max_t // 5)
+    while opts.max_t % interval == 0 and interval < opts.max_t:  # no exploit at the last epoch (it would copy finished models)
+        interval += 1
+    population = []
+    for i in range(num_samples):
+        conf, _ = _dry_sample(space, opts.seed * 1000 + i)
+        for name, spec in mutations.items():  # every member carries every mutated key (PBT requires it)
+            conf.setdefault(name, spec.midpoint())
+        population.append(split_config(conf)[0])
+    pbt = PopulationBasedTraining(
+        time_attr="training_iteration", metric="val_acc", mode="max", perturbation_interval=interval,
+        hyperparam_mutations={name: _tune_domain(spec) for name, spec in mutations.items()},
+        quantile_fraction=0.25, resample_probability=0.25,
+        synch=True,  # trials ahead wait at each interval: with fewer slots than members, none exploits a finished one
+    )
+    base: dict[str, Any] = {}  # the points may only set keys param_space has
+    for member in population:
+        for k, v in member.items():
+            base.setdefault(k, v)
+    return tune.Tuner(
+        trainable,
+        param_space={**base, **param_space, "checkpoint_every": interval},
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=population), scheduler=pbt, num_samples=num_samples,
+            # a reused actor reports the trial id of the trial it first ran after an exploit
+            max_concurrent_trials=opts.max_concurrent, reuse_actors=False, time_budget_s=opts.time_budget_s,
+        ),
+        run_config=run_config,
+    )
+
+
+def _pbt_mutations(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The search space's :class:`ParamSpec` of each mutable key it searches (not fixed by ``--set``)."""
+    base = getattr(space, "space", space)
+    return {p.name: p for p in getattr(base, "params", ()) if p.name in PBT_MUTABLE and p.name not in overrides}
+
+
+def _tune_domain(spec):
+    """A Ray Tune sampling domain over a :class:`ParamSpec`'s range (PBT's resample step)."""
+    if spec.type == "categorical":
+        return list(spec.choices)
+    if spec.type == "int":
+        return list(range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)))
+    return tune.loguniform(spec.low, spec.high) if spec.log else tune.uniform(spec.low, spec.high)
 
 
 def _previous_parent_run(opts: SearchOptions) -> tuple[str, str] | None:

@@ -76,7 +76,10 @@ class PruneAwareOptunaSearch(OptunaSearch):
         # killed, but after Tune's last experiment snapshot) runs again from its checkpoint; its
         # intermediate values can no longer be stored, which must not fail the whole search.
         try:
-            super().on_trial_result(trial_id, result)
+            with warnings.catch_warnings():
+                # a trial restarted from a checkpoint (or from scratch) reports epochs it reported before
+                warnings.filterwarnings("ignore", message="The reported value is ignored because this", category=UserWarning)
+                super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
                 self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])

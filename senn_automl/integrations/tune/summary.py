@@ -184,14 +184,21 @@ def _num(x) -> float:
 
 # ----------------------------------------------------------------------------------- Pareto front
 def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tuple[dict[str, int], Any]:
-    """(count of the study's trials per state, its Pareto front as a DataFrame sorted by
-    ``n_params`` when ``multi_objective``, else None)."""
+    """(count of the study's trials per state, records that a resume superseded with a new trial
+    counted as ``superseded``; its Pareto front as a DataFrame sorted by ``n_params`` when
+    ``multi_objective``, else None)."""
     import pandas as pd
 
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # population-based training asks no Optuna study
+        return {}, None
     states: dict[str, int] = {}
+    # a record superseded by a later one of the same Tune trial (user attribute continues) counts apart
+    superseded = {t.user_attrs["continues"] for t in study.trials if "continues" in t.user_attrs}
     for t in study.trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
+        key = "superseded" if t.number in superseded else t.state.name
+        states[key] = states.get(key, 0) + 1
     pareto = None
     if multi_objective:
         pareto = pd.DataFrame(

@@ -18,7 +18,7 @@ from senn_automl.training.trainer import Callback
 
 #: Trial-config keys that carry wiring (tracking, study), not model/growth settings.
 PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "register", "dataset",
-                 "data_root")
+                 "data_root", "checkpoint_every")
 
 #: Metrics sent to Tune every epoch.
 REPORTED_METRICS = ("val_acc", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
@@ -32,7 +32,9 @@ class TuneReportCallback(Callback):
     trained to its end, by ``max_epochs`` or early stopping; 0.0 otherwise).
 
     A Tune checkpoint (:meth:`Trainer.save_checkpoint` in a temporary directory, copied by Tune)
-    is attached when the epoch grew the network (``record["grew"] > 0``) or is the last epoch.
+    is attached when the epoch grew the network (``record["grew"] > 0``), is the last epoch, or
+    (``checkpoint_every`` > 0, for population-based training, which exploits a trial's latest
+    checkpoint) ends a multiple of ``checkpoint_every`` epochs.
     The last epoch's report is sent from ``on_fit_end``, after the trainer restored its best
     model, so the final checkpoint and metrics describe the model the run ends with; when
     ``val_data`` is given its ``val_acc``/``val_loss`` are re-measured on that model.
@@ -43,9 +45,11 @@ class TuneReportCallback(Callback):
     Optuna trial.
     """
 
-    def __init__(self, val_data: tuple | None = None, run_id: Callable[[], str | None] | None = None):
+    def __init__(self, val_data: tuple | None = None, run_id: Callable[[], str | None] | None = None,
+                 checkpoint_every: int = 0):
         self.val_data = val_data
         self.run_id = run_id
+        self.checkpoint_every = int(checkpoint_every or 0)
         self._pending: dict[str, Any] | None = None
         #: metrics of the final model (set just before the last report), None until then
         self.final_metrics: dict[str, Any] | None = None
@@ -85,7 +89,8 @@ class TuneReportCallback(Callback):
             metrics["final"] = 1.0
             self._pending = metrics  # sent from on_fit_end, after the best model is restored
             return
-        self._report(trainer, metrics, checkpoint=int(record.get("grew") or 0) > 0)
+        periodic = self.checkpoint_every > 0 and trainer.epoch % self.checkpoint_every == 0
+        self._report(trainer, metrics, checkpoint=periodic or int(record.get("grew") or 0) > 0)
 
     def on_fit_end(self, trainer):
         if self._pending is None:
@@ -182,7 +187,8 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             input_example=data.raw("train", 2),
         )
         callbacks.append(mlf)
-    reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id))
+    reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id),
+                                  checkpoint_every=int(plumbing.get("checkpoint_every") or 0))
     callbacks.append(reporter)
 
     try:
