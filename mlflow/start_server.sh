@@ -52,7 +52,10 @@ if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && "$HOST" != "::1" ]]; t
   fi
   EXTRA=(--allowed-hosts "$MLFLOW_ALLOWED_HOSTS")
   echo "allowed Host headers: $MLFLOW_ALLOWED_HOSTS (set MLFLOW_ALLOWED_HOSTS to change)"
-  echo "warning: bound to $HOST without authentication: anyone who reaches this port can read and write runs and models" >&2
+  if [[ " $* " != *" basic-auth "* && " $* " != *"--app-name=basic-auth"* ]]; then
+    echo "warning: bound to $HOST without authentication: anyone who reaches this port can read and write runs and models" \
+         "(see mlflow/README.md: --app-name basic-auth)" >&2
+  fi
 fi
 
 if [[ -n "${MLFLOW_PYTHON:-}" ]]; then

@@ -334,8 +334,8 @@ def tune(
         f"\nRay:     {res.experiment_path}"
         f"\ncompare: senn-automl compare --tracking-uri {tracking} --experiment {experiment}"
     )
-    if n_errors and not (res.leaderboard["status"] == "complete").any():
-        raise typer.Exit(1)  # nothing trained: a failed search, whatever the summary says
+    if n_errors and n_errors == len(res.leaderboard):
+        raise typer.Exit(1)  # every trial failed: a failed search
 
 
 @app.command()

@@ -87,3 +87,14 @@ def test_fail_running_trials_marks_only_the_interrupted(storage):
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
     assert [t.user_attrs.get("interrupted") for t in trials] == [True, None]
+
+
+def test_study_bookkeeping_of_a_study_that_does_not_exist(storage):
+    """Population-based training asks no Optuna study: the bookkeeping after Tuner.fit (and its
+    time budget) must not raise on the missing study."""
+    from senn_automl.integrations.tune.searcher import fail_running_trials, prune_running_trials, running_trial_ids
+
+    assert running_trial_ids(storage, "none") == set()
+    fail_running_trials(storage, "none", interrupted={"t1"})
+    prune_running_trials(storage, "none", {"t1"})
+    assert optuna.get_all_study_names(storage) == []

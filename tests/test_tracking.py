@@ -195,6 +195,29 @@ def test_resolve_and_check_tracking_uri(tmp_path, monkeypatch):
     assert (tmp_path / "a" / "b").is_dir()
 
 
+def test_check_tracking_uri_sqlite_files_databricks_and_model_names(tmp_path):
+    """A file that is not a database is refused; a '#' in the folder opens that database (no stray
+    file where the unquoted URI would end); 'databricks' is not a folder; MLflow's '.'/'..x' names."""
+    import sqlite3
+
+    from senn_automl.integrations.tracking import check_names
+
+    (tmp_path / "text.db").write_text("not a database")
+    with pytest.raises(ValueError, match=r"text\.db cannot be opened \(file is not a database\)"):
+        check_tracking_uri(f"sqlite:///{tmp_path / 'text.db'}")
+    (tmp_path / "a#b").mkdir()
+    con = sqlite3.connect(tmp_path / "a#b" / "mlflow.db")
+    con.execute("create table t (x)")
+    con.close()
+    check_tracking_uri(f"sqlite:///{tmp_path / 'a#b' / 'mlflow.db'}", must_exist=True)
+    assert not (tmp_path / "a").exists()
+    check_tracking_uri("databricks")
+    for name in (".", "..", "..x"):
+        with pytest.raises(ValueError, match=r"registered model name .* is invalid"):
+            check_names(registered_model_name=name)
+    check_names(registered_model_name="senn.v1..2")
+
+
 # ---------------------------------------------------------------------------------- real server
 def test_run_metrics_growth_models_and_registry(grown_run):
     cb, trainer, client, name = grown_run["cb"], grown_run["trainer"], grown_run["client"], grown_run["name"]

@@ -354,7 +354,7 @@ def _two_checkpoints(grown, tmp_path):
     return trainer, older, newer
 
 
-@pytest.mark.parametrize("damage", ["truncated state.pt", "broken arch.json", "spec wider than the weights"])
+@pytest.mark.parametrize("damage", ["truncated state.pt", "garbage state.pt", "broken arch.json", "spec wider than the weights"])
 def test_damaged_checkpoint_raises_naming_the_file_and_falls_back(grown, tmp_path, damage):
     """A damaged newest checkpoint: load_checkpoint names the file and the fix (no raw torch/JSON
     error), and load_newest_checkpoint continues from the intact earlier one."""
@@ -364,6 +364,9 @@ def test_damaged_checkpoint_raises_naming_the_file_and_falls_back(grown, tmp_pat
     if damage == "truncated state.pt":
         data = (newer / "state.pt").read_bytes()
         (newer / "state.pt").write_bytes(data[: len(data) // 2])
+        match = rf"^{re.escape(str(newer / 'state.pt'))} cannot be read \(.+\): the checkpoint is damaged; use an earlier"
+    elif damage == "garbage state.pt":  # not a zip: torch's weights-only unpickler raises UnpicklingError / KeyError
+        (newer / "state.pt").write_bytes(b"\x80\x02}q\x00garbage" * 10)
         match = rf"^{re.escape(str(newer / 'state.pt'))} cannot be read \(.+\): the checkpoint is damaged; use an earlier"
     elif damage == "broken arch.json":
         (newer / "arch.json").write_text('{"format": 1, "spec": ')

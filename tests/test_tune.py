@@ -211,7 +211,7 @@ def _bad_space(tmp_path: Path) -> str:
      "resume with nothing to continue", "a --set value only one branch reads", "nan gpus", "bad registered model name",
      "blank experiment", "study name with a quote", "study name leaving the output folder", "unsupported tracking scheme",
      "tracking uri is a folder", "sqlite under a file", "unwritable sqlite", "out is a file", "a search holds the output folder",
-     "negative max_failures", "zero time budget", "zero grace period"],
+     "negative max_failures", "zero time budget", "zero grace period", "pbt with nothing to explore"],
 )
 def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     from senn_automl.integrations.tune.search_space import SearchSpaceError
@@ -288,6 +288,9 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
     elif case == "zero grace period":
         kw["grace_period"] = 0
         match = r"^grace_period=0 is invalid: use a whole number of epochs >= 1$"
+    elif case == "pbt with nothing to explore":  # every parameter PBT perturbs is fixed by --set
+        kw.update(scheduler="pbt", trial_overrides={"tau": 0.05, "alpha": 1e-3, "expansion_interval": 2, "lr": 1e-3})
+        match = r"^scheduler='pbt': the search space has none of tau, alpha, expansion_interval, lr as a searched parameter"
     elif case == "resume with nothing to continue":
         kw.update(resume=True, study_name="never-run")
         match = (r"^--resume: nothing to continue: no Optuna study 'never-run' in sqlite:///.+/out/optuna\.db and no Tune "
@@ -325,6 +328,30 @@ def test_resume_of_a_finished_search_says_there_is_nothing_to_continue(search, r
     assert len(optuna.load_study(study_name=res.study_name, storage=res.storage).trials) == before
 
 
+def test_resume_of_a_finished_study_without_its_tune_experiment_is_refused_before_ray(tmp_path, ray_tmp):
+    """--resume when the Tune experiment cannot be restored and the study already has --num-samples
+    finished trials: refused before Ray starts, and the previous parent run keeps its status."""
+    from senn_automl.integrations.tracking import end_parent_run, start_parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    out.mkdir()
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    study = optuna.create_study(study_name="done", storage=storage, direction="maximize")
+    dist = optuna.distributions.FloatDistribution(0.01, 0.1)
+    for v in (0.8, 0.9):
+        study.add_trial(optuna.trial.create_trial(params={"tau": 0.05}, distributions={"tau": dist}, value=v))
+    _, parent = start_parent_run(uri, "senn-automl", "done",
+                                 {"ray.experiment_path": str(out.resolve() / "ray_results" / "done")})
+    end_parent_run(parent, "FINISHED", tracking_uri=uri)
+    t0 = time.time()
+    with pytest.raises(SearchSetupError, match=r"^--resume: study 'done' already has 2 finished trials \(>= --num-samples 2\)"):
+        run_search("digits", "quick", num_samples=2, tracking_uri=uri, out=out, study_name="done", resume=True,
+                   ray_temp_dir=ray_tmp, progress=False)
+    assert time.time() - t0 < 30 and not (out / "ray_results").exists()
+    assert client_status(uri, parent) == "FINISHED"  # not reopened and ended FAILED
+
+
 def test_storage_path_keeps_uris_and_resolves_folders(tmp_path, monkeypatch):
     from senn_automl.integrations.tune.run import _storage_path
 
@@ -341,6 +368,7 @@ def test_time_budget_stops_the_search_and_prunes_the_running_trials(tmp_path, ra
     res = run_search("digits", "quick", num_samples=30, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out",
                      ray_temp_dir=ray_tmp, progress=False, scheduler="fifo", time_budget_s=8.0, seed=3)
     assert not res.interrupted and 0 < len(res.leaderboard) < 30
+    assert res.leaderboard["val_acc"].notna().any()  # at least one trial reported within the budget
     assert set(res.leaderboard["status"]) <= {"complete", "pruned"}
     trials = optuna.load_study(study_name=res.study_name, storage=res.storage).trials
     _agree_with_optuna(res.leaderboard.dropna(subset=["val_acc"]), trials)
@@ -372,7 +400,7 @@ def test_restored_progress_view_writes_to_the_resuming_calls_writer():
     assert first == [] and len(resumed) == 1 and "hello  (running 0, done 0/3)" in resumed[0]
 
 
-def _agree_with_optuna(lb, trials) -> None:
+def _agree_with_optuna(lb, trials) -> dict:
     """The newest Optuna trial of each Tune trial (user attribute ray.trial_id) has the leaderboard
     row's state and value, and no Optuna trial is RUNNING."""
     assert all(t.state.name != "RUNNING" for t in trials), [(t.number, t.state.name) for t in trials]

@@ -38,6 +38,7 @@ import dataclasses
 import getpass
 import json
 import os
+import posixpath
 import sys
 import tempfile
 import urllib.error
@@ -139,6 +140,8 @@ def check_tracking_uri(uri: str, timeout: float = 3.0, *, must_exist: bool = Fal
         path = _sqlite_path(uri)
         if path is not None:
             _check_sqlite_file(uri, path.expanduser(), must_exist)
+    elif uri.strip().lower() == "databricks":  # MLflow's Databricks form without a profile: left to MLflow
+        pass
     elif scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):  # a path (C: on Windows)
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):  # MLflow's own opt-in
             raise ValueError(f"{uri!r} is a folder (an MLflow file store, which MLflow 3 refuses): {forms}")
@@ -148,11 +151,13 @@ def check_tracking_uri(uri: str, timeout: float = 3.0, *, must_exist: bool = Fal
 
 def check_names(*, registered_model_name: str | None = None, experiment_name: str | None = None) -> None:
     """``ValueError`` with the fix for a registered model name MLflow would refuse at the first
-    registration (blank, ``/`` or ``:``, a ``..`` part) or that ``models:/NAME@ALIAS`` URIs cannot
+    registration (blank, ``/`` or ``:``, ``.``, or starting with ``..``) or that ``models:/NAME@ALIAS`` URIs cannot
     name (``@``), and for a blank experiment name; checked before any trial."""
     if registered_model_name is not None:
         bad = [c for c in "/:@" if c in registered_model_name]
-        if not registered_model_name.strip() or bad or ".." in registered_model_name.split("."):
+        # MLflow also refuses a name that is not its own normalised path ('.', '..x'; '/' is refused above)
+        norm = posixpath.normpath(registered_model_name)
+        if not registered_model_name.strip() or bad or norm != registered_model_name or norm == "." or norm.startswith(".."):
             raise ValueError(
                 f"registered model name {registered_model_name!r} is invalid"
                 f"{': it contains ' + ' '.join(repr(c) for c in bad) if bad else ''}; use letters, digits, '-', '_', '.' "
@@ -173,9 +178,11 @@ def _check_sqlite_file(uri: str, path: Path, must_exist: bool) -> None:
         raise ValueError(f"{uri}: no MLflow database at {path}; pass the sqlite URI that the search wrote to")
     try:
         if path.is_file():
-            con = sqlite3.connect(f"file:{path}?mode={'ro' if must_exist else 'rw'}", uri=True, timeout=5)
+            # quoted: a '#' or '?' in the path would otherwise end it (and mode=) and open or create another file
+            con = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode={'ro' if must_exist else 'rw'}", uri=True,
+                                  timeout=5)
             try:
-                con.execute("select 1")
+                con.execute("select count(*) from sqlite_master")  # reads the header: 'file is not a database'
             finally:
                 con.close()
         else:  # MLflow creates it; only check that it can (no empty database left by a refused run)
@@ -184,8 +191,10 @@ def _check_sqlite_file(uri: str, path: Path, must_exist: bool) -> None:
                 pass
     except (OSError, sqlite3.Error) as exc:
         how = "opened" if path.is_file() else f"created in {path.parent}"
+        fix = ("name an MLflow sqlite database, or a new file" if path.is_file() and isinstance(exc, sqlite3.DatabaseError)
+               else "choose a folder you can write to")
         raise ValueError(f"{uri}: the sqlite database {path} cannot be {how} "
-                         f"({getattr(exc, 'strerror', None) or exc}); choose a folder you can write to") from None
+                         f"({getattr(exc, 'strerror', None) or exc}); {fix}") from None
 
 
 # ---------------------------------------------------------------------------------- logged models

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -458,7 +459,7 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{d / 'arch.json'} is not valid JSON ({exc}): the checkpoint is damaged; {fix}") from None
     try:
-        cfg = TrainConfig(**{**meta["train_config"], **config_overrides})
+        saved = dict(meta["train_config"])
         policy_cfg = dict(meta["policy"])
         policy = make_policy(policy_cfg.pop("policy"), **policy_cfg)
         policy.load_state_dict(meta.get("policy_state", {}))
@@ -467,10 +468,13 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"{d / 'arch.json'} does not describe a senn_automl trainer ({type(exc).__name__}: {exc}); {fix}") from None
+    cfg = TrainConfig(**{**saved, **config_overrides})  # a bad override is the caller's error, not the checkpoint's
     trainer = Trainer(model, policy, cfg, callbacks)
     try:
         state = torch.load(d / "state.pt", map_location=trainer.device, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:  # what torch raises for a truncated or damaged file
+    # what torch raises for a truncated or damaged file: RuntimeError (zip reader), EOFError, and from its
+    # weights-only unpickler UnpicklingError (damaged bytes) or KeyError (not a torch file at all)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{d / 'state.pt'} cannot be read ({first}): the checkpoint is damaged; {fix}") from None
     try:

@@ -24,10 +24,12 @@ from ray import tune
 
 from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
 from senn_automl.integrations.tune.searcher import (
+    INTERRUPTED_ATTR,
     OverriddenSpace,
     fail_running_trials,
     fail_zombie_trials,
     finished_trials,
+    live_records,
     make_searcher,
     prune_running_trials,
     running_trial_ids,
@@ -256,6 +258,9 @@ def run_search(
     _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
     ds = _load_data(dataset, seed, data_root)
     space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
+    if scheduler == "pbt" and not _pbt_mutations(space, trial_overrides or {}):
+        raise SearchSetupError(f"scheduler='pbt': the search space has none of {', '.join(PBT_MUTABLE)} as a "
+                               f"searched parameter, so there is nothing to explore; use --scheduler asha")
     out, created = _checked_out(out)
     lock = _lock_out(out)  # one search per output folder (its Optuna db, Ray results, leaderboard)
     try:
@@ -471,8 +476,9 @@ def _open_study_storage(opts: SearchOptions) -> optuna.storages.RDBStorage:
 
 def _check_resume(opts: SearchOptions, rdb: optuna.storages.RDBStorage) -> None:
     """With ``resume``: there is a search to continue (an Optuna study or a restorable Tune
-    experiment), and a restorable one still has a trial to continue (RUNNING after a killed driver,
-    interrupted by Ctrl-C) or fewer trials than ``num_samples``."""
+    experiment); a restorable one still has a trial to continue (RUNNING after a killed driver,
+    interrupted by Ctrl-C) or fewer trials than ``num_samples``; a study without a restorable
+    experiment has fewer finished trials than ``num_samples`` (a new Tuner samples the rest)."""
     if not opts.resume:
         return
     restorable = tune.Tuner.can_restore(str(opts.experiment_path))
@@ -487,12 +493,19 @@ def _check_resume(opts: SearchOptions, rdb: optuna.storages.RDBStorage) -> None:
             f"--resume: nothing to continue: no Optuna study {opts.study_name!r} in {opts.storage} and no Tune "
             f"experiment in {opts.experiment_path}; run without --resume to start this search (or fix --out / --study-name)"
         )
-    if trials is None or not restorable:
+    if not restorable:  # a new Tuner continues the study: it needs trials left to sample
+        done = finished_trials(rdb, opts.study_name)
+        if done >= opts.num_samples:
+            raise SearchSetupError(
+                f"--resume: study {opts.study_name!r} already has {done} finished trials (>= --num-samples "
+                f"{opts.num_samples}) and {opts.experiment_path} cannot be restored; raise --num-samples to add trials"
+            )
         return
-    continued = {t.user_attrs.get("continues") for t in trials}
-    unfinished = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                  or (t.user_attrs.get("interrupted") and t.number not in continued)]
-    recorded = sum(1 for t in trials if not t.user_attrs.get("interrupted"))
+    if trials is None:
+        return
+    live = live_records(trials)
+    unfinished = [t for t in live if t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get(INTERRUPTED_ATTR)]
+    recorded = len(live) - len(unfinished)
     target = int(study.user_attrs.get(NUM_SAMPLES_ATTR, opts.num_samples))  # what the restored Tune run samples
     if not unfinished and recorded >= target:
         more = (f"; --num-samples {opts.num_samples} does not add trials to it (a restored search keeps its {target})"
@@ -703,13 +716,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
     num_samples = opts.num_samples
     if opts.resume:  # no restorable Tune experiment: a new Tuner continues the Optuna study
         fail_zombie_trials(rdb, opts.study_name)
-        done = finished_trials(rdb, opts.study_name)
-        if done >= num_samples:
-            raise SearchSetupError(
-                f"--resume: study {opts.study_name!r} already has {done} finished trials (>= --num-samples "
-                f"{num_samples}) and {opts.experiment_path} cannot be restored; raise --num-samples to add trials"
-            )
-        num_samples -= done
+        num_samples -= finished_trials(rdb, opts.study_name)  # < num_samples: checked by _check_resume
     callbacks = list(opts.callbacks)
     if opts.progress is not False:
         callbacks.append(ProgressView(num_samples, opts.writer))
@@ -762,10 +769,7 @@ def _pbt_tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], spac
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    mutations = _pbt_mutations(space, opts.trial_overrides)
-    if not mutations:
-        raise SearchSetupError(f"scheduler='pbt': the search space has none of {', '.join(PBT_MUTABLE)} as a "
-                               f"searched parameter, so there is nothing to explore; use --scheduler asha")
+    mutations = _pbt_mutations(space, opts.trial_overrides)  # not empty: run_search checked it
     interval = max(2, opts.max_t // 5)
     while opts.max_t % interval == 0 and interval < opts.max_t:  # no exploit at the last epoch (it would copy finished models)
         interval += 1
@@ -778,6 +782,7 @@ def _pbt_tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], spac
     pbt = PopulationBasedTraining(
         time_attr="training_iteration", metric="val_acc", mode="max", perturbation_interval=interval,
         hyperparam_mutations={name: _tune_domain(spec) for name, spec in mutations.items()},
+        custom_explore_fn=_ClipToSpace(tuple(mutations.values())),
         quantile_fraction=0.25, resample_probability=0.25,
         synch=True,  # trials ahead wait at each interval: with fewer slots than members, none exploits a finished one
     )
@@ -801,6 +806,23 @@ def _pbt_mutations(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The search space's :class:`ParamSpec` of each mutable key it searches (not fixed by ``--set``)."""
     base = getattr(space, "space", space)
     return {p.name: p for p in getattr(base, "params", ()) if p.name in PBT_MUTABLE and p.name not in overrides}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClipToSpace:
+    """PBT's ``custom_explore_fn``: perturbed values (×0.8 / ×1.2) clipped to their parameter's
+    range and step in the search space, so explore stays where the space is valid (picklable)."""
+
+    specs: tuple
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        for spec in self.specs:
+            if spec.name in config and spec.type in ("float", "int"):
+                v = min(max(config[spec.name], spec.low), spec.high)
+                if spec.step:
+                    v = spec.low + round((v - spec.low) / spec.step) * spec.step
+                config[spec.name] = int(round(v)) if spec.type == "int" else float(v)
+        return config
 
 
 def _tune_domain(spec):

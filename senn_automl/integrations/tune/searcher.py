@@ -17,6 +17,8 @@ from senn_automl.integrations.tune._internals import optuna_search_finished, opt
 #: because the search was interrupted
 TUNE_TRIAL_ATTR = "ray.trial_id"
 INTERRUPTED_ATTR = "interrupted"
+#: Optuna user attribute of a record made anew for a continued trial: the number of the record it supersedes
+CONTINUES_ATTR = "continues"
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -167,7 +169,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
         if result.get("mlflow_run_id"):
             attrs["mlflow_run_id"] = str(result["mlflow_run_id"])
-        attrs["continues"] = old.number
+        attrs[CONTINUES_ATTR] = old.number
         study.add_trial(optuna.trial.create_trial(
             state=state, values=values, params=old.params, distributions=old.distributions, user_attrs=attrs,
             intermediate_values=intermediate if len(metrics) == 1 else None,
@@ -211,14 +213,22 @@ class OverriddenSpace:
         return {**(self.space(trial) or {}), **dict(self.overrides)}
 
 
+def live_records(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that no later record supersedes (user attribute ``continues``: a resume recorded
+    the same Tune trial anew); the newest record of a Tune trial is that trial's."""
+    superseded = {t.user_attrs[CONTINUES_ATTR] for t in trials if CONTINUES_ATTR in t.user_attrs}
+    return [t for t in trials if t.number not in superseded]
+
+
 def finished_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
-    """Number of COMPLETE or PRUNED trials of the study (0 when it does not exist)."""
+    """Number of COMPLETE or PRUNED trials of the study, superseded records not counted (0 when it
+    does not exist)."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no such study yet
         return 0
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return sum(1 for t in live_records(study.get_trials(deepcopy=False)) if t.state in states)
 
 
 def fail_zombie_trials(storage: optuna.storages.BaseStorage, study_name: str) -> None:
@@ -247,17 +257,22 @@ def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *
 def prune_running_trials(storage: optuna.storages.BaseStorage, study_name: str, trial_ids: set[str]) -> None:
     """Tell PRUNED (Optuna's value: the last intermediate value) for the RUNNING trials of the Tune
     trials ``trial_ids``, stopped early by the search's time budget."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study (population-based training asks none)
+        return
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get(TUNE_TRIAL_ATTR) in trial_ids:
             study.tell(t.number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
 
 
 def running_trial_ids(storage: optuna.storages.BaseStorage, study_name: str) -> set[str]:
-    """Tune trial ids (user attribute ``ray.trial_id``) of the study's RUNNING trials."""
+    """Tune trial ids (user attribute ``ray.trial_id``) of the study's unfinished trials: RUNNING,
+    or FAILed as interrupted and not yet recorded anew (a resume that was interrupted again)."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:  # no such study yet
         return set()
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return {t.user_attrs[TUNE_TRIAL_ATTR] for t in running if TUNE_TRIAL_ATTR in t.user_attrs}
+    return {t.user_attrs[TUNE_TRIAL_ATTR] for t in live_records(study.get_trials(deepcopy=False))
+            if TUNE_TRIAL_ATTR in t.user_attrs
+            and (t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get(INTERRUPTED_ATTR))}

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from senn_automl.integrations.tune.searcher import live_records
+
 if TYPE_CHECKING:  # MLflow and pandas are imported where they are used
     from mlflow.tracking import MlflowClient
 
@@ -195,9 +197,9 @@ def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tupl
         return {}, None
     states: dict[str, int] = {}
     # a record superseded by a later one of the same Tune trial (user attribute continues) counts apart
-    superseded = {t.user_attrs["continues"] for t in study.trials if "continues" in t.user_attrs}
+    live = {t.number for t in live_records(study.trials)}
     for t in study.trials:
-        key = "superseded" if t.number in superseded else t.state.name
+        key = t.state.name if t.number in live else "superseded"
         states[key] = states.get(key, 0) + 1
     pareto = None
     if multi_objective:

@@ -223,7 +223,7 @@ def _restore(ckpt, **kwargs):
     from senn_automl.training.trainer import load_checkpoint, load_newest_checkpoint
 
     latest = Path(ckpt.path)
-    if not latest.is_dir():  # remote storage: Tune's own copy of the latest checkpoint only
+    if ckpt.filesystem.type_name != "local":  # remote storage: Tune's own copy of the latest checkpoint only
         with ckpt.as_directory() as d:
             return load_checkpoint(d, **kwargs)
     earlier = sorted((p for p in latest.parent.glob("checkpoint_*") if p.is_dir() and p.name < latest.name), reverse=True)
