@@ -365,9 +365,10 @@ def test_time_budget_stops_the_search_and_prunes_the_running_trials(tmp_path, ra
     """--time-budget-s: Tune stops when the budget is spent; the trials still running are PRUNED in
     Optuna (not left RUNNING, not 'interrupted'), and the search ends normally."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = run_search("digits", "quick", num_samples=30, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out",
-                     ray_temp_dir=ray_tmp, progress=False, scheduler="fifo", time_budget_s=8.0, seed=3)
-    assert not res.interrupted and 0 < len(res.leaderboard) < 30
+    # 15 s: trial actors take a few seconds to start on a loaded 2-core machine; 40 trials take far longer
+    res = run_search("digits", "quick", num_samples=40, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out",
+                     ray_temp_dir=ray_tmp, progress=False, scheduler="fifo", time_budget_s=15.0, seed=3)
+    assert not res.interrupted and 0 < len(res.leaderboard) < 40
     assert res.leaderboard["val_acc"].notna().any()  # at least one trial reported within the budget
     assert set(res.leaderboard["status"]) <= {"complete", "pruned"}
     trials = optuna.load_study(study_name=res.study_name, storage=res.storage).trials
@@ -613,17 +614,24 @@ class DamageSecondCheckpointThenKill(__import__("ray").tune.Callback):
             os.kill(int(r["pid"]), signal.SIGKILL)
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ray_tmp, monkeypatch):
+def _search_with_a_crash(tmp_path, ray_tmp, monkeypatch, callback, num_samples: int, **overrides):
+    """A FIFO search of natural-policy trials (10 epochs, a growth check every 2) with ``callback``
+    crashing a trial; returns (the result, the tracking URI)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the Ray workers inherit TMPDIR: the killed worker's temporary checkpoint dir stays in tmp_path
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    damage = DamageSecondCheckpointThenKill()
     res = run_search(
-        "digits", "quick", num_samples=1, max_concurrent=1, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp,
-        progress=False, scheduler="fifo", callbacks=[damage],
-        # low thresholds, one neuron per check, a check every 2 epochs: a growth checkpoint at each check
-        trial_overrides={"policy": "natural", "expansion_interval": 2, "tau": 0.001, "alpha": 1e-4, "max_additions": 1,
-                         "max_epochs": 10},
+        "digits", "quick", num_samples=num_samples, max_concurrent=num_samples, tracking_uri=uri, out=tmp_path / "out",
+        ray_temp_dir=ray_tmp, progress=False, scheduler="fifo", callbacks=[callback],
+        trial_overrides={"policy": "natural", "expansion_interval": 2, "max_epochs": 10, **overrides},
     )
+    return res, uri
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ray_tmp, monkeypatch):
+    damage = DamageSecondCheckpointThenKill()
+    # low thresholds, one neuron per check: a growth checkpoint at each check
+    res, uri = _search_with_a_crash(tmp_path, ray_tmp, monkeypatch, damage, 1, tau=0.001, alpha=1e-4, max_additions=1)
     assert damage.killed, damage.seen
     assert list(res.leaderboard["status"]) == ["complete"], res.leaderboard  # not failed 3 times on the damaged one
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -635,16 +643,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ray_
 
 
 def test_crashed_trial_resumes_from_growth_checkpoint(tmp_path, ray_tmp, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # the Ray workers inherit TMPDIR: the killed worker's temporary checkpoint dir stays in tmp_path
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
     killer = KillTrialWorkerAfterFirstGrowthCheckpoint()
-    res = run_search(
-        "digits", "quick", num_samples=2, max_concurrent=2, tracking_uri=uri, out=tmp_path / "out", ray_temp_dir=ray_tmp,
-        progress=False, scheduler="fifo", callbacks=[killer],
-        # low thresholds and a check every 2 epochs: both trials grow early
-        trial_overrides={"policy": "natural", "expansion_interval": 2, "tau": 0.01, "alpha": 5e-4, "max_epochs": 10},
-    )
+    # low thresholds: both trials grow early
+    res, uri = _search_with_a_crash(tmp_path, ray_tmp, monkeypatch, killer, 2, tau=0.01, alpha=5e-4)
     assert killer.killed, "no growth checkpoint was registered"
     lb = res.leaderboard
     assert list(lb["status"]) == ["complete", "complete"], lb
