@@ -98,3 +98,29 @@ def test_study_bookkeeping_of_a_study_that_does_not_exist(storage):
     fail_running_trials(storage, "none", interrupted={"t1"})
     prune_running_trials(storage, "none", {"t1"})
     assert optuna.get_all_study_names(storage) == []
+
+
+def test_trial_told_before_the_snapshot_and_run_again_is_recorded_anew(storage, tmp_path):
+    """A killed driver can leave a searcher snapshot that lists a trial as told (PRUNED) while Tune's
+    trial snapshot still has it running: the restored search runs it again, and its new outcome
+    (another value: a rerun from scratch) must become the trial's newest Optuna record."""
+    from senn_automl.integrations.tune.searcher import PruneAwareOptunaSearch, live_records
+
+    searcher = make_searcher(_space, storage=storage, study_name="s", seed=0, max_t=10, multi_objective=False,
+                             points_to_evaluate=None)
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"val_acc": 0.60, "training_iteration": 1, "final": 0})
+    searcher.on_trial_complete("t1", {"val_acc": 0.68, "training_iteration": 2, "final": 0})  # ASHA stop
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = PruneAwareOptunaSearch(_space, metric="val_acc", mode="max", storage=storage, study_name="s", max_t=10)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("t1", {"val_acc": 0.35, "training_iteration": 1, "final": 0})
+    restored.on_trial_complete("t1", {"val_acc": 0.41, "training_iteration": 2, "final": 0})
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    (live,) = live_records(trials)
+    assert live.number == 1 and live.user_attrs["continues"] == 0 and live.user_attrs["ray.trial_id"] == "t1"
+    assert live.state == optuna.trial.TrialState.PRUNED and live.value == pytest.approx(0.41)
+    assert live.intermediate_values == {1: 0.35, 2: 0.41}
+    # a second completion call in the same process is not recorded again
+    restored.on_trial_complete("t1", {"val_acc": 0.41, "training_iteration": 2, "final": 0})
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2

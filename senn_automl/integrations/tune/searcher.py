@@ -73,6 +73,11 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id, result):
+        if trial_id in optuna_search_finished(self) and trial_id not in self.__dict__.get("_seen_here", ()):
+            # told before a restore, running again now: keep its values for the record made at its end
+            if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
+                self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])
+            return
         self._link_run(trial_id, result)
         # After Tuner.restore, a trial that Optuna already finished (told before the driver was
         # killed, but after Tune's last experiment snapshot) runs again from its checkpoint; its
@@ -110,13 +115,32 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._late: dict[str, dict[int, float]] = {}
         return self._late
 
+    def save(self, checkpoint_path: str):
+        """OptunaSearch's snapshot, without the ids of trials that completed in this process."""
+        seen = self.__dict__.pop("_seen_here", None)
+        try:
+            super().save(checkpoint_path)
+        finally:
+            if seen is not None:
+                self._seen_here = seen
+
+    def _newest_record(self, trial_id: str) -> optuna.trial.FrozenTrial:
+        """The newest Optuna record of a Tune trial (see :func:`live_records`)."""
+        study = optuna_search_study(self)
+        all_trials = study.get_trials(deepcopy=False)
+        mine = [t for t in live_records(all_trials) if t.user_attrs.get(TUNE_TRIAL_ATTR) == trial_id]
+        return mine[-1] if mine else all_trials[optuna_search_trials(self)[trial_id].number]
+
     def on_trial_complete(self, trial_id, result=None, error=False):
         trials, finished = optuna_search_trials(self), optuna_search_finished(self)
-        if trial_id in trials and trial_id not in finished:
-            old = optuna_search_study(self).get_trials(deepcopy=False)[trials[trial_id].number]
-            # finished in storage, unknown to this (restored) searcher: FAILed as interrupted by Ctrl-C, or
-            # told after Tune's last snapshot by a driver that was then killed; the trial ran on since
-            if old.state.is_finished():
+        seen = self.__dict__.setdefault("_seen_here", set())  # completed in this process (not in snapshots)
+        if trial_id in trials and trial_id not in seen:
+            seen.add(trial_id)
+            old = self._newest_record(trial_id)
+            # A trial that a restored search ran again although Optuna had its outcome: FAILed as
+            # interrupted by Ctrl-C, or told after Tune's last trial snapshot by a driver that was then
+            # killed (the searcher's own snapshot may already list it as finished)
+            if trial_id in finished or old.state.is_finished():
                 self._record_continued(trial_id, old, result, error)
                 finished.add(trial_id)
                 return
