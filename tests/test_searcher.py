@@ -124,3 +124,27 @@ def test_trial_told_before_the_snapshot_and_run_again_is_recorded_anew(storage, 
     # a second completion call in the same process is not recorded again
     restored.on_trial_complete("t1", {"val_acc": 0.41, "training_iteration": 2, "final": 0})
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2
+
+
+def test_reconcile_records_a_rerun_the_searcher_never_heard_of(storage):
+    """The leaderboard says pruned at 0.41 (a rerun after a restore), Optuna still holds the first
+    run's PRUNED 0.68: reconcile adds the leaderboard's outcome as the newest record; a second call adds nothing."""
+    import pandas as pd
+
+    from senn_automl.integrations.tune.searcher import live_records, reconcile_with_leaderboard
+
+    searcher = make_searcher(_space, storage=storage, study_name="s", seed=0, max_t=10, multi_objective=False,
+                             points_to_evaluate=None)
+    for tid in ("t1", "t2"):
+        searcher.suggest(tid)
+    searcher.on_trial_result("t1", {"val_acc": 0.60, "training_iteration": 1, "final": 0})
+    searcher.on_trial_complete("t1", {"val_acc": 0.68, "training_iteration": 2, "final": 0})
+    searcher.on_trial_complete("t2", {"val_acc": 0.90, "training_iteration": 10, "final": 1})
+    lb = pd.DataFrame([{"trial": "t1", "val_acc": 0.41, "n_params": 790, "epochs": 2, "status": "pruned", "mlflow_run_id": "r9"},
+                       {"trial": "t2", "val_acc": 0.90, "n_params": 790, "epochs": 10, "status": "complete", "mlflow_run_id": "r2"}])
+    assert reconcile_with_leaderboard(storage, "s", lb, multi_objective=False) == 1
+    live = {t.user_attrs["ray.trial_id"]: t for t in live_records(optuna.load_study(study_name="s", storage=storage).trials)}
+    assert live["t1"].value == pytest.approx(0.41) and live["t1"].user_attrs["continues"] == 0
+    assert live["t1"].user_attrs["mlflow_run_id"] == "r9" and live["t1"].intermediate_values == {1: 0.60, 2: 0.41}
+    assert live["t2"].number == 1  # agreed already: untouched
+    assert reconcile_with_leaderboard(storage, "s", lb, multi_objective=False) == 0

@@ -32,6 +32,7 @@ from senn_automl.integrations.tune.searcher import (
     live_records,
     make_searcher,
     prune_running_trials,
+    reconcile_with_leaderboard,
     running_trial_ids,
 )
 from senn_automl.integrations.tune.summary import (
@@ -877,6 +878,9 @@ def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: 
         champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
     else:
         versions, champion_version, champion_trial = [], None, None
+    if resumed:  # reruns whose outcome never reached the searcher (see reconcile_with_leaderboard)
+        reconcile_with_leaderboard(optuna.storages.RDBStorage(opts.storage), opts.study_name, lb,
+                                   opts.multi_objective)
     states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
     log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
     return SearchResult(

@@ -244,6 +244,43 @@ def live_records(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fr
     return [t for t in trials if t.number not in superseded]
 
 
+def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name: str, lb, multi_objective: bool) -> int:
+    """Record anew (``continues``) every complete or pruned leaderboard row whose Tune trial's newest
+    Optuna record has another state or value; returns how many. After a restore, Tune can run a
+    trial again whose outcome Optuna already holds, and the completion of the rerun may never reach
+    the searcher (Tune's concurrency limiter drops completions of trials its snapshot had closed):
+    the leaderboard, built from what ran last, is then the truth."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no such study (population-based training)
+        return 0
+    newest = {t.user_attrs[TUNE_TRIAL_ATTR]: t for t in live_records(study.get_trials(deepcopy=False))
+              if TUNE_TRIAL_ATTR in t.user_attrs}
+    states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED}
+    added = 0
+    for row in lb.itertuples():
+        old = newest.get(row.trial)
+        if old is None or row.status not in states or row.val_acc is None or row.val_acc != row.val_acc:
+            continue
+        values = [float(row.val_acc), float(row.n_params)] if multi_objective else [float(row.val_acc)]
+        if old.state == states[row.status] and old.values is not None and \
+                all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(old.values, values)):
+            continue
+        attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
+        attrs.update({CONTINUES_ATTR: old.number, **({"mlflow_run_id": row.mlflow_run_id} if row.mlflow_run_id else {})})
+        intermediate = None
+        if not multi_objective:  # the row's epochs = its last step (training_iteration)
+            step = int(row.epochs) if row.epochs == row.epochs and row.epochs else 1
+            intermediate = {k: v for k, v in old.intermediate_values.items() if k < step}
+            intermediate[step] = float(row.val_acc)
+        study.add_trial(optuna.trial.create_trial(
+            state=states[row.status], values=values, params=old.params, distributions=old.distributions,
+            user_attrs=attrs, intermediate_values=intermediate,
+        ))
+        added += 1
+    return added
+
+
 def finished_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     """Number of COMPLETE or PRUNED trials of the study, superseded records not counted (0 when it
     does not exist)."""
