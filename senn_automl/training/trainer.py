@@ -437,6 +437,12 @@ class CheckpointError(ValueError):
     names the file and the fix."""
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's can run to many), or its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callback] = (), **config_overrides) -> Trainer:
     """Rebuild a :class:`Trainer` from a checkpoint directory written by :meth:`Trainer.save_checkpoint`.
 
@@ -475,7 +481,7 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
     # what torch raises for a truncated or damaged file: RuntimeError (zip reader), EOFError, and from its
     # weights-only unpickler UnpicklingError (damaged bytes) or KeyError (not a torch file at all)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise CheckpointError(f"{d / 'state.pt'} cannot be read ({first}): the checkpoint is damaged; {fix}") from None
     try:
         trainer.model.load_state_dict(state["model"])
@@ -487,7 +493,7 @@ def load_checkpoint(directory: str | os.PathLike, *, callbacks: Sequence[Callbac
         trainer._since_best = int(state.get("since_best", 0))
         trainer.policy.load_tensor_state(state.get("policy_tensors", {}), trainer.model)
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise CheckpointError(
             f"{d / 'state.pt'} does not fit the network of {d / 'arch.json'} ({first}): the two files come from "
             f"different checkpoints; {fix}") from None

@@ -27,7 +27,6 @@ from senn_automl.integrations.tune.searcher import (
     INTERRUPTED_ATTR,
     OverriddenSpace,
     fail_running_trials,
-    fail_zombie_trials,
     finished_trials,
     live_records,
     make_searcher,
@@ -432,11 +431,15 @@ def _checked_space(search_space, ds, seed: int, trial_overrides: Mapping[str, An
     return space, _max_epochs(sample, {} if trial_overrides and "max_epochs" in trial_overrides else dists)
 
 
+def _space_params(space) -> tuple:
+    """The :class:`ParamSpec` parameters of a bundled-format search space (unwrapping
+    :class:`OverriddenSpace`); ``()`` for a plain define-by-run function."""
+    return tuple(getattr(getattr(space, "space", space), "params", ()))
+
+
 def _branches(space) -> list[tuple[str, Any]]:
-    """(name, choice) of every choice of every categorical parameter of a bundled-format search
-    space (unwrapping :class:`OverriddenSpace`); ``[]`` for a plain define-by-run function."""
-    base = getattr(space, "space", space)
-    return [(p.name, c) for p in getattr(base, "params", ()) if p.type == "categorical" for c in p.choices]
+    """(name, choice) of every choice of every categorical parameter of the search space."""
+    return [(p.name, c) for p in _space_params(space) if p.type == "categorical" for c in p.choices]
 
 
 def _checked_tracking_uri(tracking_uri: str | None) -> str:
@@ -674,7 +677,7 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         # RUNNING trials left are also those a killed driver had asked Optuna for but Tune never recorded
         fail_running_trials(rdb, opts.study_name, interrupted=stopped)
         t_sum = time.time()
-        result = _summarise(grid, opts, experiment_id=experiment_id, parent_run_id=parent_run_id, resumed=resumed,
+        result = _summarise(grid, opts, rdb=rdb, experiment_id=experiment_id, parent_run_id=parent_run_id, resumed=resumed,
                             t_start=t_start, interrupted=interrupted)
         if result.interrupted:
             status = "KILLED"
@@ -716,7 +719,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
 
     num_samples = opts.num_samples
     if opts.resume:  # no restorable Tune experiment: a new Tuner continues the Optuna study
-        fail_zombie_trials(rdb, opts.study_name)
+        fail_running_trials(rdb, opts.study_name)  # left RUNNING by a killed driver: no one will tell them
         num_samples -= finished_trials(rdb, opts.study_name)  # < num_samples: checked by _check_resume
     callbacks = list(opts.callbacks)
     if opts.progress is not False:
@@ -805,8 +808,7 @@ def _pbt_tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], spac
 
 def _pbt_mutations(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """The search space's :class:`ParamSpec` of each mutable key it searches (not fixed by ``--set``)."""
-    base = getattr(space, "space", space)
-    return {p.name: p for p in getattr(base, "params", ()) if p.name in PBT_MUTABLE and p.name not in overrides}
+    return {p.name: p for p in _space_params(space) if p.name in PBT_MUTABLE and p.name not in overrides}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -858,7 +860,7 @@ def _previous_parent_run(opts: SearchOptions) -> tuple[str, str] | None:
 
 
 # ----------------------------------------------------------------------------------- summary
-def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: str, resumed: bool,
+def _summarise(grid, opts: SearchOptions, *, rdb, experiment_id: str, parent_run_id: str, resumed: bool,
                t_start: float, interrupted: set[str] | None = None) -> SearchResult:
     """The jobs after ``Tuner.fit``, one function each (see :mod:`senn_automl.integrations.tune.summary`).
     An ``interrupted`` search (the Tune trial ids a Ctrl-C stopped) ends its trials' runs KILLED and
@@ -879,8 +881,7 @@ def _summarise(grid, opts: SearchOptions, *, experiment_id: str, parent_run_id: 
     else:
         versions, champion_version, champion_trial = [], None, None
     if resumed:  # reruns whose outcome never reached the searcher (see reconcile_with_leaderboard)
-        reconcile_with_leaderboard(optuna.storages.RDBStorage(opts.storage), opts.study_name, lb,
-                                   opts.multi_objective)
+        reconcile_with_leaderboard(rdb, opts.study_name, lb, opts.multi_objective)
     states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
     log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
     return SearchResult(

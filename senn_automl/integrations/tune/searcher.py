@@ -74,9 +74,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id, result):
         if trial_id in optuna_search_finished(self) and trial_id not in self.__dict__.get("_seen_here", ()):
-            # told before a restore, running again now: keep its values for the record made at its end
-            if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
-                self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])
+            self._keep_late(trial_id, result)  # told before a restore, running again now
             return
         self._link_run(trial_id, result)
         # After Tuner.restore, a trial that Optuna already finished (told before the driver was
@@ -88,8 +86,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 warnings.filterwarnings("ignore", message="The reported value is ignored because this", category=UserWarning)
                 super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
-            if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
-                self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])
+            self._keep_late(trial_id, result)
 
     def _link_run(self, trial_id, result) -> None:
         """Store the trial's MLflow run id (``result["mlflow_run_id"]``) as the Optuna trial's user
@@ -115,6 +112,16 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._late: dict[str, dict[int, float]] = {}
         return self._late
 
+    def _keep_late(self, trial_id: str, result: dict | None) -> None:
+        """Keep a result's value for the record :meth:`_record_continued` makes at the trial's end
+        (single-objective studies: multi-objective ones take no intermediate values)."""
+        if isinstance(self.metric, str) and (result or {}).get(self.metric) is not None:
+            self._late_values.setdefault(trial_id, {})[int(result["training_iteration"])] = float(result[self.metric])
+
+    def _stopped_early(self, result: dict) -> bool:
+        """The scheduler stopped the trial: its last result is not ``final`` and before ``max_t``."""
+        return not result.get("final") and result.get("training_iteration", self._max_t) < self._max_t
+
     def save(self, checkpoint_path: str):
         """OptunaSearch's snapshot, without the ids of trials that completed in this process."""
         seen = self.__dict__.pop("_seen_here", None)
@@ -126,10 +133,8 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def _newest_record(self, trial_id: str) -> optuna.trial.FrozenTrial:
         """The newest Optuna record of a Tune trial (see :func:`live_records`)."""
-        study = optuna_search_study(self)
-        all_trials = study.get_trials(deepcopy=False)
-        mine = [t for t in live_records(all_trials) if t.user_attrs.get(TUNE_TRIAL_ATTR) == trial_id]
-        return mine[-1] if mine else all_trials[optuna_search_trials(self)[trial_id].number]
+        all_trials = optuna_search_study(self).get_trials(deepcopy=False)
+        return newest_by_trial(all_trials).get(trial_id) or all_trials[optuna_search_trials(self)[trial_id].number]
 
     def on_trial_complete(self, trial_id, result=None, error=False):
         trials, finished = optuna_search_trials(self), optuna_search_finished(self)
@@ -145,14 +150,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 finished.add(trial_id)
                 return
         self._link_run(trial_id, result)
-        if (
-            not error
-            and result
-            and not result.get("final")
-            and result.get("training_iteration", self._max_t) < self._max_t
-            and trial_id in trials
-            and trial_id not in finished
-        ):
+        if not error and result and self._stopped_early(result) and trial_id in trials and trial_id not in finished:
             # Tune hands the result that made the scheduler stop the trial to on_trial_complete only, not
             # to on_trial_result: report it, so the PRUNED value Optuna stores (its last intermediate
             # value) is the trial's last val_acc, as on the leaderboard, not the one before it
@@ -176,28 +174,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
         parts, the same state and value rules as any other trial (COMPLETE, PRUNED for a scheduler
         stop, FAIL for an error) and the user attribute ``continues`` (the old trial's number). The
         old record stays; the newest Optuna trial with a given ``ray.trial_id`` is that Tune trial's."""
-        study = optuna_search_study(self)
         result = result or {}
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         values = [result.get(m) for m in metrics]
         intermediate = {**old.intermediate_values, **self._late_values.pop(trial_id, {})}
         if error or any(v is None for v in values):
             state, values = optuna.trial.TrialState.FAIL, None
-        elif not result.get("final") and result.get("training_iteration", self._max_t) < self._max_t:
+        elif self._stopped_early(result):
             state, values = optuna.trial.TrialState.PRUNED, None
             if len(metrics) == 1:  # Optuna's value of a pruned trial: its last intermediate value
                 intermediate[int(result["training_iteration"])] = float(result[metrics[0]])
                 values = [float(result[metrics[0]])]
         else:
             state, values = optuna.trial.TrialState.COMPLETE, [float(v) for v in values]
-        attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
-        if result.get("mlflow_run_id"):
-            attrs["mlflow_run_id"] = str(result["mlflow_run_id"])
-        attrs[CONTINUES_ATTR] = old.number
-        study.add_trial(optuna.trial.create_trial(
-            state=state, values=values, params=old.params, distributions=old.distributions, user_attrs=attrs,
-            intermediate_values=intermediate if len(metrics) == 1 else None,
-        ))
+        _add_record(optuna_search_study(self), old, state=state, values=values, mlflow_run_id=result.get("mlflow_run_id"),
+                    intermediate=intermediate if len(metrics) == 1 else None)
 
 
 def make_searcher(space, *, storage: optuna.storages.BaseStorage, study_name: str, seed: int, max_t: int,
@@ -244,18 +235,44 @@ def live_records(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fr
     return [t for t in trials if t.number not in superseded]
 
 
+def newest_by_trial(trials: list[optuna.trial.FrozenTrial]) -> dict[str, optuna.trial.FrozenTrial]:
+    """Tune trial id (user attribute ``ray.trial_id``) -> its newest Optuna record."""
+    return {t.user_attrs[TUNE_TRIAL_ATTR]: t for t in live_records(trials) if TUNE_TRIAL_ATTR in t.user_attrs}
+
+
+def _add_record(study: optuna.Study, old: optuna.trial.FrozenTrial, *, state, values, mlflow_run_id,
+                intermediate) -> None:
+    """Add a finished Optuna trial that supersedes ``old`` (same parameters and user attributes,
+    ``continues=old.number``, not ``interrupted``; ``mlflow_run_id`` the run of the new outcome)."""
+    attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
+    if mlflow_run_id:
+        attrs["mlflow_run_id"] = str(mlflow_run_id)
+    attrs[CONTINUES_ATTR] = old.number
+    study.add_trial(optuna.trial.create_trial(
+        state=state, values=values, params=old.params, distributions=old.distributions, user_attrs=attrs,
+        intermediate_values=intermediate,
+    ))
+
+
+def _study_or_none(storage: optuna.storages.BaseStorage, study_name: str) -> optuna.Study | None:
+    """The study, or None when the storage has none of that name (not created yet, or a
+    population-based search, which asks no Optuna study)."""
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+
+
 def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name: str, lb, multi_objective: bool) -> int:
     """Record anew (``continues``) every complete or pruned leaderboard row whose Tune trial's newest
     Optuna record has another state or value; returns how many. After a restore, Tune can run a
     trial again whose outcome Optuna already holds, and the completion of the rerun may never reach
     the searcher (Tune's concurrency limiter drops completions of trials its snapshot had closed):
     the leaderboard, built from what ran last, is then the truth."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study (population-based training)
+    study = _study_or_none(storage, study_name)
+    if study is None:
         return 0
-    newest = {t.user_attrs[TUNE_TRIAL_ATTR]: t for t in live_records(study.get_trials(deepcopy=False))
-              if TUNE_TRIAL_ATTR in t.user_attrs}
+    newest = newest_by_trial(study.get_trials(deepcopy=False))
     states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED}
     added = 0
     for row in lb.itertuples():
@@ -266,17 +283,13 @@ def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name:
         if old.state == states[row.status] and old.values is not None and \
                 all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(old.values, values)):
             continue
-        attrs = {k: v for k, v in old.user_attrs.items() if k != INTERRUPTED_ATTR}
-        attrs.update({CONTINUES_ATTR: old.number, **({"mlflow_run_id": row.mlflow_run_id} if row.mlflow_run_id else {})})
         intermediate = None
         if not multi_objective:  # the row's epochs = its last step (training_iteration)
             step = int(row.epochs) if row.epochs == row.epochs and row.epochs else 1
             intermediate = {k: v for k, v in old.intermediate_values.items() if k < step}
             intermediate[step] = float(row.val_acc)
-        study.add_trial(optuna.trial.create_trial(
-            state=states[row.status], values=values, params=old.params, distributions=old.distributions,
-            user_attrs=attrs, intermediate_values=intermediate,
-        ))
+        _add_record(study, old, state=states[row.status], values=values, mlflow_run_id=row.mlflow_run_id,
+                    intermediate=intermediate)
         added += 1
     return added
 
@@ -284,17 +297,11 @@ def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name:
 def finished_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     """Number of COMPLETE or PRUNED trials of the study, superseded records not counted (0 when it
     does not exist)."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study yet
+    study = _study_or_none(storage, study_name)
+    if study is None:
         return 0
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sum(1 for t in live_records(study.get_trials(deepcopy=False)) if t.state in states)
-
-
-def fail_zombie_trials(storage: optuna.storages.BaseStorage, study_name: str) -> None:
-    """Mark RUNNING trials left by a killed driver as FAIL (no one will ever tell them)."""
-    fail_running_trials(storage, study_name)
 
 
 def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *,
@@ -303,9 +310,8 @@ def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *
     Those whose Tune trial id (user attribute ``ray.trial_id``) is in ``interrupted`` (trials a
     Ctrl-C stopped) also get the user attribute ``interrupted=True``: a ``--resume`` continues
     their Tune trials, and the searcher then records each outcome as a new Optuna trial."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study yet
+    study = _study_or_none(storage, study_name)
+    if study is None:
         return
     study_id = storage.get_study_id_from_name(study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -318,9 +324,8 @@ def fail_running_trials(storage: optuna.storages.BaseStorage, study_name: str, *
 def prune_running_trials(storage: optuna.storages.BaseStorage, study_name: str, trial_ids: set[str]) -> None:
     """Tell PRUNED (Optuna's value: the last intermediate value) for the RUNNING trials of the Tune
     trials ``trial_ids``, stopped early by the search's time budget."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study (population-based training asks none)
+    study = _study_or_none(storage, study_name)
+    if study is None:
         return
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.user_attrs.get(TUNE_TRIAL_ATTR) in trial_ids:
@@ -330,10 +335,8 @@ def prune_running_trials(storage: optuna.storages.BaseStorage, study_name: str, 
 def running_trial_ids(storage: optuna.storages.BaseStorage, study_name: str) -> set[str]:
     """Tune trial ids (user attribute ``ray.trial_id``) of the study's unfinished trials: RUNNING,
     or FAILed as interrupted and not yet recorded anew (a resume that was interrupted again)."""
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # no such study yet
+    study = _study_or_none(storage, study_name)
+    if study is None:
         return set()
-    return {t.user_attrs[TUNE_TRIAL_ATTR] for t in live_records(study.get_trials(deepcopy=False))
-            if TUNE_TRIAL_ATTR in t.user_attrs
-            and (t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get(INTERRUPTED_ATTR))}
+    return {tid for tid, t in newest_by_trial(study.get_trials(deepcopy=False)).items()
+            if t.state == optuna.trial.TrialState.RUNNING or t.user_attrs.get(INTERRUPTED_ATTR)}
