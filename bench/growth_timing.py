@@ -13,11 +13,12 @@ for tables):
    passed ``tau = 0.03``.
 2. **Fixed nets' validation minimum.** ``policy="fixed"`` at the start width and at ``--widths``:
    the epoch of the lowest validation loss, that loss and the test accuracy.
-3. **Growth early, with no candidate fitting.** Growth up to ``--early-widths`` neurons from the first
-   check on (after epoch 0; every epoch; random candidates, ``candidate_steps=0``, scored on the
-   scoring batch with a tiny ``tau``), against the architecture it returns trained fixed from the
-   start: how much a function-preserving start costs when it is made as early as the trainer
-   allows and the new units cannot have fitted the scoring batch.
+3. **Growth early, with no candidate fitting.** Growth up to ``--early-widths`` neurons at every
+   check (every epoch; random candidates, ``candidate_steps=0``, scored on the scoring batch with a
+   tiny ``tau``), from the check on the untrained network on, and from the check after epoch 0 on
+   (``check_at_start=False``), each against the architecture it returns trained fixed from the
+   start: what units added while the net trains cost, against units there before training, when
+   the new units cannot have fitted the scoring batch.
 
     python bench/growth_timing.py                          # digits and mnist, 5 folds
     python bench/growth_timing.py --datasets mnist --folds 2
@@ -145,17 +146,22 @@ def run(name: str, folds: int, widths: list[int], early_widths: list[int], devic
         if fold == 0:
             curves["default (grown)"] = (grown["curve"], grown["events"])
         for width in early_widths:
-            early = fit({**base, **EARLY, "max_width": width}, *data)
-            arch = early["arch"]
-            same = fit({**base, "policy": "fixed", "hidden_layer_sizes": tuple(arch), "max_width": max(arch + [64])}, *data)
-            rows.append({"dataset": name, "fold": fold, "run": f"early growth, capacity {width}", "arch": arch,
-                         "acc": early["acc"], "best_epoch": early["best_epoch"], "best_val_loss": early["best_val_loss"],
-                         "events_kept": early["kept"], "events_discarded": early["discarded"]})
-            rows.append({"dataset": name, "fold": fold, "run": f"its architecture, fixed (capacity {width})", "arch": arch,
-                         "acc": same["acc"], "best_epoch": same["best_epoch"], "best_val_loss": same["best_val_loss"]})
-            if fold == 0:
-                curves[f"early growth, capacity {width}"] = (early["curve"], early["events"])
-            print(f"{name} fold {fold}: early growth (capacity {width}) {arch} {early['acc']:.4f}, fixed {same['acc']:.4f}", flush=True)
+            for when, at_start in (("from the start", True), ("from epoch 0", False)):
+                settings = {**base, **EARLY, "max_width": width,
+                            "policy_params": {**EARLY["policy_params"], "check_at_start": at_start}}
+                early = fit(settings, *data)
+                arch = early["arch"]
+                same = fit({**base, "policy": "fixed", "hidden_layer_sizes": tuple(arch), "max_width": max(arch + [64])}, *data)
+                label = f"early growth {when}, capacity {width}"
+                rows.append({"dataset": name, "fold": fold, "run": label, "arch": arch, "acc": early["acc"],
+                             "best_epoch": early["best_epoch"], "best_val_loss": early["best_val_loss"],
+                             "events_kept": early["kept"], "events_discarded": early["discarded"]})
+                rows.append({"dataset": name, "fold": fold, "run": f"its architecture, fixed ({when}, capacity {width})",
+                             "arch": arch, "acc": same["acc"], "best_epoch": same["best_epoch"],
+                             "best_val_loss": same["best_val_loss"]})
+                if fold == 0:
+                    curves[label] = (early["curve"], early["events"])
+                print(f"{name} fold {fold}: {label} {arch} {early['acc']:.4f}, fixed {same['acc']:.4f}", flush=True)
         print(f"{name} fold {fold}: default {grown['arch']} best epoch {grown['best_epoch']} "
               f"(events kept {grown['kept']}, discarded {grown['discarded']})", flush=True)
     return rows, curves

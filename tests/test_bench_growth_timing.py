@@ -42,13 +42,14 @@ def test_growth_timing_smoke(tmp_path, bench):
         assert (tmp_path / f"growth_timing.{ext}").stat().st_size > 0
     per_fold = json.loads((tmp_path / "growth_timing.json").read_text())["per_fold"]
     runs = {r["run"]: r for r in per_fold}
-    assert set(runs) == {"default (grown)", "fixed [8]", "fixed [10]", "early growth, capacity 16",
-                         "its architecture, fixed (capacity 16)"}
+    assert set(runs) == {"default (grown)", "fixed [8]", "fixed [10]", "early growth from the start, capacity 16", "early growth from epoch 0, capacity 16",
+                         "its architecture, fixed (from the start, capacity 16)",
+                         "its architecture, fixed (from epoch 0, capacity 16)"}
     default = runs["default (grown)"]
     assert default["checks"] >= 1 and 0 <= default["heldout_passes"] <= default["checks"]
     assert math.isfinite(default["ratio_scoring"]) and math.isfinite(default["ratio_heldout"])
     assert 0 <= default["checks_before_best"] <= default["checks"]
-    early, same = runs["early growth, capacity 16"], runs["its architecture, fixed (capacity 16)"]
+    early, same = runs["early growth from the start, capacity 16"], runs["its architecture, fixed (from the start, capacity 16)"]
     assert same["arch"] == early["arch"] and 10 <= early["arch"][0] <= 16
     assert early["events_kept"] + early["events_discarded"] >= early["arch"][0] - 10
     for r in per_fold:

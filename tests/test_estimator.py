@@ -104,7 +104,8 @@ def fitted_wine():
 def test_iris_heldout_accuracy(iris):
     X, y = iris
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
-    pipe = Pipeline([("scale", StandardScaler()), ("senn", _fast())]).fit(X_tr, y_tr)
+    # 60 epochs: at FAST's 30 the 105 training rows are under-fitted (0.78-1.0 over random_state 0-3)
+    pipe = Pipeline([("scale", StandardScaler()), ("senn", _fast(max_epochs=60))]).fit(X_tr, y_tr)
     acc = pipe.score(X_te, y_te)
     assert acc >= 0.9, acc
     proba = pipe.predict_proba(X_te)

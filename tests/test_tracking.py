@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_sqlite_store_works_without_server(tmp_path, monkeypatch, digits, server
     exp_id, parent = start_parent_run(uri, "senn-sqlite", "study-sqlite", {})
     assert (tmp_path / "store").is_dir()
     name = "senn-sqlite"
-    model, policy, train = cfgmod.build(_growing_config(max_epochs=2, expansion_interval=100), 64, 10)  # growth: test 1
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=2, expansion_interval=100, check_at_start=False), 64, 10)  # no growth
     # as under `mlflow run`: MLFLOW_RUN_ID must not make start_run() resume that run; it becomes the parent
     monkeypatch.setenv("MLFLOW_RUN_ID", parent)
     cb = MLflowCallback(uri, exp_id, run_name="sqlite-trial", registered_model_name=name)
@@ -260,8 +261,12 @@ def test_run_metrics_growth_models_and_registry(grown_run):
         assert mv.tags["trial"] == "trial-0"
         assert mv.tags["policy"] == "natural"
         assert mv.tags["epoch"] == str(epoch)
-        assert float(mv.tags["val_acc"]) == pytest.approx(history[epoch]["val_acc"])
-        assert int(mv.tags["n_params"]) == history[epoch]["n_params"]
+        if epoch == -1:  # the check at the start: before any validation score
+            assert mv.tags["val_acc"] == ""
+            assert int(mv.tags["n_params"]) == [e for e in trainer.growth_log if e.epoch == -1][-1].params_after
+        else:
+            assert float(mv.tags["val_acc"]) == pytest.approx(history[epoch]["val_acc"])
+            assert int(mv.tags["n_params"]) == history[epoch]["n_params"]
         assert "final" not in mv.tags
         assert mv.tags == tags
     final = by_version[cb.final_version]
@@ -372,7 +377,7 @@ class _StopAt(Callback):
 
 def test_systemexit_ends_run_finished_and_errors_failed(server_uri, digits):
     Xtr, ytr, Xva, yva, _, _ = digits
-    conf = _growing_config(max_epochs=6, expansion_interval=100)  # no growth check: fast
+    conf = _growing_config(max_epochs=6, expansion_interval=100, check_at_start=False)  # no growth check: fast
     client = mlflow.MlflowClient(server_uri)
     exp_id = client.get_experiment_by_name("senn-tests")
     exp_id = exp_id.experiment_id if exp_id else client.create_experiment("senn-tests")
@@ -445,8 +450,11 @@ def test_mlproject_fit_entry_point_produces_a_complete_run(tmp_path):
     assert 0 < run.data.metrics["test_accuracy"] <= 1
     assert {f.path for f in client.list_artifacts(run.info.run_id, "growth")} >= {"growth/growth.png"}
     mlflow.set_tracking_uri(uri)
-    (model,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    assert model.source_run_id == run.info.run_id and model.tags["final"] == "true"
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    # the final model and one per growth check that changed the network (the defaults check at the start)
+    (final,) = [m for m in models if m.tags.get("final") == "true"]
+    assert all(m.source_run_id == run.info.run_id for m in models) and final.name == "final"
+    assert all(re.fullmatch(r"growth-\d{3}", m.name) for m in models if m is not final)
     assert (tmp_path / "fit" / "summary.json").is_file()
 
 

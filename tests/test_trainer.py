@@ -235,10 +235,9 @@ def test_trainer_end_to_end_grows_and_records(grown):
         assert e.params_after > e.params_before
         assert e.ratio > e.tau and e.score / e.lam > e.alpha
         assert e.max_abs_diff <= cfg.probe_tolerance * 100
-        assert (e.epoch + 1) % 2 == 0  # expansion_interval=2
-    # η is recorded after the first check
-    assert trainer.history[0]["eta"] is None
-    assert all(r["eta"] is not None and r["eta"] > 0 for r in trainer.history[1:])
+        assert e.epoch == -1 or (e.epoch + 1) % 2 == 0  # the check at the start, then expansion_interval=2
+    # η is recorded from the check at the start on
+    assert all(r["eta"] is not None and r["eta"] > 0 for r in trainer.history)
     # learned something
     assert trainer.history[-1]["val_acc"] > 0.7
     assert trainer.history[-1]["val_loss"] < trainer.history[0]["val_loss"]
@@ -251,7 +250,10 @@ def test_trainer_end_to_end_grows_and_records(grown):
     assert counter.calls["on_growth"] == len(epochs_with_growth) >= 1
     assert counter.growth_events == log
     for hidden, epoch in zip(counter.hidden_at_growth, sorted(epochs_with_growth)):
-        assert hidden == trainer.history[epoch]["hidden"]
+        if epoch == -1:  # the check at the start, before the first epoch's record
+            assert hidden == list([e for e in log if e.epoch == -1][-1].hidden_after)
+        else:
+            assert hidden == trainer.history[epoch]["hidden"]
 
 
 _CHILD = textwrap.dedent(
@@ -491,7 +493,8 @@ def test_a_check_that_proposes_layers_starts_the_depth_cooldown(digits, layer_co
     neurons only in between, whether no layer can pass (huge ``layer_cost``) or one is
     inserted; after an insertion the check's next rounds propose neurons only."""
     Xtr, ytr, Xv, yv = digits
-    policy = _policy(_ProposalLog, expansion_interval=1, min_gap=0, depth_cooldown=2, layer_cost=layer_cost, tau=1e-4)
+    policy = _policy(_ProposalLog, expansion_interval=1, min_gap=0, depth_cooldown=2, layer_cost=layer_cost, tau=1e-4,
+                     check_at_start=False)
     torch.manual_seed(0)
     tr = Trainer(GrowingMLP(64, 10, (4,), max_width=16, max_depth=4), policy, _config(max_epochs=8, seed=0))
     tr.fit(Xtr, ytr, Xv, yv)
@@ -644,3 +647,35 @@ def test_reconfigure_puts_new_growth_settings_and_lr_in_force_after_a_restore(gr
     assert all(torch.equal(after[k]["exp_avg"], m) for k, m in moments.items())
     with pytest.raises(ValueError, match=r"^policy='fixed' differs from the checkpoint's 'natural': a restored trainer keeps"):
         reconfigure(restored, {**conf, "policy": "fixed"})
+
+
+def test_the_check_at_start_grows_the_untrained_network_once(digits, tmp_path):
+    """``check_at_start`` (the natural policy's default): one check before the first epoch, its
+    events at epoch -1, function-preserving, in the first record's size and timed as growth; it
+    does not start the ``min_gap`` wait, and neither a second ``fit`` call nor a resumed
+    checkpoint repeats it. Off: no event before the first epoch."""
+    from senn_automl.training.trainer import load_checkpoint
+
+    Xtr, ytr, Xv, yv = digits
+    assert NaturalExpansionPolicy().check_at_start is True
+    start = _model(0).n_params()
+    policy = _policy(min_gap=5, expansion_interval=1)
+    tr = Trainer(_model(0), policy, _config(max_epochs=6)).fit(Xtr, ytr, Xv, yv, epochs=2)
+    at_start = [e for e in tr.growth_log if e.epoch == -1]
+    assert at_start and at_start == tr.growth_log[: len(at_start)]
+    assert [e.step for e in at_start] == list(range(len(at_start)))
+    assert all(e.max_abs_diff <= 1e-4 for e in at_start)
+    assert at_start[0].params_before == start and tr.history[0]["n_params"] >= at_start[-1].params_after > start
+    assert tr.timings["growth"] > 0
+    # min_gap=5 would have blocked the check after epoch 0 had the check at the start begun the wait
+    assert any(e.epoch == 0 for e in tr.growth_log) and policy._last_event_epoch >= 0
+    tr.save_checkpoint(tmp_path / "ckpt")
+    tr.fit(Xtr, ytr, Xv, yv, epochs=2)
+    resumed = load_checkpoint(tmp_path / "ckpt").fit(Xtr, ytr, Xv, yv)
+    for t in (tr, resumed):
+        assert [e for e in t.growth_log if e.epoch == -1] == at_start
+
+    off = Trainer(_model(0), _policy(check_at_start=False), _config(max_epochs=3)).fit(Xtr, ytr, Xv, yv)
+    assert all(e.epoch >= 0 for e in off.growth_log) and off.history[0]["n_params"] == start
+    with pytest.raises(ValueError, match="check_at_start='yes' is invalid: use True or False"):
+        _policy(check_at_start="yes")

@@ -37,7 +37,7 @@ class GrowthContext:
 
     X, y : the scoring batch, training rows ((N, ...) inputs, (N,) class indices), drawn ∝ the
     sample weights when training is weighted (so plain means over them estimate weighted ones);
-    epoch : the 0-based epoch just finished; history : one metrics dict per *earlier* epoch
+    epoch : the 0-based epoch just finished (``-1``: before the first, :meth:`GrowthPolicy.start`); history : one metrics dict per *earlier* epoch
     (``record["val_loss"]``, ...); apply : ``apply(edit, check=True)`` applies
     ``edit(model) -> list[ParamChange]`` (``check=False`` for pruning, which changes the function
     on purpose); X_val, y_val : held-out rows (``None`` without a validation split; drawn ∝
@@ -144,7 +144,9 @@ class GrowthPolicy(ABC):
     When (:mod:`senn_automl.growth.triggers`): ``when="interval"`` checks every
     ``expansion_interval`` epochs; ``when="plateau"`` when the mean |Δ val_loss| over
     ``plateau_window`` epochs is below ``plateau_threshold``; either waits ``min_gap`` epochs
-    after the last growth event.
+    after the last growth event. ``check_at_start``: also one check on the untrained network,
+    before the first epoch (:meth:`start`; its events have ``epoch = -1`` and do not start the
+    ``min_gap`` wait).
 
     ``model_types`` lists the model spec types a policy can grow (``None``: any);
     :meth:`check_model` raises ``ValueError`` for others. ``config()`` is JSON-able;
@@ -159,6 +161,7 @@ class GrowthPolicy(ABC):
     plateau_window: int = 3
     plateau_threshold: float = 1e-3
     min_gap: int = 5
+    check_at_start: bool = False
     #: total η measured at the start of the latest check (None before the first check)
     last_eta: float | None = field(default=None, repr=False, compare=False)
     _last_event_epoch: int | None = field(default=None, repr=False)
@@ -168,6 +171,8 @@ class GrowthPolicy(ABC):
 
     def validate(self) -> None:
         validate_when(self.when, self.expansion_interval, self.plateau_window, self.plateau_threshold, self.min_gap)
+        if not isinstance(self.check_at_start, bool):
+            raise ValueError(f"check_at_start={self.check_at_start!r} is invalid: use True or False")
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` if this policy cannot grow ``model`` (by its spec type)."""
@@ -194,6 +199,12 @@ class GrowthPolicy(ABC):
                 self._last_event_epoch = ctx.epoch
             events += grown
         return events
+
+    def start(self, model: nn.Module, ctx: GrowthContext) -> list[GrowthEvent]:
+        """The check on the untrained network that the trainer runs once before the first epoch
+        (``ctx.epoch == -1``): :meth:`grow` if ``check_at_start``, else nothing. It does not start
+        the ``min_gap`` wait, so the first scheduled checks still run."""
+        return self.grow(model, ctx) if self.check_at_start else []
 
     @abstractmethod
     def grow(self, model: nn.Module, ctx: GrowthContext) -> list[GrowthEvent]:

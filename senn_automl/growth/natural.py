@@ -116,6 +116,12 @@ class NaturalExpansionPolicy(GrowthPolicy):
         freeze rule.
     prune_threshold : fraction of η, in [0, 1) (official 3e-4).
     prune_existing : review every neuron of the layers, not only the event's new ones.
+    check_at_start : ``True`` (default): one check on the untrained network before the first
+        epoch (:meth:`~senn_automl.growth.base.GrowthPolicy.start`). On the 5,000-image MNIST every
+        fixed width has its lowest validation loss by epoch 5–6, so the scheduled checks that the
+        best-model snapshot can keep are about two, and units added while the net trains are worth
+        less than units there from the start; this check adds its units before any training
+        (BENCHMARKS.md, "Growth that pays").
 
     Raises ``ValueError`` (from :meth:`validate`) for out-of-range values, naming the argument.
     """
@@ -141,6 +147,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
     prune_after: int | None = None
     prune_threshold: float = 3e-4
     prune_existing: bool = False
+    check_at_start: bool = True
     _checks: int = field(default=0, repr=False)
     _pending: list[_PruneReview] = field(default_factory=list, repr=False)
     #: index of the last check that proposed layers (None: none yet)

@@ -581,7 +581,7 @@ class MLflowCallback(Callback):
             return
         self.events.extend(e.to_dict() for e in events)
         mlflow.log_dict(self.events, "growth/events.json")
-        epoch = int(events[-1].epoch)
+        epoch = int(events[-1].epoch)  # -1 for the check before the first epoch (check_at_start)
         mlflow.log_metrics(
             {
                 "growth_events_in_check": float(len(events)),

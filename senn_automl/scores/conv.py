@@ -325,7 +325,7 @@ def collect_cnn_stats(
                 z = F.leaky_relu(F.conv2d(seen[i][1].detach(), new_layers[b].to(seen[i][1]), padding=1), model.negative_slope)
             acc.add(z, deltas[i], deltas_G[i])
         lam += float((e**2).sum())
-        loss_total += float(loss)
+        loss_total += float(loss.detach())
     stats_l = [a.finish(damping) for a in accs[: len(layers)]]
     stats_b = [a.finish(damping) for a in accs[len(layers) :]]
     both = stats_l + stats_b

@@ -314,6 +314,10 @@ class Trainer:
 
             bar = tqdm(total=last - self.epoch, unit="epoch", leave=False, dynamic_ncols=True)
         try:
+            if self.epoch == 0 and not self.history and not self.growth_log and last > 0:
+                t0 = time.perf_counter()  # the check on the untrained network (check_at_start)
+                self._record_growth(self.policy.start(self.model, self._growth_context(-1, X_score, y_score, probe, has_val)))
+                self.timings["growth"] += time.perf_counter() - t0
             while self.epoch < last and not self.stopped_early:
                 self._run_epoch(X, y, Xv, yv, X_score, y_score, probe, has_val, bar)
         finally:
@@ -352,13 +356,8 @@ class Trainer:
         self.timings["train"] += t1 - t0
         new = []
         if self.epoch + 1 < cfg.max_epochs:  # nothing would train what grows after the last epoch
-            ctx = GrowthContext(X_score, y_score, epoch=self.epoch, apply=self._apply(probe), history=self.history,
-                                X_val=self._val_rows[0] if has_val else None, y_val=self._val_rows[1] if has_val else None,
-                                generator=self.generator)
-            new = self.policy.step(self.model, ctx)
-        events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
-        self.growth_log.extend(events)
-        self.eta = self.policy.last_eta
+            new = self.policy.step(self.model, self._growth_context(self.epoch, X_score, y_score, probe, has_val))
+        events = self._record_growth(new, callbacks=False)
         t2 = time.perf_counter()
         self.timings["growth"] += t2 - t1
         val_loss, val_acc = self.evaluate(Xv, yv, self._val_weight)
@@ -393,6 +392,22 @@ class Trainer:
             bar.update(1)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
+
+    def _growth_context(self, epoch: int, X_score, y_score, probe, has_val: bool) -> GrowthContext:
+        return GrowthContext(X_score, y_score, epoch=epoch, apply=self._apply(probe), history=self.history,
+                             X_val=self._val_rows[0] if has_val else None, y_val=self._val_rows[1] if has_val else None,
+                             generator=self.generator)
+
+    def _record_growth(self, new: list[GrowthEvent], callbacks: bool = True) -> list[GrowthEvent]:
+        """Number ``new`` events on from the growth log, append them, update :attr:`eta`, and (with
+        ``callbacks``) tell the callbacks; returns the numbered events."""
+        events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
+        self.growth_log.extend(events)
+        self.eta = self.policy.last_eta
+        if events and callbacks:
+            for cb in self.callbacks:
+                cb.on_growth(self, events)
+        return events
 
     def _restore(self, snap: dict) -> None:
         if snap["spec"] != self.model.spec():
