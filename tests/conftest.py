@@ -151,6 +151,29 @@ def _single_torch_thread():
     torch.set_num_threads(n)
 
 
+def import_bench(name: str):
+    """``bench/<name>.py`` imported as a module (with ``bench/`` on ``sys.path`` for its own imports,
+    until the caller's generator is closed); a generator for a fixture to ``yield from``. Restores
+    torch's thread count, which the benchmarks' ``main()`` sets process-wide."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    n = torch.get_num_threads()
+    sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        yield module
+    finally:
+        sys.path.remove(str(script.parent))
+        torch.set_num_threads(n)
+
+
 def eval_outputs(model, X):
     """Outputs of ``model`` on ``X`` in eval mode without gradient; the model's mode is restored."""
     import torch

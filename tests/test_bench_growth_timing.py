@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import import_bench
 
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "growth_timing.py"
-
 
 @pytest.fixture
 def bench():
-    import torch
-
-    n = torch.get_num_threads()
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("bench_growth_timing", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(SCRIPT.parent))
-    torch.set_num_threads(n)  # main() sets --threads (1) process-wide
+    yield from import_bench("growth_timing")
 
 
 def test_growth_timing_smoke(tmp_path, bench):
