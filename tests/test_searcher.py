@@ -148,3 +148,25 @@ def test_reconcile_records_a_rerun_the_searcher_never_heard_of(storage):
     assert live["t1"].user_attrs["mlflow_run_id"] == "r9" and live["t1"].intermediate_values == {1: 0.60, 2: 0.41}
     assert live["t2"].number == 1  # agreed already: untouched
     assert reconcile_with_leaderboard(storage, "s", lb, multi_objective=False) == 0
+
+
+def test_a_trial_that_finished_as_the_time_budget_ran_out_ends_complete(storage):
+    """Tune records a trial complete (its final result) while its Optuna trial is still RUNNING when
+    the time budget ends the run; the budget's pruning marks it PRUNED, and reconciling with the
+    leaderboard (which the search's summary always does) makes its newest record COMPLETE."""
+    import pandas as pd
+
+    from senn_automl.integrations.tune.searcher import live_records, prune_running_trials, reconcile_with_leaderboard
+
+    searcher = make_searcher(_space, storage=storage, study_name="s", seed=0, max_t=10, multi_objective=False,
+                             points_to_evaluate=None)
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", {"val_acc": 0.95, "training_iteration": 10, "final": 1})  # completion never told
+    prune_running_trials(storage, "s", {"t1"})
+    (pruned,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert pruned.state == optuna.trial.TrialState.PRUNED
+    lb = pd.DataFrame([{"trial": "t1", "val_acc": 0.95, "n_params": 790, "epochs": 10, "status": "complete",
+                        "mlflow_run_id": "r1"}])
+    assert reconcile_with_leaderboard(storage, "s", lb, multi_objective=False) == 1
+    (live,) = live_records(optuna.load_study(study_name="s", storage=storage).trials)
+    assert live.state == optuna.trial.TrialState.COMPLETE and live.value == pytest.approx(0.95)

@@ -588,6 +588,8 @@ class MLflowCallback(Callback):
                 "growth_params_added": float(events[-1].params_after - events[0].params_before),
                 "growth_neurons": float(sum(e.kind == "neuron" for e in events)),
                 "growth_layers": float(sum(e.kind == "layer" for e in events)),
+                # before the first epoch no epoch record logs the size (nor any validation score)
+                **({"n_params": float(trainer.model.n_params())} if epoch < 0 else {}),
             },
             step=epoch,
         )

@@ -880,8 +880,10 @@ def _summarise(grid, opts: SearchOptions, *, rdb, experiment_id: str, parent_run
         champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
     else:
         versions, champion_version, champion_trial = [], None, None
-    if resumed:  # reruns whose outcome never reached the searcher (see reconcile_with_leaderboard)
-        reconcile_with_leaderboard(rdb, opts.study_name, lb, opts.multi_objective)
+    # outcomes that never reached the searcher (see reconcile_with_leaderboard): reruns after a
+    # restore, or a trial that finished as the time budget ran out (its Optuna trial, still
+    # RUNNING then, was pruned above); a no-op where Optuna agrees with the leaderboard
+    reconcile_with_leaderboard(rdb, opts.study_name, lb, opts.multi_objective)
     states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
     log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
     return SearchResult(

@@ -267,8 +267,10 @@ def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name:
     """Record anew (``continues``) every complete or pruned leaderboard row whose Tune trial's newest
     Optuna record has another state or value; returns how many. After a restore, Tune can run a
     trial again whose outcome Optuna already holds, and the completion of the rerun may never reach
-    the searcher (Tune's concurrency limiter drops completions of trials its snapshot had closed):
-    the leaderboard, built from what ran last, is then the truth."""
+    the searcher (Tune's concurrency limiter drops completions of trials its snapshot had closed);
+    and a trial that finishes as the search's time budget runs out can be recorded complete by Tune
+    while its Optuna trial is still RUNNING (and then pruned with the stopped ones). The
+    leaderboard, built from what ran last, is then the truth."""
     study = _study_or_none(storage, study_name)
     if study is None:
         return 0
