@@ -41,6 +41,7 @@ from _common import add_common_args, report, setup
 
 from senn_automl.growth.natural import NaturalExpansionPolicy
 from senn_automl.scores.candidates import best_neuron_candidate, layer_candidate, starts_from
+from senn_automl.scores.tasks import CLASSIFICATION
 
 
 @dataclass
@@ -55,8 +56,8 @@ class _EffortProbe(NaturalExpansionPolicy):
     _proposals: int = field(default=0, repr=False)
     _searches: int = field(default=0, repr=False)
 
-    def propose(self, model, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True):
-        sc, proposals = super().propose(model, X, y, X_val, y_val, generator, warm, layer_warm, depth)
+    def propose(self, model, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True, task=CLASSIFICATION):
+        sc, proposals = super().propose(model, X, y, X_val, y_val, generator, warm, layer_warm, depth, task)
         for _, _, cand in proposals:
             self._repeat(cand, sc, warm or {}, layer_warm or {})
         self._proposals += 1

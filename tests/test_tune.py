@@ -226,7 +226,7 @@ def test_bad_input_fails_before_any_trial(case, tmp_path, ray_tmp):
         kw["search_space"] = space = _bad_space(tmp_path)
         error, match = SearchSpaceError, (
             f"^{re.escape(str(Path(space).resolve()))}: params\\.taus: unknown configuration key 'taus' "
-            r"\(not in senn_automl\.training\.config\.DEFAULTS\); did you mean 'tau'\?$"
+            r"\(not in senn_automl\.training\.config\.DEFAULTS\); did you mean 'tau' or 'task'\?$"
         )
     elif case == "unreachable tracking server":
         port = free_port()

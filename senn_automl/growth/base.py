@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from senn_automl.growth.triggers import should_check, validate_when
+from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import TINY, as_list, as_tuple
 
 __all__ = [
@@ -35,14 +36,16 @@ Apply = Callable[..., Any]
 class GrowthContext:
     """What the trainer hands a policy after an epoch.
 
-    X, y : the scoring batch, training rows ((N, ...) inputs, (N,) class indices), drawn ∝ the
+    X, y : the scoring batch, training rows ((N, ...) inputs, targets as ``task.targets`` gives
+    them: (N,) class indices or (N, k) values), drawn ∝ the
     sample weights when training is weighted (so plain means over them estimate weighted ones);
     epoch : the 0-based epoch just finished (``-1``: before the first, :meth:`GrowthPolicy.start`); history : one metrics dict per *earlier* epoch
     (``record["val_loss"]``, ...); apply : ``apply(edit, check=True)`` applies
     ``edit(model) -> list[ParamChange]`` (``check=False`` for pruning, which changes the function
     on purpose); X_val, y_val : held-out rows (``None`` without a validation split; drawn ∝
     the validation weights when those are given);
-    generator : CPU ``torch.Generator`` for the policy's random draws.
+    generator : CPU ``torch.Generator`` for the policy's random draws; task : the
+    :class:`~senn_automl.scores.tasks.Task` whose per-sample loss every score differentiates.
     """
 
     X: torch.Tensor
@@ -53,6 +56,7 @@ class GrowthContext:
     X_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
     generator: torch.Generator | None = None
+    task: Task = CLASSIFICATION
 
     @property
     def has_val(self) -> bool:

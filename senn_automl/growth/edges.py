@@ -32,6 +32,7 @@ import torch
 from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, register_policy
 from senn_automl.models.edge_mlp import EdgeMLP, ExpandingLinear
 from senn_automl.scores.edge_metrics import METRICS, layer_edge_metrics
+from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import is_real, is_whole, require, require_choice
 
 __all__ = ["EdgeExpansionPolicy"]
@@ -122,8 +123,9 @@ class EdgeExpansionPolicy(GrowthPolicy):
         self._pending = [list(p) for p in state.get("pending", [])]
         self._n_events = int(state.get("n_events", 0))
 
-    def _metrics(self, model: EdgeMLP, X, y, layer: int) -> list[torch.Tensor]:
-        return layer_edge_metrics(model, X, y, self.metric, layer=layer, batch_size=self.metric_batch_size)
+    def _metrics(self, model: EdgeMLP, X, y, layer: int, task: Task = CLASSIFICATION) -> list[torch.Tensor]:
+        return layer_edge_metrics(model, X, y, self.metric, layer=layer, batch_size=self.metric_batch_size,
+                                  loss_fn=task.summed)
 
     def _event(self, model, *, epoch, kind, where, score, ratio, tau, before, diff, n, detail=""):
         return GrowthEvent(
@@ -133,11 +135,12 @@ class EdgeExpansionPolicy(GrowthPolicy):
         )
 
     # ------------------------------------------------------------------ growth
-    def select(self, model: EdgeMLP, X, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def select(self, model: EdgeMLP, X, y, task: Task = CLASSIFICATION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Edges to expand on (X, y): ``(rows, cols, scores)``, each (n,), highest normalised metric
-        first; live edges with metric ``> edge_threshold``, at most ``max_edges``."""
+        first; live edges with metric ``> edge_threshold``, at most ``max_edges``. ``task`` gives
+        the loss the metrics differentiate."""
         layer = model.layer_index(self.layer)
-        S = self._metrics(model, X, y, layer)[0]
+        S = self._metrics(model, X, y, layer, task)[0]
         flat = S.flatten()
         keep = (flat > self.edge_threshold) & (model.layers[layer].weight_mask.flatten() > 0)
         idx = torch.nonzero(keep).flatten()
@@ -157,7 +160,7 @@ class EdgeExpansionPolicy(GrowthPolicy):
         if self.max_events is not None and self._n_events >= self.max_events:
             return []
         layer = model.layer_index(self.layer)
-        rows, cols, scores = self.select(model, X, y)
+        rows, cols, scores = self.select(model, X, y, ctx.task)
         if rows.numel() == 0:
             return []
         before = model.n_params()
@@ -196,7 +199,7 @@ class EdgeExpansionPolicy(GrowthPolicy):
             if layer >= len(model.layers) or k >= len(model.layers[layer].blocks):
                 continue  # the model was rebuilt from an earlier snapshot without this event
             lin = model.layers[layer]
-            metrics = self._metrics(model, X, y, layer)
+            metrics = self._metrics(model, X, y, layer, ctx.task)
             remove = self.prune_masks(lin, k, metrics)
             n_removed = int(sum(int(r.sum()) for r in remove))
             if n_removed == 0:

@@ -11,6 +11,7 @@ import torch
 from senn_automl.growth.base import Apply, GrowthContext, GrowthEvent, GrowthPolicy, register_policy
 from senn_automl.models.mlp import GrowingMLP
 from senn_automl.scores.candidates import (
+    CANDIDATE_STARTS,
     Candidate,
     CandidatePool,
     best_neuron_candidate,
@@ -19,6 +20,7 @@ from senn_automl.scores.candidates import (
     starts_from,
 )
 from senn_automl.scores.curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation, with_new_neuron
+from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import TINY, is_real, is_whole, require, require_choice
 
 __all__ = ["NaturalExpansionPolicy", "RELATIVE_TO", "ACCEPT_ON"]
@@ -116,6 +118,13 @@ class NaturalExpansionPolicy(GrowthPolicy):
         freeze rule.
     prune_threshold : fraction of η, in [0, 1) (official 3e-4).
     prune_existing : review every neuron of the layers, not only the event's new ones.
+    candidate_start : where new neuron candidates start: ``"origin"`` (default; they bend near
+        zero input) or ``"data"`` (each at a scoring row; see
+        :func:`~senn_automl.scores.candidates.best_neuron_candidate`). On the 1-D toy regression
+        (``examples/senn_toy_regression.py``, seeds 0-4) ``"data"`` gives a held-out MSE of
+        0.0042-0.0058, ``"origin"`` 0.0051-0.045; on digits and MNIST (5-fold growth_vs_fixed)
+        ``"data"`` scores 0.9705 and 0.9060 against 0.9711 and 0.9102, within the folds' spread
+        (MNIST's standard deviation over folds is 0.018).
     check_at_start : ``True`` (default): one check on the untrained network before the first
         epoch (:meth:`~senn_automl.growth.base.GrowthPolicy.start`). On the 5,000-image MNIST every
         fixed width has its lowest validation loss by epoch 5–6, so the scheduled checks that the
@@ -147,6 +156,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
     prune_after: int | None = None
     prune_threshold: float = 3e-4
     prune_existing: bool = False
+    candidate_start: str = "origin"
     check_at_start: bool = True
     _checks: int = field(default=0, repr=False)
     _pending: list[_PruneReview] = field(default_factory=list, repr=False)
@@ -171,6 +181,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
         require(isinstance(self.warm_checks, bool), "warm_checks", self.warm_checks, "use True or False")
         require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         require_choice("fisher", self.fisher, FISHERS)
+        require_choice("candidate_start", self.candidate_start, CANDIDATE_STARTS)
         require(self.accept_on in ACCEPT_ON, "accept_on", self.accept_on, "use 'validation' or 'scoring'")
         require(self.max_additions is None or (is_whole(self.max_additions) and self.max_additions >= 1), "max_additions", self.max_additions, "use None (Theorem 3.1 bound) or an integer >= 1")
         require(self.prune_after is None or (is_whole(self.prune_after) and self.prune_after >= 1), "prune_after", self.prune_after, "the pruning delay is shorter than allowed: use None (no pruning) or a whole number of epochs >= 1")
@@ -242,7 +253,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             review = sorted({i for j in due if j.layer == layer for i in j.neurons})
             if self.prune_existing:
                 review = list(range(model.hidden[layer]))
-            stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
+            stats = collect_kfac(model, Xs, ys, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache,
+                                 loss_fn=ctx.task.summed)
             consumer = model.linears[layer + 1]
             share, obs = input_saliency(stats.layers[layer + 1], consumer.weight, self.damping)
             limit = self.prune_threshold * stats.eta
@@ -265,7 +277,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
             ))
         return events
 
-    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True):
+    def propose(self, model: GrowingMLP, X, y, X_val=None, y_val=None, generator=None, warm=None, layer_warm=None, depth=True,
+                task: Task = CLASSIFICATION):
         """Score the current model and its proposals.
 
         Candidates are optimised on the scoring batch ``(X, y)``. ``warm``: ``{layer:
@@ -278,10 +291,12 @@ class NaturalExpansionPolicy(GrowthPolicy):
         the scoring batch is not accepted, and the noise floor of η on a small split does not
         block every candidate.
 
+        ``task``: whose per-sample loss the statistics differentiate (:mod:`senn_automl.scores.tasks`).
+
         Returns ``(scoring, [(ratio, score, Candidate), ...])``: ``scoring.held`` are the
         statistics the thresholds are measured against; ``score`` includes the layer cost multiplier.
         """
-        sc = self._statistics(model, X, y, X_val, y_val)
+        sc = self._statistics(model, X, y, X_val, y_val, task)
         inputs, stats = sc.inputs, sc.stats
         kw = dict(damping=self.damping, generator=generator, batch_rows=self.candidate_batch_size)
         proposals = []
@@ -290,7 +305,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
                 if model.can_add_neurons(i):
                     init = (warm or {}).get(i)
                     cand = best_neuron_candidate(
-                        inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init,
+                        inputs[i], stats.layers[i + 1], i, n_candidates=self.n_candidates, init=init, start=self.candidate_start,
                         steps=self.refine_steps if starts_from(init, inputs[i]) else self.candidate_steps, **kw,
                     )
                     proposals.append(self.rate(cand, sc))
@@ -305,15 +320,16 @@ class NaturalExpansionPolicy(GrowthPolicy):
                     proposals.append(self.rate(cand, sc))
         return sc, proposals
 
-    def _statistics(self, model: GrowingMLP, X, y, X_val=None, y_val=None) -> "_Scoring":
+    def _statistics(self, model: GrowingMLP, X, y, X_val=None, y_val=None, task: Task = CLASSIFICATION) -> "_Scoring":
         """K-FAC statistics and layer inputs on the scoring batch, and on the held-out data when
         ``accept_on="validation"`` and it has at least 2 rows (else the same objects)."""
-        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
+        stats = collect_kfac(model, X, y, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache, loss_fn=task.summed)
         with torch.no_grad():
             inputs = model.layer_inputs(X)
         held, held_inputs = stats, inputs
         if self.accept_on == "validation" and X_val is not None and len(X_val) >= 2:
-            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache)
+            held = collect_kfac(model, X_val, y_val, damping=self.damping, fisher=self.fisher, cache=self._kfac_cache,
+                                loss_fn=task.summed)
             with torch.no_grad():
                 held_inputs = model.layer_inputs(X_val)
         return _Scoring(stats, inputs, held, held_inputs)
@@ -414,7 +430,7 @@ class NaturalExpansionPolicy(GrowthPolicy):
             self._last_depth_check = self._checks
         warm = dict(pools)
         while len(events) < self.n_max:
-            sc, proposals = self.propose(model, X, y, X_val, y_val, generator, warm, layer_starts, depth)
+            sc, proposals = self.propose(model, X, y, X_val, y_val, generator, warm, layer_starts, depth, ctx.task)
             pools = {c.where: c.pool for _, _, c in proposals if c.kind == "neuron"}
             layer_starts = {c.where: c for _, _, c in proposals if c.kind == "layer"} or layer_starts
             depth = False

@@ -43,6 +43,7 @@ from senn_automl.scores.conv import (
     collect_cnn_stats,
     new_columns_score,
 )
+from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_choice
 
 __all__ = ["Proposal", "propose_layer", "propose_widen", "SECNNPolicy", "THRESHOLD_RULES"]
@@ -76,7 +77,7 @@ def _scoring_copy(model: GrowingCNN) -> GrowingCNN:
 
 def propose_layer(model: GrowingCNN, block: int, X: torch.Tensor, y: torch.Tensor, *, damping: float = 0.1,
                   debias: bool = True, fisher: str = "gauss_newton", generator: torch.Generator | None = None,
-                  row_seed: int = 0) -> Proposal:
+                  row_seed: int = 0, task: Task = CLASSIFICATION) -> Proposal:
     """Score "add one residual conv layer to ``block``": ``Δη`` of the new layer's BN (γ, β).
 
     The new conv weight is He-normal from ``generator``; the returned edit inserts exactly it.
@@ -89,7 +90,8 @@ def propose_layer(model: GrowingCNN, block: int, X: torch.Tensor, y: torch.Tenso
     trial = _scoring_copy(model)
     trial.add_conv_layer(block, weight)
     stats = collect_cnn_stats(trial, X, y, layers=[], bns=[trial.blocks[block][-1].bn], damping=damping,
-                              parts=2 if debias else 1, fisher=fisher, generator=torch.Generator().manual_seed(row_seed))
+                              parts=2 if debias else 1, fisher=fisher, generator=torch.Generator().manual_seed(row_seed),
+                              loss_fn=task.summed)
     bn = stats.bns[0]
     score = bn.eta_cross if debias else bn.eta
     return Proposal("conv_layer", block, 1, score, trial.n_params() - model.n_params(),
@@ -98,7 +100,7 @@ def propose_layer(model: GrowingCNN, block: int, X: torch.Tensor, y: torch.Tenso
 
 def propose_widen(model: GrowingCNN, block: int, k: int, X: torch.Tensor, y: torch.Tensor, *, damping: float = 0.1,
                   debias: bool = True, fisher: str = "gauss_newton", generator: torch.Generator | None = None,
-                  row_seed: int = 0) -> Proposal:
+                  row_seed: int = 0, task: Task = CLASSIFICATION) -> Proposal:
     """Score "widen every conv of ``block`` by ``k`` channels": the sum over the block's readers
     (:meth:`GrowingCNN.readers`) of :func:`new_columns_score` of their new zero input columns.
 
@@ -118,7 +120,8 @@ def propose_widen(model: GrowingCNN, block: int, k: int, X: torch.Tensor, y: tor
     c = model.widths[block]
     readers = trial.readers(block)
     stats = collect_cnn_stats(trial, X, y, layers=[m for m, _ in readers], bns=[], damping=damping,
-                              parts=2 if debias else 1, fisher=fisher, generator=torch.Generator().manual_seed(row_seed))
+                              parts=2 if debias else 1, fisher=fisher, generator=torch.Generator().manual_seed(row_seed),
+                              loss_fn=task.summed)
     score = 0.0
     for (module, offset), st in zip(readers, stats.layers):
         taps = module.kernel_size[0] * module.kernel_size[1]
@@ -212,8 +215,10 @@ class SECNNPolicy(GrowthPolicy):
         """``tau``, or the threshold rule's default when ``tau`` is None."""
         return _DEFAULT_TAU[self.threshold_rule] if self.tau is None else float(self.tau)
 
-    def propose(self, model: GrowingCNN, X: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None):
-        """Measure the model and score every allowed candidate on ``X[:score_samples]``.
+    def propose(self, model: GrowingCNN, X: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
+                task: Task = CLASSIFICATION):
+        """Measure the model and score every allowed candidate on ``X[:score_samples]`` (``task``: the
+        loss the statistics differentiate).
 
         Returns ``(stats, [Proposal, ...])``; ``stats`` is the current model's :class:`CNNStats`.
         """
@@ -222,12 +227,13 @@ class SECNNPolicy(GrowthPolicy):
         debias = self.debias and n >= 4
         gen = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**31, (1,))))
         row_seed = int(torch.randint(2**31, (1,), generator=gen, device=gen.device))  # same patch rows for every pass
-        kw = dict(damping=self.damping, debias=debias, fisher=self.fisher, row_seed=row_seed)
+        kw = dict(damping=self.damping, debias=debias, fisher=self.fisher, row_seed=row_seed, task=task)
         layer_at = [b for b in range(model.n_blocks) if self.grow_layers and model.can_add_layer(b)]
         weights = {b: kaiming_normal((model.widths[b], model.widths[b], 3, 3), model.negative_slope, gen) for b in layer_at}
         # one pass scores the model and every block's new-layer candidate (see collect_cnn_stats)
         stats = collect_cnn_stats(_scoring_copy(model), Xs, ys, damping=self.damping, parts=2 if debias else 1,
-                                  fisher=self.fisher, generator=torch.Generator().manual_seed(row_seed), new_layers=weights)
+                                  fisher=self.fisher, generator=torch.Generator().manual_seed(row_seed), new_layers=weights,
+                                  loss_fn=task.summed)
         proposals = []
         for b in range(model.n_blocks):
             if b in weights:
@@ -256,7 +262,7 @@ class SECNNPolicy(GrowthPolicy):
         X, y, epoch, apply = ctx.X, ctx.y, ctx.epoch, ctx.apply
         generator = ctx.generator
         self.check_model(model)
-        stats, proposals = self.propose(model, X, y, generator)
+        stats, proposals = self.propose(model, X, y, generator, ctx.task)
         eta, lam = stats.eta, stats.lam
         self.last_eta = eta
         rated = [(self.rate(p, eta), p) for p in proposals]

@@ -1,4 +1,4 @@
-"""scikit-learn estimator: :class:`SENNClassifier`, a classifier whose network grows while it trains.
+"""scikit-learn estimators: :class:`SENNClassifier` and :class:`SENNRegressor`, whose network grows while it trains.
 
 It wraps a growable model (:class:`~senn_automl.models.mlp.GrowingMLP`, ``GrowingCNN`` for images,
 ``EdgeMLP``), :class:`~senn_automl.training.trainer.Trainer` and a growth policy (``natural``, ``secnn``,
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import MinMaxScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -25,47 +25,12 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from senn_automl.growth.base import POLICIES, GrowthEvent, make_policy
 from senn_automl.growth.natural import NaturalExpansionPolicy
 from senn_automl.models.registry import model_from_spec
+from senn_automl.scores.tasks import CLASSIFICATION, REGRESSION, Task
 from senn_automl.training import config as _config
 from senn_automl.training.trainer import PrintGrowth, TrainConfig, Trainer, check_sample_weight, resolve_device
 from senn_automl.validation import is_real, is_whole
 
-__all__ = ["SENNClassifier"]
-
-#: Rows per forward pass at inference.
-_INFER_CHUNK = 8192
-#: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
-_PICKLED_MODEL = "__senn_pickled_model__"
-#: estimator parameters of the natural policy (other policies take theirs from ``policy_params``)
-_NATURAL_PARAMS = ("tau", "growth_alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
-                   "n_candidates", "candidate_steps", "damping")
-#: estimator parameter -> NaturalExpansionPolicy parameter, where the names differ
-_POLICY_NAME = {"growth_alpha": "alpha"}
-#: fitted-network spec key -> estimator parameter: the capacities a warm start applies anew
-_CAPACITY = {"max_width": "max_width", "max_depth": "max_depth", "max_layers": "block_capacity",
-             "max_channels": "max_channels"}
-
-
-def _plain(x):
-    """numpy scalars -> Python scalars (GridSearchCV may hand numpy ints/floats to the params)."""
-    return x.item() if isinstance(x, (np.integer, np.floating)) else x
-
-
-class SENNClassifier(ClassifierMixin, BaseEstimator):
-    """Self-expanding neural network classifier (SENN, Mitchell et al., arXiv:2307.04526).
-
-    An MLP with per-neuron rational activations that starts at ``hidden_layer_sizes`` and, every
-    ``expansion_interval`` epochs, adds neurons or whole hidden layers when the natural expansion
-    score says the addition would reduce the loss enough: a proposal is accepted when
-    ``Δη'/η > tau`` **and** ``Δη'/λ > growth_alpha`` (arXiv:2307.04526, §3.3, Theorem 3.1). Every
-    edit is function-preserving, so training continues smoothly after growth.
-
-    Names follow ``MLPClassifier`` where the meaning is the same (``hidden_layer_sizes``,
-    ``batch_size``, ``validation_fraction``, ``warm_start``, ``random_state``). SENN's absolute
-    threshold α is ``growth_alpha``, not ``alpha``, because ``MLPClassifier``'s ``alpha`` is the L2
-    penalty (here ``weight_decay``); ``set_params(alpha=...)`` raises a ``ValueError`` that names
-    both.
-
-    Parameters
+_PARAMETERS_DOC = """    Parameters
     ----------
     hidden_layer_sizes : tuple of int, default=(10,)
         Start widths (neurons) of the hidden layers, input side first. ``()`` starts with zero
@@ -149,9 +114,9 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         with growth resets the count). ``None`` disables early stopping. The model with the
         lowest validation loss is restored at the end.
     validation_fraction : float, default=0.15
-        Fraction in [0, 1) of the training samples held out (stratified when every class has ≥ 2
-        samples and the split holds ≥ 1 sample of every class) for early stopping and for
-        scoring growth proposals. With ``0`` or fewer than 10 samples no split is made and the
+        Fraction in [0, 1) of the training samples held out (for the classifier stratified when
+        every class has ≥ 2 samples and the split holds ≥ 1 sample of every class) for early
+        stopping and for scoring growth proposals. With ``0`` or fewer than 10 samples no split is made and the
         training data is used for both.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, weight initialisation, minibatch shuffling and candidate
@@ -182,52 +147,37 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
     verbose : int, default=0
         ``> 0``: show a progress bar (tqdm) and print every growth event.
 
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        Class labels (sorted).
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Feature names, only when ``X`` had string column names.
-    image_shape_ : tuple (C, H, W) or None
-        Image shape the model reads each row as (from 4-D ``X`` or ``image_shape``).
-    model_ : GrowingMLP, GrowingCNN or EdgeMLP
-        The trained (possibly grown) network, on CPU, in eval mode; ``n_classes`` outputs
-        (2 for a binary problem). It is the model of the epoch with the lowest validation loss,
-        so it may be smaller than the last architecture in ``growth_history_``.
-    growth_history_ : list of dict
-        Every accepted growth event during training (:meth:`GrowthEvent.to_dict`: ``step``,
-        ``epoch``, ``kind``, ``where``, ``score``, ``eta``, ``lam``, ``ratio``, ``tau``,
-        ``alpha``, ``params_before``, ``params_after``, ``hidden_after``, ``max_abs_diff``).
-    history_ : list of dict
-        One record per epoch (``train_loss``, ``val_loss``, ``val_acc``, ``n_params``,
-        ``hidden``, ...), from :attr:`Trainer.history`.
-    n_iter_ : int
-        Number of epochs run (≥ 1).
-    n_params_ : int
-        Number of trainable parameters of ``model_``.
+"""
 
-    Notes
-    -----
-    All parameters are checked at the start of :meth:`fit`, before any fitted attribute is set;
-    a failing fit (bad parameter or bad data) raises ``ValueError`` naming the argument and
-    leaves a previously fitted estimator exactly as it was.
+__all__ = ["SENNClassifier", "SENNRegressor"]
 
-    References
-    ----------
-    R. Mitchell, R. Menzenbach, K. Kersting, M. Mundt, "Self-Expanding Neural Networks",
-    arXiv:2307.04526.
+#: Rows per forward pass at inference.
+_INFER_CHUNK = 8192
+#: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
+_PICKLED_MODEL = "__senn_pickled_model__"
+#: estimator parameters of the natural policy (other policies take theirs from ``policy_params``)
+_NATURAL_PARAMS = ("tau", "growth_alpha", "relative_to", "layer_cost", "expansion_interval", "depth_cooldown",
+                   "n_candidates", "candidate_steps", "damping")
+#: estimator parameter -> NaturalExpansionPolicy parameter, where the names differ
+_POLICY_NAME = {"growth_alpha": "alpha"}
+#: fitted-network spec key -> estimator parameter: the capacities a warm start applies anew
+_CAPACITY = {"max_width": "max_width", "max_depth": "max_depth", "max_layers": "block_capacity",
+             "max_channels": "max_channels"}
 
-    Examples
-    --------
-    >>> from sklearn.datasets import load_iris
-    >>> from senn_automl.integrations.estimator import SENNClassifier
-    >>> X, y = load_iris(return_X_y=True)
-    >>> clf = SENNClassifier(max_epochs=10, n_candidates=16, candidate_steps=10, random_state=0).fit(X, y)
-    >>> clf.predict(X[:2]).shape
-    (2,)
-    """
+
+def _plain(x):
+    """numpy scalars -> Python scalars (GridSearchCV may hand numpy ints/floats to the params)."""
+    return x.item() if isinstance(x, (np.integer, np.floating)) else x
+
+
+class _SENNEstimator(BaseEstimator):
+    """What :class:`SENNClassifier` and :class:`SENNRegressor` share: parameters, validation, the
+    fit (split, scaling, growth, training) and pickling. A subclass names its task
+    (:mod:`senn_automl.scores.tasks`) and encodes its targets."""
+
+    #: the task (loss and metric) of the subclass, and the scikit-learn MLP it parallels
+    _task: ClassVar[Task]
+    _sklearn_mlp: ClassVar[str]
 
     def __init__(
         self,
@@ -303,9 +253,9 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         ``MLPClassifier`` calls ``alpha``)."""
         if "alpha" in params:
             raise ValueError(
-                "SENNClassifier has no parameter 'alpha': SENN's absolute growth threshold is 'growth_alpha', "
-                "and the L2 penalty that MLPClassifier calls 'alpha' is 'weight_decay' (weight_decay = alpha / batch_size "
-                "gives MLPClassifier's penalty)"
+                f"{type(self).__name__} has no parameter 'alpha': SENN's absolute growth threshold is 'growth_alpha', "
+                f"and the L2 penalty that {self._sklearn_mlp} calls 'alpha' is 'weight_decay' (weight_decay = alpha / batch_size "
+                f"gives {self._sklearn_mlp}'s penalty)"
             )
         return super().set_params(**params)
 
@@ -388,6 +338,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             restore_best=True,
             seed=0,  # replaced by the seed drawn from random_state in fit
             device=self.device,
+            task=self._task.name,
             progress=bool(self.verbose and self.verbose > 0),
         )
         if resolve_device(config.device).type == "cuda" and not torch.cuda.is_available():
@@ -424,11 +375,12 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         shape, X = self._image_shape(X)
         try:
             # A warm start keeps n_features_in_ and checks X against it.
-            X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm)
+            X, y = validate_data(self, X, y, dtype=np.float32, reset=not warm, **self._y_checks)
         except ValueError as exc:
             msg = str(exc)
             if "inconsistent numbers of samples" in msg:
-                raise ValueError(f"X and y have inconsistent numbers of samples ({msg}); y needs one label per row of X") from exc
+                raise ValueError(f"X and y have inconsistent numbers of samples ({msg}); y needs one target per row of X") from exc
+            self._reraise_clear_y_error(exc, y)
             _reraise_clear_X_error(exc)
             raise
         if warm and shape != self.image_shape_:
@@ -437,19 +389,40 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
                 f"but this X gives {'images of shape ' + str(shape) if shape else 'tabular rows'}; pass data like the first fit's or set warm_start=False"
             )
         self.image_shape_ = shape
-        check_classification_targets(y)
         return X, y
+
+    #: keyword arguments of ``validate_data`` for ``y``
+    _y_checks: ClassVar[dict[str, Any]] = {}
+
+    def _reraise_clear_y_error(self, exc: ValueError, y) -> None:
+        """Re-raise a ``validate_data`` error about ``y`` with the fix (subclasses)."""
+
+    def _encode_targets(self, y, warm: bool) -> tuple[np.ndarray, int, np.ndarray | None, Any]:
+        """(targets as the trainer takes them, number of network outputs, class indices to stratify
+        the validation split by or ``None``, what :meth:`_set_target_attributes` sets); raises
+        ``ValueError`` for targets this estimator cannot fit."""
+        raise NotImplementedError
+
+    def _fit_targets(self, y_tr: np.ndarray, w_tr: np.ndarray | None, warm: bool):
+        """(training targets, validation-target transform, output scaling to fold into the model
+        or ``None``): the regressor standardises its targets here."""
+        return y_tr, (lambda v: v), None
+
+    def _set_target_attributes(self, y_info) -> None:
+        """Set the fitted target attributes (``classes_``, ``n_outputs_``, ...) of this fit."""
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, sample_weight=None):
-        """Train (and grow) the network on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,).
+        """Train (and grow) the network on ``X`` (n_samples, n_features) and targets ``y``
+        (classifier: labels (n_samples,); regressor: values (n_samples,) or (n_samples, n_outputs)).
 
         ``sample_weight`` (n_samples,), optional: non-negative weights per row. Training minimises
-        the weighted mean cross-entropy ``Σ wᵢ ℓᵢ / Σ wᵢ``; the growth statistics (η, λ, K-FAC
-        factors) and the held-out scoring of proposals use rows drawn with probability ∝ weight,
-        and early stopping and the best model use the weighted validation loss (details in
-        :meth:`Trainer.fit <senn_automl.training.trainer.Trainer.fit>`). The validation split
-        takes its rows' weights along. Equal weights give the same fit as no weights.
+        the weighted mean loss ``Σ wᵢ ℓᵢ / Σ wᵢ`` (cross-entropy or squared error); the growth
+        statistics (η, λ, K-FAC factors) and the held-out scoring of proposals use rows drawn with
+        probability ∝ weight, and early stopping and the best model use the weighted validation
+        loss (details in :meth:`Trainer.fit <senn_automl.training.trainer.Trainer.fit>`). The
+        validation split takes its rows' weights along. Equal weights give the same fit as no
+        weights.
 
         Returns ``self``. Raises ``ValueError`` naming the argument for bad parameters or data; a
         failing fit leaves the estimator's previous fitted state unchanged.
@@ -468,18 +441,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         warm = bool(self.warm_start) and hasattr(self, "model_")
         X, y = self._validate_fit_data(X, y, warm)
         weight = _check_weights(sample_weight, len(y))
-        classes, y_enc = np.unique(y, return_inverse=True)
-        if warm and not np.array_equal(classes, self.classes_):
-            raise ValueError(
-                f"warm_start=True continues a network fitted on classes {self.classes_.tolist()}, but y has classes "
-                f"{classes.tolist()}; pass the same classes or set warm_start=False"
-            )
-        if len(classes) < 2:
-            raise ValueError(
-                f"y has a single class (found 1 class, {classes.tolist()[0]!r}, in {len(y)} sample(s)); "
-                "a classifier needs at least 2 classes: pass samples of at least two classes"
-            )
-        y_enc = y_enc.astype(np.int64).reshape(-1)
+        y_enc, n_outputs, strata, y_info = self._encode_targets(y, warm)
         try:
             rng = check_random_state(self.random_state)
         except ValueError as exc:
@@ -489,7 +451,7 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         split_seed = int(rng.randint(np.iinfo(np.int32).max))
         config.seed = seed
-        X_tr, y_tr, X_val, y_val, w_tr, w_val = self._split(X, y_enc, weight, len(classes), split_seed)
+        X_tr, y_tr, X_val, y_val, w_tr, w_val = self._split(X, y_enc, weight, strata, split_seed)
         kind = _config.model_kind({"model": self.model, "policy": self.policy})
         if warm and kind != self._model_kind:
             raise ValueError(
@@ -506,6 +468,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         if scaler is not None:
             X_tr = scaler.transform(X_tr).astype(np.float32)
             X_val = None if X_val is None else scaler.transform(X_val).astype(np.float32)
+        y_tr, to_scaled, out_scaler = self._fit_targets(y_tr, w_tr, warm)
+        y_val = None if y_val is None else to_scaled(y_val)
 
         device = resolve_device(config.device)
         fork_devices = []
@@ -516,16 +480,16 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             # generator process-wide); the model is built on CPU, so this fixes weight init.
             torch.default_generator.manual_seed(seed)
             if warm:
-                model = self._continued_model(scaler)
+                model = self._continued_model(scaler, out_scaler)
                 config.max_epochs = self.n_iter_ + config.max_epochs  # max_epochs more
             else:
                 model = _config.make_model(
-                    kind, X.shape[1], len(classes), hidden=tuple(hidden), max_width=int(self.max_width),
+                    kind, X.shape[1], n_outputs, hidden=tuple(hidden), max_width=int(self.max_width),
                     max_depth=int(self.max_depth), image_shape=self.image_shape_,
                     channels=(int(self.start_channels),) * int(self.start_blocks),
                     block_capacity=int(self.block_capacity), max_channels=int(self.max_channels),
                 )
-            callbacks = [PrintGrowth(prefix="[SENNClassifier] ")] if config.progress else []
+            callbacks = [PrintGrowth(prefix=f"[{type(self).__name__}] ")] if config.progress else []
             trainer = Trainer(model, policy, config, callbacks)
             if warm:  # epochs, history and growth events go on where the last fit ended
                 trainer.epoch = self.n_iter_
@@ -538,10 +502,13 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         model = trainer.model.cpu().eval()
         if scaler is not None:
             _fold_feature_scaling(model, scaler.scale_, scaler.min_)
+        if out_scaler is not None:
+            _fold_output_scaling(model, out_scaler.scale_, out_scaler.mean_)
         # Set all fitted attributes together, only after everything succeeded.
-        self.classes_ = classes
+        self._set_target_attributes(y_info)
         self.model_ = model
         self._input_scaler = scaler
+        self._output_scaler = out_scaler
         self._model_kind = kind
         self.growth_history_ = [e.to_dict() for e in trainer.growth_log]
         self.history_ = [dict(r) for r in trainer.history]
@@ -549,28 +516,32 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         self.n_params_ = int(model.n_params())
         return self
 
-    def _split(self, X, y, weight, n_classes: int, seed: int):
-        """Hold out ``validation_fraction`` of the rows, each with its weight; returns
-        (X_tr, y_tr, X_val, y_val, w_tr, w_val), the validation parts ``None`` without a split
-        and the weights ``None`` without ``weight``."""
+    def _split(self, X, y, weight, strata, seed: int):
+        """Hold out ``validation_fraction`` of the rows, each with its weight, stratified by
+        ``strata`` (class indices) where every class can be; returns (X_tr, y_tr, X_val, y_val,
+        w_tr, w_val), the validation parts ``None`` without a split and the weights ``None``
+        without ``weight``."""
         frac = float(_plain(self.validation_fraction))
         n = len(y)
         n_val = math.ceil(frac * n)
         n_tr = n - n_val
         if frac == 0 or n < 10 or n_tr < 1:
             return X, y, None, None, weight, None
-        counts = np.bincount(y, minlength=n_classes)
-        stratify = y if (counts.min() >= 2 and n_val >= n_classes and n_tr >= n_classes) else None
+        stratify = None
+        if strata is not None:
+            counts = np.bincount(strata)
+            n_classes = len(counts)
+            stratify = strata if (counts.min() >= 2 and n_val >= n_classes and n_tr >= n_classes) else None
         w = np.ones(n) if weight is None else weight
         X_tr, X_val, y_tr, y_val, w_tr, w_val = train_test_split(X, y, w, test_size=n_val, random_state=seed, stratify=stratify)
         if weight is None:
             return X_tr, y_tr, X_val, y_val, None, None
         return X_tr, y_tr, X_val, y_val, w_tr, w_val
 
-    def _continued_model(self, scaler):
-        """A copy of ``model_`` with the capacities set now and the input scaling unfolded from
-        its first layer (the trainer sees scaled features again). Raises ``ValueError`` when a
-        capacity is below the fitted network's size."""
+    def _continued_model(self, scaler, out_scaler):
+        """A copy of ``model_`` with the capacities set now and the input (and output) scaling
+        unfolded (the trainer sees scaled features and targets again). Raises ``ValueError`` when
+        a capacity is below the fitted network's size."""
         spec = self.model_.spec()
         for key, param in _CAPACITY.items():
             if key in spec:
@@ -587,14 +558,14 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         model.load_state_dict(self.model_.state_dict())
         if scaler is not None:
             _fold_feature_scaling(model, scaler.scale_, scaler.min_, inverse=True)
+        if out_scaler is not None:
+            _fold_output_scaling(model, out_scaler.scale_, out_scaler.mean_, inverse=True)
         return model
 
     # ------------------------------------------------------------------ inference
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``.
-
-        Computed in float64 on a float64 copy of the model (the fitted model is not modified).
-        """
+    def _outputs(self, X) -> torch.Tensor:
+        """The network's outputs (n_samples, n_outputs) on ``X``, float64, computed on a float64
+        copy of the model (the fitted model is not modified)."""
         check_is_fitted(self)
         if getattr(X, "ndim", 2) in (3, 4):
             X = np.asarray(X).reshape(len(X), -1)
@@ -606,13 +577,8 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
         model = copy.deepcopy(self.model_).cpu().double().eval()
         Xt = torch.tensor(X, dtype=torch.float64)
         with torch.no_grad():
-            out = [torch.softmax(model(Xt[i : i + _INFER_CHUNK]), dim=1) for i in range(0, len(Xt), _INFER_CHUNK)]
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)))
-
-    def predict(self, X):
-        """Predicted class labels, shape (n_samples,)."""
-        proba = self.predict_proba(X)  # first: raises NotFittedError before classes_ is touched
-        return self.classes_[np.argmax(proba, axis=1)]
+            out = [model(Xt[i : i + _INFER_CHUNK]) for i in range(0, len(Xt), _INFER_CHUNK)]
+        return torch.cat(out) if out else torch.zeros((0, _n_outputs(self.model_)), dtype=torch.float64)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -636,6 +602,257 @@ class SENNClassifier(ClassifierMixin, BaseEstimator):
             rebuilt.load_state_dict(model["state_dict"])
             state["model_"] = rebuilt.eval()
         super().__setstate__(state)
+
+
+class SENNClassifier(ClassifierMixin, _SENNEstimator):
+    """Self-expanding neural network classifier (SENN, Mitchell et al., arXiv:2307.04526).
+
+    An MLP with per-neuron rational activations that starts at ``hidden_layer_sizes`` and, every
+    ``expansion_interval`` epochs, adds neurons or whole hidden layers when the natural expansion
+    score says the addition would reduce the loss enough: a proposal is accepted when
+    ``Δη'/η > tau`` **and** ``Δη'/λ > growth_alpha`` (arXiv:2307.04526, §3.3, Theorem 3.1). Every
+    edit is function-preserving, so training continues smoothly after growth.
+
+    Names follow ``MLPClassifier`` where the meaning is the same (``hidden_layer_sizes``,
+    ``batch_size``, ``validation_fraction``, ``warm_start``, ``random_state``). SENN's absolute
+    threshold α is ``growth_alpha``, not ``alpha``, because ``MLPClassifier``'s ``alpha`` is the L2
+    penalty (here ``weight_decay``); ``set_params(alpha=...)`` raises a ``ValueError`` that names
+    both.
+
+{params}    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (sorted).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, only when ``X`` had string column names.
+    image_shape_ : tuple (C, H, W) or None
+        Image shape the model reads each row as (from 4-D ``X`` or ``image_shape``).
+    model_ : GrowingMLP, GrowingCNN or EdgeMLP
+        The trained (possibly grown) network, on CPU, in eval mode; ``n_classes`` outputs
+        (2 for a binary problem). It is the model of the epoch with the lowest validation loss,
+        so it may be smaller than the last architecture in ``growth_history_``.
+    growth_history_ : list of dict
+        Every accepted growth event during training (:meth:`GrowthEvent.to_dict`: ``step``,
+        ``epoch``, ``kind``, ``where``, ``score``, ``eta``, ``lam``, ``ratio``, ``tau``,
+        ``alpha``, ``params_before``, ``params_after``, ``hidden_after``, ``max_abs_diff``).
+    history_ : list of dict
+        One record per epoch (``train_loss``, ``val_loss``, ``val_acc``, ``n_params``,
+        ``hidden``, ...), from :attr:`Trainer.history`.
+    n_iter_ : int
+        Number of epochs run (≥ 1).
+    n_params_ : int
+        Number of trainable parameters of ``model_``.
+
+    Notes
+    -----
+    All parameters are checked at the start of :meth:`fit`, before any fitted attribute is set;
+    a failing fit (bad parameter or bad data) raises ``ValueError`` naming the argument and
+    leaves a previously fitted estimator exactly as it was.
+
+    References
+    ----------
+    R. Mitchell, R. Menzenbach, K. Kersting, M. Mundt, "Self-Expanding Neural Networks",
+    arXiv:2307.04526.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from senn_automl.integrations.estimator import SENNClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SENNClassifier(max_epochs=10, n_candidates=16, candidate_steps=10, random_state=0).fit(X, y)
+    >>> clf.predict(X[:2]).shape
+    (2,)
+    """
+
+
+    _task = CLASSIFICATION
+    _sklearn_mlp = "MLPClassifier"
+
+    def _encode_targets(self, y, warm: bool):
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            if "continuous" in str(exc):
+                raise ValueError(
+                    f"y holds continuous values ({exc}); SENNClassifier needs class labels: for regression "
+                    "use SENNRegressor, or bin y into classes"
+                ) from exc
+            raise
+        classes, y_enc = np.unique(y, return_inverse=True)
+        if warm and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"warm_start=True continues a network fitted on classes {self.classes_.tolist()}, but y has classes "
+                f"{classes.tolist()}; pass the same classes or set warm_start=False"
+            )
+        if len(classes) < 2:
+            raise ValueError(
+                f"y has a single class (found 1 class, {classes.tolist()[0]!r}, in {len(y)} sample(s)); "
+                "a classifier needs at least 2 classes: pass samples of at least two classes"
+            )
+        y_enc = y_enc.astype(np.int64).reshape(-1)
+        return y_enc, len(classes), y_enc, classes
+
+    def _set_target_attributes(self, classes) -> None:
+        self.classes_ = classes
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``.
+
+        Computed in float64 on a float64 copy of the model (the fitted model is not modified).
+        """
+        return torch.softmax(self._outputs(X), dim=1).numpy()
+
+    def predict(self, X):
+        """Predicted class labels, shape (n_samples,)."""
+        proba = self.predict_proba(X)  # first: raises NotFittedError before classes_ is touched
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+if SENNClassifier.__doc__:  # None under python -OO
+    SENNClassifier.__doc__ = SENNClassifier.__doc__.format(params=_PARAMETERS_DOC.strip("\n") + "\n\n")
+
+
+class SENNRegressor(RegressorMixin, _SENNEstimator):
+    """Self-expanding neural network regressor (SENN, Mitchell et al., arXiv:2307.04526).
+
+    The network, the growth policies and every parameter are those of :class:`SENNClassifier`;
+    the loss is the squared error (:data:`senn_automl.scores.tasks.REGRESSION`: the mean over
+    outputs of ``(y − t)²``), for which η, λ, Δη' and the thresholds ``tau`` and ``growth_alpha``
+    keep their meaning (they depend on the loss only through the output gradients, and are
+    invariant to its scale). Early stopping and the best model use the validation MSE; the
+    history records ``val_r2``, the R² averaged over outputs. ``score`` is R²
+    (``RegressorMixin``).
+
+    Targets are standardised on the training split (per output: mean 0, variance 1; sample
+    weights taken into account) and the map is folded into the network's output layer after
+    training (``W ← diag(σ)·W``, ``b ← σ·b + μ``), so ``model_`` itself predicts in the units of
+    ``y``: predictions, pickles and exported MLflow models need no scaler. Multi-output ``y`` of
+    shape (n_samples, n_outputs) fits one network with ``n_outputs`` outputs.
+
+    Names follow ``MLPRegressor`` where the meaning is the same; ``set_params(alpha=...)``
+    raises a ``ValueError`` naming ``growth_alpha`` and ``weight_decay``.
+
+{params}
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets (1 for a 1-D ``y``).
+    n_features_in_, feature_names_in_, image_shape_, growth_history_, n_iter_, n_params_
+        As in :class:`SENNClassifier`.
+    model_ : GrowingMLP, GrowingCNN or EdgeMLP
+        The trained network, on CPU, in eval mode, ``n_outputs_`` outputs in the units of ``y``;
+        the model of the epoch with the lowest validation MSE.
+    history_ : list of dict
+        One record per epoch (``train_loss`` and ``val_loss``: MSE of the standardised targets,
+        ``val_r2``, ``n_params``, ``hidden``, ...).
+
+    Notes
+    -----
+    Bad targets raise ``ValueError`` before any training: non-numeric (class labels: use
+    :class:`SENNClassifier`), non-finite, of the wrong length, or with more than 2 dimensions.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from senn_automl.integrations.estimator import SENNRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = SENNRegressor(max_epochs=10, n_candidates=16, candidate_steps=10, random_state=0).fit(X, y)
+    >>> reg.predict(X[:2]).shape
+    (2,)
+    """
+
+    _task = REGRESSION
+    _sklearn_mlp = "MLPRegressor"
+    _y_checks = {"multi_output": True, "y_numeric": True}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _reraise_clear_y_error(self, exc: ValueError, y) -> None:
+        msg = str(exc)
+        if "could not convert" in msg or "dtype='numeric' is not compatible" in msg:
+            raise ValueError(
+                f"y must be numeric ({msg}); SENNRegressor fits numbers: for class labels use SENNClassifier"
+            ) from exc
+        if "Found array with dim" in msg:
+            raise ValueError(
+                f"y has {np.ndim(y)} dimensions ({msg}); pass y of shape (n_samples,) or (n_samples, n_outputs)"
+            ) from exc
+        if "Input y contains" in msg or "y contains" in msg:
+            raise ValueError(f"y has non-finite values ({msg}): drop or impute those rows first") from exc
+
+    def _encode_targets(self, y, warm: bool):
+        kind = np.asarray(y).dtype.kind
+        if kind not in "fiu":
+            what = {"b": "booleans", "U": "strings", "S": "strings"}.get(kind, f"values of dtype {np.asarray(y).dtype}")
+            raise ValueError(f"y holds {what}: SENNRegressor fits numbers; for class labels use SENNClassifier")
+        y = np.asarray(y, dtype=np.float64)
+        one = y.ndim == 1
+        y2 = y.reshape(len(y), -1)
+        if warm and y2.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"warm_start=True continues a network fitted on {self.n_outputs_} output(s), but y has "
+                f"{y2.shape[1]}; pass targets like the first fit's or set warm_start=False"
+            )
+        return y2, y2.shape[1], None, (y2.shape[1], one)
+
+    def _fit_targets(self, y_tr, w_tr, warm: bool):
+        scaler = self._output_scaler if warm else StandardScaler().fit(
+            y_tr, sample_weight=None if w_tr is None else w_tr)
+
+        def to_scaled(v):
+            return scaler.transform(v).astype(np.float32)
+
+        return to_scaled(y_tr), to_scaled, scaler
+
+    def _set_target_attributes(self, info) -> None:
+        self.n_outputs_, self._y_1d = info
+
+    def predict(self, X):
+        """Predicted values in the units of ``y``: shape (n_samples,) for a 1-D ``y``, else
+        (n_samples, n_outputs_). Computed in float64 on a float64 copy of the model."""
+        out = self._outputs(X).numpy()
+        return out[:, 0] if self._y_1d else out
+
+
+if SENNRegressor.__doc__:
+    SENNRegressor.__doc__ = SENNRegressor.__doc__.format(params=_PARAMETERS_DOC.strip("\n") + "\n")
+
+
+def _output_layer(model):
+    """The last linear map of a growable model (``weight`` (k, d), ``bias`` (k,)): an MLP's last
+    linear layer, a CNN's ``fc``, an EdgeMLP's last expanding layer."""
+    if hasattr(model, "fc"):
+        return model.fc
+    if hasattr(model, "linears"):
+        return model.linears[-1]
+    return model.layers[-1]
+
+
+def _n_outputs(model) -> int:
+    return int(_output_layer(model).bias.shape[0])
+
+
+@torch.no_grad()
+def _fold_output_scaling(model, scale: np.ndarray, shift: np.ndarray, inverse: bool = False) -> None:
+    """Fold ``y ↦ y·scale + shift`` (per output, ``scale > 0``) into the output layer:
+    ``W ← diag(scale)·W``, ``b ← scale·b + shift`` (float64), so the model predicts in the units
+    the targets were standardised from; ``inverse=True`` undoes it."""
+    lin = _output_layer(model)
+    W, b = lin.weight.double(), lin.bias.double()
+    scale = torch.as_tensor(scale, dtype=torch.float64)
+    shift = torch.as_tensor(shift, dtype=torch.float64)
+    if inverse:
+        W, b = W / scale[:, None], (b - shift) / scale
+    else:
+        W, b = W * scale[:, None], b * scale + shift
+    lin.weight.copy_(W.to(lin.weight))
+    lin.bias.copy_(b.to(lin.bias))
 
 
 @torch.no_grad()

@@ -7,9 +7,10 @@ from typing import Any, Sequence
 
 
 def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Write a PNG with parameters and validation accuracy against epochs, growth events marked.
+    """Write a PNG with parameters and validation accuracy (regression: R²) against epochs, growth
+    events marked.
 
-    ``history`` : per-epoch records with ``epoch``, ``n_params``, ``val_acc``; ``growth_log`` :
+    ``history`` : per-epoch records with ``epoch``, ``n_params``, ``val_acc`` (or ``val_r2``); ``growth_log`` :
     event dicts with ``epoch`` and ``kind`` (any of :data:`senn_automl.growth.base.EVENT_KINDS`; one
     colour and line style per kind). Returns the path written.
     """
@@ -20,8 +21,9 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     ax_p, ax_a = fig.subplots(2, 1, sharex=True)
     ax_p.step(epochs, [r["n_params"] for r in history], where="post", color="tab:blue")
     ax_p.set_ylabel("parameters")
-    ax_a.plot(epochs, [r["val_acc"] for r in history], color="tab:green")
-    ax_a.set_ylabel("validation accuracy")
+    metric = "val_r2" if history and "val_r2" in history[0] else "val_acc"  # regression: R²
+    ax_a.plot(epochs, [r[metric] for r in history], color="tab:green")
+    ax_a.set_ylabel("validation R²" if metric == "val_r2" else "validation accuracy")
     ax_a.set_xlabel("epoch")
     styles = {
         "neuron": ("tab:orange", ":", "neuron added"), "layer": ("tab:red", "--", "layer inserted"),

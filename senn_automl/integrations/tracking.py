@@ -4,7 +4,7 @@ One MLflow run per training run (a child of a study's parent run when tuning), p
 the growth log and plot as artifacts, and one **LoggedModel per growth check** plus the final model
 (tag ``final=true``), each registered as a new version of a registered model with tags (``register``
 chooses all, final or none). A logged model is the network with its input scaling
-(:class:`RawInputClassifier`: raw features in, probabilities out), exported with ``torch.export``
+(:class:`RawInputModel`: raw features in, probabilities out), exported with ``torch.export``
 (MLflow's ``pytorch`` flavour, ``pt2`` format; also a ``pyfunc``), with a signature and an input
 example; its checkpoint files ride along so that :func:`load_model` rebuilds the growable module.
 
@@ -62,7 +62,7 @@ __all__ = [
     "resolve_tracking_uri",
     "check_names",
     "check_tracking_uri",
-    "RawInputClassifier",
+    "RawInputModel",
     "LoadedModel",
     "load_model",
     "log_growth_model",
@@ -202,25 +202,43 @@ def _check_sqlite_file(uri: str, path: Path, must_exist: bool) -> None:
 CHECKPOINT_FILES = ("state.pt", "arch.json", "preprocessing.json")
 
 
-class RawInputClassifier(torch.nn.Module):
-    """The served form of a growable classifier: raw features in, class probabilities out.
+class RawInputModel(torch.nn.Module):
+    """The served form of a growable network: raw features in, class probabilities or values out.
 
     ``forward(x)``: ``x`` of shape ``(n, n_features)``, float32, in the data's own units (digits grey
     levels 0..16, MNIST pixels 0..255, tabular sets as measured; images flattened channels-first,
-    C·H·W columns) → ``softmax(model((x - offset) / scale))``, shape ``(n, n_classes)``, float32.
-    ``offset`` and ``scale`` (buffers of shape ``(n_features,)``) are the scaling the network was
-    trained on (:attr:`senn_automl.data.Dataset.feature_offset` / ``feature_scale``).
+    C·H·W columns) → classification: ``softmax(model((x - offset) / scale))``, shape
+    ``(n, n_classes)``; regression: ``model((x - offset) / scale) · target_scale + target_offset``,
+    shape ``(n, n_outputs)``, in the targets' own units; float32. ``offset`` and ``scale`` (buffers
+    of shape ``(n_features,)``) are the scaling the network was trained on
+    (:attr:`senn_automl.data.Dataset.feature_offset` / ``feature_scale``), ``target_offset`` and
+    ``target_scale`` (``(n_outputs,)``) the standardisation of its targets
+    (:attr:`senn_automl.data.Dataset.target_offset` / ``target_scale``).
     """
 
-    def __init__(self, model: torch.nn.Module, offset: Any, scale: Any):
+    def __init__(self, model: torch.nn.Module, offset: Any, scale: Any, *, task: str = "classification",
+                 target_offset: Any = None, target_scale: Any = None):
         super().__init__()
+        require_choice("task", task, ("classification", "regression"))
         self.model = model
+        self.regression = task == "regression"
         n = _n_features(model)
         self.register_buffer("offset", _vector(offset, n, "offset"))
         self.register_buffer("scale", _vector(scale, n, "scale"))
+        k = _n_outputs(model)
+        self.register_buffer("target_offset", _vector(target_offset, k, "offset", what="target"))
+        self.register_buffer("target_scale", _vector(target_scale, k, "scale", what="target"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model((x - self.offset) / self.scale), dim=1)
+        out = self.model((x - self.offset) / self.scale)
+        if self.regression:
+            return out * self.target_scale + self.target_offset
+        return torch.softmax(out, dim=1)
+
+
+def _n_outputs(model: torch.nn.Module) -> int:
+    last = model.fc if hasattr(model, "fc") else (model.linears[-1] if hasattr(model, "linears") else model.layers[-1])
+    return int(last.bias.shape[0])
 
 
 def _n_features(model: torch.nn.Module) -> int:
@@ -228,7 +246,7 @@ def _n_features(model: torch.nn.Module) -> int:
     return int(np.prod(shape)) if shape is not None else int(model.in_features)
 
 
-def _vector(value: Any, n: int, name: str) -> torch.Tensor:
+def _vector(value: Any, n: int, name: str, what: str = "feature") -> torch.Tensor:
     """``value`` (None: 0 for the offset, 1 for the scale; a scalar; or ``n`` values) as a float32 vector of ``n``."""
     if value is None:
         value = 0.0 if name == "offset" else 1.0
@@ -236,9 +254,9 @@ def _vector(value: Any, n: int, name: str) -> torch.Tensor:
     if v.numel() == 1:
         v = v.expand(n).clone()
     if v.shape != (n,):
-        raise ValueError(f"{name} has {v.numel()} values; the model takes {n} features: pass one per feature or a scalar")
+        raise ValueError(f"{what} {name} has {v.numel()} values; the model has {n} {what}s: pass one per {what} or a scalar")
     if name == "scale" and not bool(torch.all(v > 0)):
-        raise ValueError("scale must be > 0 for every feature (features are divided by it)")
+        raise ValueError(f"{what} scale must be > 0 for every {what}")
     return v
 
 
@@ -247,9 +265,11 @@ class LoadedModel:
     """A growth checkpoint read back by :func:`load_model`.
 
     model : the growable module (GrowingMLP, GrowingCNN or EdgeMLP), eval mode, on the CPU; it takes
-        *scaled* features, shape ``(n, n_features)``, and returns logits ``(n, n_classes)``.
+        *scaled* features, shape ``(n, n_features)``, and returns logits ``(n, n_classes)`` or
+        standardised values ``(n, n_outputs)``.
     spec : its architecture spec (``model.spec()``). feature_offset, feature_scale : the input scaling,
-        shape ``(n_features,)``. checkpoint : the whole ``arch.json`` (growth log, history, policy and
+        shape ``(n_features,)``. task : "classification" or "regression". target_offset,
+        target_scale : the target standardisation, ``(n_outputs,)`` (0 and 1 for classification). checkpoint : the whole ``arch.json`` (growth log, history, policy and
         training config; rebuild a trainer with :func:`senn_automl.training.trainer.load_checkpoint`
         on the downloaded ``extra_files`` folder to go on growing).
     """
@@ -259,16 +279,28 @@ class LoadedModel:
     feature_offset: np.ndarray
     feature_scale: np.ndarray
     checkpoint: dict
+    task: str = "classification"
+    target_offset: np.ndarray | None = None
+    target_scale: np.ndarray | None = None
 
-    def served(self) -> RawInputClassifier:
-        """The module MLflow serves: raw features in, probabilities out (see :class:`RawInputClassifier`)."""
-        return RawInputClassifier(self.model, self.feature_offset, self.feature_scale).eval()
+    def served(self) -> RawInputModel:
+        """The module MLflow serves: raw features in, probabilities or values out (see :class:`RawInputModel`)."""
+        return RawInputModel(self.model, self.feature_offset, self.feature_scale, task=self.task,
+                             target_offset=self.target_offset, target_scale=self.target_scale).eval()
 
-    def predict_proba(self, X_raw: Any) -> np.ndarray:
-        """Class probabilities, shape ``(n, n_classes)`` float64, of raw features ``X_raw`` ``(n, n_features)``."""
+    def predict(self, X_raw: Any) -> np.ndarray:
+        """What the served model returns for raw features ``X_raw`` ``(n, n_features)``, float64:
+        class probabilities ``(n, n_classes)``, or values ``(n, n_outputs)`` in the targets' units."""
         X = np.asarray(X_raw, dtype=np.float32)
         with torch.no_grad():
             return self.served()(torch.from_numpy(np.ascontiguousarray(X))).double().numpy()
+
+    def predict_proba(self, X_raw: Any) -> np.ndarray:
+        """Class probabilities, shape ``(n, n_classes)`` float64, of raw features ``X_raw``
+        ``(n, n_features)``. Raises ``ValueError`` for a regression model (use :meth:`predict`)."""
+        if self.task == "regression":
+            raise ValueError("this is a regression model: it has no class probabilities; use predict()")
+        return self.predict(X_raw)
 
 
 def _checkpoint_folder(local: Path) -> Path:
@@ -309,7 +341,15 @@ def load_model(model_uri: str, *, tracking_uri: str | None = None) -> LoadedMode
     n = _n_features(model)
     offset = _vector(pre.get("feature_offset"), n, "offset").numpy()
     scale = _vector(pre.get("feature_scale"), n, "scale").numpy()
-    return LoadedModel(model=model, spec=meta["spec"], feature_offset=offset, feature_scale=scale, checkpoint=meta)
+    k = _n_outputs(model)
+    return LoadedModel(model=model, spec=meta["spec"], feature_offset=offset, feature_scale=scale, checkpoint=meta,
+                       task=_task_of(meta), target_offset=_vector(pre.get("target_offset"), k, "offset", what="target").numpy(),
+                       target_scale=_vector(pre.get("target_scale"), k, "scale", what="target").numpy())
+
+
+def _task_of(meta: Mapping[str, Any]) -> str:
+    """The task of a checkpoint's ``arch.json`` (checkpoints without one are classification)."""
+    return str(meta.get("train_config", {}).get("task", "classification"))
 
 
 def _str_dict(d: Mapping[str, Any] | None) -> dict[str, str]:
@@ -323,6 +363,8 @@ def log_growth_model(
     step: int,
     feature_offset: Any = None,
     feature_scale: Any = None,
+    target_offset: Any = None,
+    target_scale: Any = None,
     input_example: Any = None,
     params: Mapping[str, Any] | None = None,
     registered_model_name: str | None = None,
@@ -332,11 +374,14 @@ def log_growth_model(
     (MLflow's ``pytorch`` flavour, ``pt2`` format, with a ``pyfunc`` flavour), and register it as a new
     version of ``registered_model_name`` if given.
 
-    The logged module is :class:`RawInputClassifier` (raw features ``(n, n_features)`` in, class
-    probabilities ``(n, n_classes)`` out), exported with ``torch.export`` for any batch size, so it
+    The logged module is :class:`RawInputModel` (raw features ``(n, n_features)`` in, class
+    probabilities ``(n, n_classes)`` or, for a regression checkpoint (its ``train_config.task``),
+    values ``(n, n_outputs)`` in the targets' units out), exported with ``torch.export`` for any batch size, so it
     loads without senn_automl and without unpickling code. ``feature_offset`` / ``feature_scale``
     (scalars or ``(n_features,)``; default 0 and 1) are the scaling the network was trained on;
-    ``input_example`` (raw rows, default two rows at the offset) gives the signature. The checkpoint
+    ``target_offset`` / ``target_scale`` (regression, ``(n_outputs,)``; default 0 and 1) undo the
+    target standardisation; ``input_example`` (raw rows, default two rows at the offset) gives the
+    signature. The checkpoint
     files (:data:`CHECKPOINT_FILES`) are kept as the model's ``extra_files`` for :func:`load_model`.
 
     Returns ``(model_info, model_version or None)``. Raises ``RuntimeError`` without an active run,
@@ -353,9 +398,11 @@ def log_growth_model(
     for f in CHECKPOINT_FILES[:2]:
         if not (d / f).is_file():
             raise FileNotFoundError(f"{d / f} not found: write the checkpoint with Trainer.save_checkpoint first")
-    model = model_from_spec(json.loads((d / "arch.json").read_text())["spec"])
+    meta = json.loads((d / "arch.json").read_text())
+    model = model_from_spec(meta["spec"])
     model.load_state_dict(torch.load(d / "state.pt", map_location="cpu", weights_only=True)["model"])
-    served = RawInputClassifier(model.eval(), feature_offset, feature_scale).eval()
+    served = RawInputModel(model.eval(), feature_offset, feature_scale, task=_task_of(meta),
+                           target_offset=target_offset, target_scale=target_scale).eval()
     n = _n_features(model)
     example = (np.tile(served.offset.numpy(), (2, 1)) if input_example is None
                else np.ascontiguousarray(np.asarray(input_example, dtype=np.float32)))
@@ -367,7 +414,9 @@ def log_growth_model(
     with tempfile.TemporaryDirectory(prefix="senn-extra-") as tmp:
         pre = Path(tmp) / "preprocessing.json"
         pre.write_text(json.dumps({"feature_offset": served.offset.tolist(), "feature_scale": served.scale.tolist(),
-                                   "x_model": "(x_raw - feature_offset) / feature_scale"}))
+                                   "x_model": "(x_raw - feature_offset) / feature_scale",
+                                   "target_offset": served.target_offset.tolist(), "target_scale": served.target_scale.tolist(),
+                                   "y_raw": "y_model * target_scale + target_offset (regression)"}))
         info = mlflow.pytorch.log_model(
             served,
             name=name,
@@ -438,9 +487,11 @@ class MLflowCallback(Callback):
         final model, the default), ``"final"`` (the final model only) or ``"none"``; every model is a
         LoggedModel of the run in any case. tags : tags of the run (also added to registered versions).
     feature_offset, feature_scale : the input scaling the network trains on (scalars or
-        ``(n_features,)``; see :class:`RawInputClassifier`), so logged models take raw features.
+        ``(n_features,)``; see :class:`RawInputModel`), so logged models take raw features.
+    target_offset, target_scale : regression: the target standardisation (``(n_outputs,)``), so
+        logged models predict in the targets' units.
     input_example : a few raw rows ``(k, n_features)`` stored with each logged model (its signature).
-    plot : log the growth plot (``growth/growth.png``: parameters and validation accuracy against
+    plot : log the growth plot (``growth/growth.png``: parameters and validation accuracy or R² against
         epochs, events marked) when the run ends.
 
     After fit: ``run_id``, ``versions`` (list of ``(version, tags)``), ``final_version``,
@@ -465,6 +516,8 @@ class MLflowCallback(Callback):
         tags: Mapping[str, Any] | None = None,
         feature_offset: Any = None,
         feature_scale: Any = None,
+        target_offset: Any = None,
+        target_scale: Any = None,
         input_example: Any = None,
         plot: bool = True,
     ):
@@ -478,6 +531,7 @@ class MLflowCallback(Callback):
         self.register = register
         self.tags = _str_dict(tags)
         self.feature_offset, self.feature_scale, self.input_example = feature_offset, feature_scale, input_example
+        self.target_offset, self.target_scale = target_offset, target_scale
         self.plot = bool(plot)
         self.run_id: str | None = run_id
         self._params_logged = False
@@ -570,7 +624,7 @@ class MLflowCallback(Callback):
     # ------------------------------------------------------------------ hooks
     def on_epoch_end(self, trainer, record: dict[str, Any]) -> None:
         self._ensure_active()
-        keys = ("val_acc", "val_loss", "train_loss", "n_params", "n_growth_events", "eta")
+        keys = ("val_acc", "val_r2", "val_loss", "train_loss", "n_params", "n_growth_events", "eta")
         metrics = {k: float(record[k]) for k in keys if record.get(k) is not None}
         metrics["depth"] = float(len(record.get("hidden", ())))
         mlflow.log_metrics(metrics, step=int(record["epoch"]))
@@ -633,7 +687,7 @@ class MLflowCallback(Callback):
             "policy": getattr(trainer.policy, "name", type(trainer.policy).__name__),
             "epoch": step,
             "n_params": trainer.model.n_params(),
-            "val_acc": last.get("val_acc", ""),
+            trainer.task.metric: last.get(trainer.task.metric, ""),
             **extra_tags,
         }
         tags = _str_dict(tags)
@@ -643,6 +697,7 @@ class MLflowCallback(Callback):
             info, mv = log_growth_model(
                 tmp, name=name, step=step, registered_model_name=registered, tags=tags,
                 feature_offset=self.feature_offset, feature_scale=self.feature_scale, input_example=self.input_example,
+                target_offset=self.target_offset, target_scale=self.target_scale,
             )
         self.logged_models.append(info)
         if mv is None:

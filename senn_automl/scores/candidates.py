@@ -19,7 +19,7 @@ from senn_automl.models.mlp import DEFAULT_ACTIVATION, NORM_EPS, rational
 from senn_automl.scores.curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
 from senn_automl.validation import TINY
 
-__all__ = ["Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
+__all__ = ["CANDIDATE_STARTS", "Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
 
 
 @dataclass
@@ -212,6 +212,10 @@ def _layer_grad(params, h, r, G_inv, damping: float, prior: float, anchor, mask)
     return feats.backward(grad_F).addcmul_(mask, params - anchor, value=prior)
 
 
+#: where random neuron candidates start (see :func:`best_neuron_candidate`)
+CANDIDATE_STARTS = ("origin", "data")
+
+
 def best_neuron_candidate(
     h_in: torch.Tensor,
     consumer: LayerStats,
@@ -225,6 +229,7 @@ def best_neuron_candidate(
     generator: torch.Generator | None = None,
     init: CandidatePool | None = None,
     batch_rows: int | None = None,
+    start: str = "origin",
 ) -> Candidate:
     """Optimise ``n_candidates`` single-neuron candidates for hidden layer ``layer`` jointly and
     return the best.
@@ -240,6 +245,12 @@ def best_neuron_candidate(
         Ignored when it has more input columns than ``h_in``; fewer are padded (:func:`starts_from`).
     batch_rows : scoring rows per ascent step, a fresh random subset each step (stochastic
         ascent; the final scores use all rows); ``None``: all rows every step.
+    start : where random candidates start (not used with ``init``). ``"origin"``: weights
+        ``N(0, 1/d_in)``, bias ``0.1·N(0, 1)``, so every candidate bends (``w·h + b = 0``) near
+        ``h = 0``. ``"data"``: the same weights, bias ``−w·h_i`` for a scoring row ``h_i`` drawn
+        per candidate, so each bends at a data point; a local ascent then reaches features
+        anywhere in the data, not only near the origin (1-D regression,
+        ``examples/senn_toy_regression.py``).
 
     The score of candidate p is ``Δη'_p = C_p G⁻¹ C_pᵀ / A_f,p`` with ``C_p = E[f_p rᵀ]``,
     ``A_f,p = (1+γ)·E[f_p²]`` (Theorem 3.2 with k = 1).
@@ -253,6 +264,12 @@ def best_neuron_candidate(
         params = _pack(init, h)
     else:
         params = _init(n_candidates, h.shape[1], generator, h.dtype, h.device, identity_weight=False)
+        if start == "data":
+            d = h.shape[1]
+            at = torch.randint(0, n, (n_candidates,), generator=generator).to(h.device)
+            params[:, d] = -(params[:, :d] * h[at]).sum(1)
+        elif start not in CANDIDATE_STARTS:
+            raise ValueError(f"start={start!r} is invalid: use one of {', '.join(map(repr, CANDIDATE_STARTS))}")
 
     def grad(params, rows):
         if rows is None:

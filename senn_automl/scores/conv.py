@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -217,7 +217,7 @@ class _BNAccumulator:
 class CNNStats:
     """Statistics of one scoring pass: per-layer :class:`ConvKFAC`, per-BN :class:`BNStats` (in the
     order asked for), total η (sum of their η), its cross-fitted version, λ = E‖∂ℓ/∂y‖² (y the
-    logits; units of loss²), the mean cross-entropy (nats), and ``new_layers``: block → the
+    logits; units of loss²), the mean per-sample loss (cross-entropy in nats by default), and ``new_layers``: block → the
     :class:`BNStats` of a residual layer that would be appended to it (see :func:`collect_cnn_stats`)."""
 
     layers: list[ConvKFAC]
@@ -261,10 +261,13 @@ def collect_cnn_stats(
     max_rows: int = MAX_ROWS,
     generator: torch.Generator | None = None,
     new_layers: dict[int, torch.Tensor] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> CNNStats:
     """K-FAC statistics of ``layers`` and exact Fisher blocks of ``bns`` on the scoring batch ``(X, y)``.
 
-    ``X`` (B, C, H, W), ``y`` (B,) class indices. The batch is split into ``parts`` contiguous parts
+    ``X`` (B, C, H, W), ``y`` (B,) class indices (or the targets of ``loss_fn``): ``loss_fn(out, y)``
+    is the per-sample loss summed over the rows (default: cross-entropy; see
+    :meth:`senn_automl.scores.tasks.Task.summed`). The batch is split into ``parts`` contiguous parts
     (2 for cross-fitted scores, 1 for none), each run forward and backward on its own (BN batch
     statistics per part). The model runs in its current mode; in train mode BN running
     statistics are updated, so pass a copy. Parameter ``.grad`` fields are not touched.
@@ -290,6 +293,7 @@ def collect_cnn_stats(
     if len(X) < parts:
         raise ValueError(f"the scoring batch has {len(X)} rows, fewer than parts={parts}")
     generator = generator or torch.Generator().manual_seed(0)
+    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t, reduction="sum"))
     accs = [_ConvAccumulator(m, max(1, max_rows), generator) for m in layers] + [_BNAccumulator(m.eps) for m in bns]
     new_blocks = sorted(new_layers or {})
     new_accs = [_BNAccumulator(model.blocks[b][0].bn.eps) for b in new_blocks]
@@ -302,10 +306,11 @@ def collect_cnn_stats(
         try:
             with torch.enable_grad():
                 logits = model(Xp)
-                loss = F.cross_entropy(logits, yp, reduction="sum")
+                loss = loss_fn(logits, yp)
                 outs = [seen[i][1] for i in range(len(modules))]
-                with torch.no_grad():  # ∂ℓ/∂y per sample (cross-entropy): for λ and the unit-gradient factor
-                    e = torch.softmax(logits.double(), 1) - F.one_hot(yp, logits.shape[1]).double()
+                # ∂ℓ_n/∂y_n per sample (the loss is a sum over rows): for λ and the unit-gradient factor
+                (e,) = torch.autograd.grad(loss, logits, retain_graph=True)
+                e = e.double()
                 deltas = torch.autograd.grad(loss, outs, allow_unused=True, materialize_grads=True, retain_graph=extra)
                 if fisher == "gauss_newton":  # δ̃ = Jᵀv, v ~ N(0, I) on the logits: E[δ̃ δ̃ᵀ] = E[Jᵀ J]
                     v = torch.randn(logits.shape, generator=generator, dtype=torch.float64).to(logits)

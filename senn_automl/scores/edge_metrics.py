@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -33,13 +35,14 @@ def normalise_metric(m: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def layer_edge_metrics(
     model: EdgeMLP, X: torch.Tensor, y: torch.Tensor, metric: str, *, layer: int = -1, batch_size: int = 128,
-    normalise: bool = True,
+    normalise: bool = True, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Per-edge metric of every edge matrix of expandable layer ``layer`` (see :data:`METRICS`).
 
     For each minibatch ``b`` (consecutive slices of ``X`` of ``batch_size`` rows; a shorter last
-    batch counts like the others) let ``g_b = ∂L_b/∂w`` with ``L_b`` the mean cross-entropy (nats)
-    of the batch, taken with respect to the *effective* (masked) weight:
+    batch counts like the others) let ``g_b = ∂L_b/∂w`` with ``L_b`` the mean per-sample loss of
+    the batch (default cross-entropy, nats; ``loss_fn(out, y)`` is the loss summed over rows, e.g.
+    :meth:`senn_automl.scores.tasks.Task.summed`), taken with respect to the *effective* (masked) weight:
 
     - ``abs_grad``: ``mean_b |g_b|`` (nats per unit weight);
     - ``grad_variance``: ``var_b |g_b|``, the population variance (divides by the number of
@@ -64,6 +67,7 @@ def layer_edge_metrics(
     Raises ``ValueError`` for an unknown metric, a bad layer, ``batch_size < 1`` or empty data.
     """
     require_choice("metric", metric, METRICS)
+    loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t, reduction="sum"))
     lin = model.layers[model.layer_index(layer)]
     tensors = lin.edge_tensors()
     if metric in ("weight_sq", "weight_abs"):
@@ -83,7 +87,8 @@ def layer_edge_metrics(
         try:
             with torch.enable_grad():
                 for i in range(0, len(X), int(batch_size)):
-                    loss = F.cross_entropy(model(X[i : i + batch_size]), y[i : i + batch_size])
+                    xb = X[i : i + batch_size]
+                    loss = loss_fn(model(xb), y[i : i + batch_size]) / len(xb)
                     grads = torch.autograd.grad(loss, params)
                     for t, t2, g, (_, m) in zip(total, total_sq, grads, tensors):
                         a = (g * m).abs().double()  # ∂L/∂(w⊙m) = (∂L/∂w) on live entries
@@ -103,10 +108,10 @@ def layer_edge_metrics(
 
 def edge_metrics(
     model: EdgeMLP, X: torch.Tensor, y: torch.Tensor, metric: str, *, layer: int = -1, batch_size: int = 128,
-    normalise: bool = True,
+    normalise: bool = True, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The metric of every edge of W of expandable layer ``layer``: (out, in_total), in [0, 1]
     when normalised (min-max over W's live entries; masked entries 0). See :func:`layer_edge_metrics`."""
-    return layer_edge_metrics(model, X, y, metric, layer=layer, batch_size=batch_size, normalise=normalise)[0]
+    return layer_edge_metrics(model, X, y, metric, layer=layer, batch_size=batch_size, normalise=normalise, loss_fn=loss_fn)[0]
 
 

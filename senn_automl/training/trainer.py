@@ -23,21 +23,22 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, make_policy
 from senn_automl.growth.fixed import FixedPolicy
 from senn_automl.models.registry import model_from_spec
+from senn_automl.scores.tasks import TASKS, Task, get_task
 from senn_automl.training.augment import augment_flip_crop
 from senn_automl.training.surgery import apply_edit
-from senn_automl.validation import as_list, invalid, is_real, is_whole, require, require_choice
+from senn_automl.validation import TINY, as_list, invalid, is_real, is_whole, require, require_choice
 
 __all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "load_newest_checkpoint",
            "CheckpointError", "OPTIMIZERS", "resolve_device", "check_sample_weight"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-#: what early stopping and the best-model snapshot watch
-MONITORS = ("val_loss", "val_acc")
+#: what early stopping and the best-model snapshot watch (``val_acc``: classification only,
+#: ``val_r2``: regression only)
+MONITORS = ("val_loss", "val_acc", "val_r2")
 #: "fp32", or "bf16" (bfloat16 autocast)
 PRECISIONS = ("fp32", "bf16")
 
@@ -57,13 +58,14 @@ class TrainConfig:
     "adamw" or "sgd". lr : learning rate (> 0). weight_decay : L2 (adam/sgd) or decoupled (adamw)
     decay (≥ 0). momentum : SGD momentum in [0, 1). patience : epochs without a better monitored
     validation value before early stopping (None disables; growth resets the count). monitor :
-    "val_loss" (lower is better) or "val_acc" (higher is better, ties broken by loss) for early
-    stopping and the best model. restore_best : load
+    "val_loss" (lower is better), or the task's metric "val_acc" / "val_r2" (higher is better, ties
+    broken by loss) for early stopping and the best model. restore_best : load
     the best-validation model when training ends (early stop or ``max_epochs``), not after a
     partial ``fit(epochs=...)`` call. scoring_batch_size : training rows used for growth
     statistics (≥ 2). probe_size : rows of the function-preservation probe. probe_tolerance :
     relative tolerance of that check. seed : seeds weights, shuffling and candidate search.
-    device : "auto", "cpu", "cuda", ... precision : "fp32", or "bf16" for bfloat16 autocast of the
+    device : "auto", "cpu", "cuda", ... task : "classification" (cross-entropy, accuracy) or
+    "regression" (squared error, R²; :mod:`senn_automl.scores.tasks`). precision : "fp32", or "bf16" for bfloat16 autocast of the
     training steps (weights, optimiser, growth scoring and the function-preservation check stay
     float32). augment : random horizontal flips and shifts of up to 4 pixels
     (:func:`senn_automl.training.augment.augment_flip_crop`, torch only) of every training batch, for image
@@ -89,6 +91,7 @@ class TrainConfig:
     probe_tolerance: float = 1e-4
     seed: int = 0
     device: str = "auto"
+    task: str = "classification"
     precision: str = "fp32"
     augment: bool = False
     progress: bool = False
@@ -103,7 +106,9 @@ class TrainConfig:
         require(is_real(self.lr) and self.lr > 0, "lr", self.lr, "the learning rate must be a positive number, e.g. 3e-3")
         require(is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay, "use a number >= 0")
         require(is_real(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "use a number in [0, 1)")
-        require(self.monitor in MONITORS, "monitor", self.monitor, "use 'val_loss' or 'val_acc'")
+        require_choice("task", self.task, tuple(TASKS))
+        metric = TASKS[self.task].metric
+        require(self.monitor in ("val_loss", metric), "monitor", self.monitor, f"use 'val_loss' or {metric!r} for task={self.task!r}")
         require(self.patience is None or (is_whole(self.patience) and self.patience >= 1), "patience", self.patience, "use None (no early stopping) or a whole number of epochs >= 1")
         require(is_whole(self.scoring_batch_size) and self.scoring_batch_size >= 2, "scoring_batch_size", self.scoring_batch_size, "use a whole number >= 2")
         require(is_whole(self.probe_size) and self.probe_size >= 1, "probe_size", self.probe_size, "use a whole number >= 1")
@@ -199,7 +204,7 @@ class Trainer:
     Parameters
     ----------
     model : a growable model (:class:`~senn_automl.models.mlp.GrowingMLP`, ``GrowingCNN``, ``EdgeMLP``)
-        mapping (B, ...) inputs to (B, n_classes) logits, with ``spec()``, ``n_params()`` and a
+        mapping (B, ...) inputs to (B, n_outputs) outputs (class logits, or regression values), with ``spec()``, ``n_params()`` and a
         JSON-able ``hidden`` size summary.
     policy : a :class:`~senn_automl.growth.base.GrowthPolicy` (default: no growth).
     config : :class:`TrainConfig`.
@@ -230,28 +235,29 @@ class Trainer:
         self._val_weight: torch.Tensor | None = None
         self._val_rows: tuple[torch.Tensor, torch.Tensor] | None = None
         self.generator = torch.Generator().manual_seed(int(self.config.seed))
+        self.task: Task = get_task(self.config.task)
 
     # ------------------------------------------------------------------ helpers
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy of the current model on ``X`` (n, ...) and ``y`` (n,);
-        with ``weight`` (n,), non-negative, the weighted means ``Σ wᵢ ℓᵢ / Σ wᵢ`` and
-        ``Σ wᵢ [ŷᵢ = yᵢ] / Σ wᵢ``."""
+        """Mean loss and the task's metric of the current model on ``X`` (n, ...) and targets ``y``
+        (as :meth:`Task.targets` gives them): cross-entropy and accuracy, or MSE and R² (averaged
+        over outputs). With ``weight`` (n,), non-negative, the weighted means ``Σ wᵢ ℓᵢ / Σ wᵢ``
+        and the weighted metric."""
         was = self.model.training
         self.model.eval()
-        losses, correct = 0.0, 0.0
+        losses, parts = 0.0, None
         for i in range(0, len(X), 4096):
             out = self.model(X[i : i + 4096])
-            loss = F.cross_entropy(out, y[i : i + 4096], reduction="none")
-            hit = (out.argmax(1) == y[i : i + 4096]).to(loss.dtype)
-            if weight is not None:
-                w = weight[i : i + 4096]
-                loss, hit = loss * w, hit * w
-            losses += float(loss.sum())
-            correct += float(hit.sum())
+            t = y[i : i + 4096]
+            w = None if weight is None else weight[i : i + 4096]
+            loss = self.task.losses(out, t)
+            losses += float((loss if w is None else loss * w).sum())
+            p = self.task.score_parts(out, t, w)
+            parts = p if parts is None else parts + p
         self.model.train(was)
-        n = max(float(weight.sum()) if weight is not None else len(X), 1e-300)
-        return losses / n, correct / n
+        n = max(float(weight.sum()) if weight is not None else len(X), TINY)
+        return losses / n, (self.task.finish_score(parts, n) if parts is not None else math.nan)
 
     def _apply(self, probe):
         def apply(edit, check: bool = True):
@@ -267,7 +273,8 @@ class Trainer:
             sample_weight=None, val_sample_weight=None) -> "Trainer":
         """Train for ``epochs`` more epochs (default: up to ``config.max_epochs`` in total).
 
-        X_* : (n, d) float arrays or tensors; y_* : (n,) integer class indices in [0, n_classes).
+        X_* : (n, d) float arrays or tensors; y_* : (n,) integer class indices in [0, n_classes)
+        (classification), or (n,) / (n, k) float targets (regression, ``config.task``).
         Without a validation split, early stopping and held-out growth scoring use the training
         data. Returns ``self``.
 
@@ -284,10 +291,10 @@ class Trainer:
         cfg = self.config
         dev = self.device
         X = _as_tensor(X_train, torch.float32, dev)
-        y = _as_tensor(y_train, torch.long, dev)
+        y = self.task.targets(y_train, dev)
         has_val = X_val is not None and len(X_val) > 0
         Xv = _as_tensor(X_val, torch.float32, dev) if has_val else X
-        yv = _as_tensor(y_val, torch.long, dev) if has_val else y
+        yv = self.task.targets(y_val, dev) if has_val else y
         n = len(X)
         w = _weights(sample_weight, n, "sample_weight", dev)
         wv = _weights(val_sample_weight, len(Xv), "val_sample_weight", dev) if has_val else w
@@ -346,9 +353,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 if self._train_weight is None:
-                    loss = F.cross_entropy(self.model(xb), y[idx])
+                    loss = self.task.loss(self.model(xb), y[idx])
                 else:
-                    loss = (F.cross_entropy(self.model(xb), y[idx], reduction="none") * self._train_weight[idx]).mean()
+                    loss = (self.task.losses(self.model(xb), y[idx]) * self._train_weight[idx]).mean()
             loss.backward()
             self.optimizer.step()
             total += float(loss.detach()) * len(idx)
@@ -360,13 +367,13 @@ class Trainer:
         events = self._record_growth(new, callbacks=False)
         t2 = time.perf_counter()
         self.timings["growth"] += t2 - t1
-        val_loss, val_acc = self.evaluate(Xv, yv, self._val_weight)
+        val_loss, val_metric = self.evaluate(Xv, yv, self._val_weight)
         self.timings["eval"] += time.perf_counter() - t2
         record = {
             "epoch": self.epoch,
             "train_loss": total / len(X),
             "val_loss": val_loss,
-            "val_acc": val_acc,
+            self.task.metric: val_metric,
             "n_params": self.model.n_params(),
             "hidden": as_list(self.model.hidden),
             "n_growth_events": len(self.growth_log),
@@ -378,7 +385,7 @@ class Trainer:
             self._since_best = 0
             for cb in self.callbacks:
                 cb.on_growth(self, events)
-        key = (val_loss,) if self.config.monitor == "val_loss" else (-val_acc, val_loss)
+        key = (val_loss,) if self.config.monitor == "val_loss" else (-val_metric, val_loss)
         if self._best is None or key < self._best[0]:
             self._best = (key, self._snapshot())
             self._since_best = 0
@@ -388,7 +395,7 @@ class Trainer:
         if cfg.patience is not None and self._since_best >= cfg.patience:
             self.stopped_early = True  # set before the callbacks, so they know this is the last epoch
         if bar is not None:
-            bar.set_postfix(val_acc=f"{val_acc:.3f}", params=record["n_params"], hidden=record["hidden"])
+            bar.set_postfix(**{self.task.metric: f"{val_metric:.3f}"}, params=record["n_params"], hidden=record["hidden"])
             bar.update(1)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
@@ -396,7 +403,7 @@ class Trainer:
     def _growth_context(self, epoch: int, X_score, y_score, probe, has_val: bool) -> GrowthContext:
         return GrowthContext(X_score, y_score, epoch=epoch, apply=self._apply(probe), history=self.history,
                              X_val=self._val_rows[0] if has_val else None, y_val=self._val_rows[1] if has_val else None,
-                             generator=self.generator)
+                             generator=self.generator, task=self.task)
 
     def _record_growth(self, new: list[GrowthEvent], callbacks: bool = True) -> list[GrowthEvent]:
         """Number ``new`` events on from the growth log, append them, update :attr:`eta`, and (with

@@ -66,7 +66,9 @@ from senn_automl.growth.edges import METRICS
 from senn_automl.growth.natural import ACCEPT_ON, RELATIVE_TO
 from senn_automl.growth.secnn import THRESHOLD_RULES
 from senn_automl.growth.triggers import WHEN
+from senn_automl.scores.candidates import CANDIDATE_STARTS
 from senn_automl.scores.curvature import FISHERS
+from senn_automl.scores.tasks import TASKS
 from senn_automl.training import config
 from senn_automl.training.trainer import MONITORS, OPTIMIZERS, PRECISIONS
 from senn_automl.validation import is_real, is_whole
@@ -105,6 +107,8 @@ def _enumerations() -> dict[str, tuple[Any, ...]]:
         "monitor": MONITORS,
         "precision": PRECISIONS,
         "fisher": FISHERS,
+        "candidate_start": CANDIDATE_STARTS,
+        "task": tuple(TASKS),
         "model": tuple(config.MODELS),
         "when": tuple(WHEN),
         "metric": METRICS,
