@@ -2,31 +2,34 @@
 
 A smooth trend with three localised bumps of different widths is fitted by a
 :class:`~senn_automl.models.mlp.GrowingMLP` (1 input, 1 output) that starts with ONE hidden neuron,
-by full-batch Adam on the mean squared error. Every ``check_every`` steps the natural expansion
-score η = gᵀF⁻¹g of the least-squares loss is measured with K-FAC
-(:func:`~senn_automl.scores.curvature.collect_kfac`), the best new neuron is searched by maximising
-the lower bound Δη' (:func:`~senn_automl.scores.candidates.best_neuron_candidate`, started at five
-places spread over the inputs) and added, function-preservingly, when ``Δη'/η > τ`` and
+trained by the library's :class:`~senn_automl.training.trainer.Trainer` with ``task="regression"``
+(squared error, :mod:`senn_automl.scores.tasks`) by full-batch Adam, and grown by its
+:class:`~senn_automl.growth.natural.NaturalExpansionPolicy`: every ``check_every`` steps the
+natural expansion score η = gᵀF⁻¹g of the squared error is measured with K-FAC, the best new
+neuron is searched by maximising the lower bound Δη' (candidates start bending at data points,
+``candidate_start="data"``) and added, function-preservingly, when ``Δη'/η > τ`` and
 ``Δη'/λ > α`` on held-out points (Mitchell et al., arXiv:2307.04526, Theorem 3.1 thresholds,
 toy values τ = 1, α = 2.5e-3). With one linear output, ``Δη' = E[f r]² / E[f²]`` (Theorem
 3.2; ``G = 1``): the part of the residual error ``r`` (what the current neurons cannot fit by
 least squares) that the new neuron's activation ``f`` explains, so new neurons bend where the
 fit is poor: at the bumps.
 
-The figure shows the data, the fit before every growth check that added a neuron and the
-final fit, with each neuron's position ``x = −b/w`` (where its activation bends) coloured by
-the step it was added; the fit error at those checks with the new neurons' positions; and the
-training loss (= λ), η and the number of neurons against steps.
+The figure shows the data, the fit at every growth check that added a neuron and the final
+fit, with each neuron's position ``x = −b/w`` (where its activation bends) coloured by the
+step it was added; the fit error at those checks with the new neurons' positions; and the
+training MSE, η and the number of neurons against steps.
 
     python examples/senn_toy_regression.py [--out docs/img] [--seed 0]
 
-Figures of that command (seed 0, torch 2.13 CPU, 1 thread, about 15 s): 1 -> 4 neurons, added at
-steps 200, 400 and 600 at x = -1.47, 1.68 and 0.25 (bumps at -1.2, 1.6 and 0.3); the RMS residual
-where each new neuron bends was 1.8, 4.7 and 3.8 times that elsewhere; training MSE 0.0384
-(one neuron, no growth) -> 0.0033 (grown; noise floor 0.0025), held-out 0.0424 -> 0.0032.
-Over seeds 0-4 the grown held-out MSE is 0.0031-0.0036 with 4-5 neurons; with the candidate
-search started only at the origin (plain ``best_neuron_candidate`` defaults) it is 0.0033-0.050,
-and seed 2 never grows.
+Figures of that command (seed 0, torch 2.13 CPU, 1 thread, about 5 s): 1 -> 6 neurons, added at
+steps 200, 400, 600, 800 and 1000 at x = -1.45, 1.82, 1.34, 0.41 and 0.13 (bumps at -1.2, 1.6 and
+0.3); the RMS residual where each new neuron bends was 1.4 to 2.3 times that elsewhere (median
+2.0); training MSE 0.0384 (one neuron, no growth) -> 0.0050 (grown; noise floor 0.0025),
+held-out 0.0424 -> 0.0045. Over seeds 0-4: 4-6 neurons, grown held-out MSE 0.0042-0.0058
+against 0.034-0.050 for one neuron, and 22 of 23 new neurons bend where the residual was larger
+than elsewhere. With candidates started near the origin (``candidate_start="origin"``, the
+policy's default) the grown held-out MSE is 0.0051-0.045 over the same seeds, and seed 4 stops at
+2 neurons.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from senn_automl.growth.fixed import FixedPolicy
+from senn_automl.growth.natural import NaturalExpansionPolicy
 from senn_automl.models.mlp import GrowingMLP
-from senn_automl.scores.candidates import best_neuron_candidate, heldout_score
 from senn_automl.scores.curvature import collect_kfac
-from senn_automl.training.surgery import apply_edit
+from senn_automl.scores.tasks import REGRESSION
+from senn_automl.training.trainer import Callback, TrainConfig, Trainer
 
 X_RANGE = (-3.0, 3.0)
 #: bumps of the target: (centre, width, height)
@@ -70,27 +75,6 @@ def make_data(n: int, seed: int, noise: float = 0.05) -> tuple[torch.Tensor, tor
     return torch.tensor(x[:, None], dtype=torch.float32), torch.tensor(y[:, None], dtype=torch.float32)
 
 
-def sum_sq_loss(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Least-squares loss summed over the batch, ``Σ_n ½‖y_n − t_n‖²``; out, t (B, 1).
-
-    This is the ``loss_fn`` of :func:`~senn_automl.scores.curvature.collect_kfac`: its per-sample output
-    gradient is the error ``δ_n = y_n − t_n``, so ``λ = E‖∂ℓ/∂y‖² = E[(y − t)²]`` is exactly the
-    mean squared error, and the bound ``η ≤ λ`` (arXiv:2307.04526, §3.2) reads "a natural step
-    cannot remove more than the whole error". (The bound holds for the exact Fisher and for each
-    K-FAC layer term ``η_c``; the K-FAC total ``η = Σ_c η_c`` ignores cross-layer curvature and
-    can exceed λ: about 1.5·λ at this example's initialisation.)
-
-    Which Fisher: for ``ℓ = ½‖y − t‖²`` the output Hessian ``∂²ℓ/∂y²`` is the identity, so the
-    generalised Gauss-Newton matrix ``E[Jᵀ H J]`` is ``E[Jᵀ J]``, which is what
-    ``fisher="gauss_newton"`` collects (``G_c = E[J_cᵀ J_c]``), and it also equals the Fisher of
-    the Gaussian model ``t ~ N(y(x), I)``. It is the correct curvature for least squares. The
-    ``"empirical"`` choice ``G_c = E[δ δᵀ]`` would weight every sample by its squared error
-    (``E[(y−t)² J Jᵀ]``), and is scale-free (η ≤ 1), so the absolute test ``Δη'/λ > α`` would
-    lose its meaning.
-    """
-    return 0.5 * ((out - t) ** 2).sum()
-
-
 def neuron_positions(model: GrowingMLP) -> np.ndarray:
     """Where each hidden neuron of a 1-input, 1-hidden-layer model bends: ``x = −b/w``, shape (k,).
 
@@ -103,99 +87,46 @@ def neuron_positions(model: GrowingMLP) -> np.ndarray:
     return (-b / w).numpy()
 
 
-def spread_candidate(
-    X: torch.Tensor,
-    consumer,
-    *,
-    n_starts: int = 5,
-    n_candidates: int = 50,
-    steps: int = 100,
-    lr: float = 0.1,
-    damping: float = 0.1,
-    generator: torch.Generator | None = None,
-):
-    """Best single-neuron candidate for the hidden layer of a 1-input network, searched from
-    ``n_starts`` places spread over the inputs.
+class _Recorder(Callback):
+    """Records, for the figure: every ``log_every`` epochs (= full-batch steps) the training MSE,
+    η and the width; at every growth check that added neurons the fit on ``grid`` and the training
+    residuals (the grown model computes the function of the model before the check: growth is
+    function-preserving) and each new neuron's weight and bias."""
 
-    :func:`~senn_automl.scores.candidates.best_neuron_candidate` starts every candidate with a small
-    bias (``0.1·N(0, 1)``), i.e. bending near ``x = 0``, and its local ascent of Δη' rarely
-    travels to features far from the origin. Here it is run on shifted inputs ``x − s`` for
-    ``s`` at the quantiles ``(i + ½)/n_starts`` of ``X`` (``n_candidates // n_starts`` candidates
-    each, so the cost is that of one search), and the winner's bias is mapped back:
-    ``w·(x − s) + b = w·x + (b − w·s)``. These are the "few restarts" of the candidate search of
-    arXiv:2307.04526, §3.3, placed by the data.
+    def __init__(self, X, y, grid, log_every: int):
+        self.X, self.y, self.grid, self.log_every = X, y, grid, log_every
+        self.log, self.checks, self.added_at = [], [], None
 
-    ``X`` : (n, 1) inputs of the hidden layer; ``consumer`` : K-FAC stats of the output layer.
-    Returns the :class:`~senn_automl.scores.candidates.Candidate` with the largest Δη' (training data).
-    """
-    best = None
-    shifts = torch.quantile(X[:, 0], (torch.arange(n_starts, dtype=X.dtype) + 0.5) / n_starts)
-    for s in shifts.tolist():
-        cand = best_neuron_candidate(X - s, consumer, 0, n_candidates=max(1, n_candidates // n_starts), steps=steps,
-                                     lr=lr, damping=damping, generator=generator)
-        cand.bias = cand.bias - cand.weight[:, 0] * s
-        cand.pool = None
-        if best is None or cand.score > best.score:
-            best = cand
-    return best
+    def record(self, model, step: int) -> None:
+        with torch.no_grad():
+            mse = float(((model(self.X) - self.y) ** 2).mean())
+        stats = collect_kfac(model, self.X, self.y, loss_fn=REGRESSION.summed)  # fisher="gauss_newton"
+        # for ℓ = (y − t)², δ = 2(y − t): λ = 4·MSE; η/4 is the score in the MSE's units
+        self.log.append({"step": step, "mse": mse, "eta": stats.eta / 4, "hidden": model.hidden[0]})
 
+    def on_fit_start(self, trainer) -> None:
+        self.added_at = [0] * trainer.model.hidden[0]
+        self.record(trainer.model, 0)
 
-def expansion_check(
-    model: GrowingMLP,
-    optimizer: torch.optim.Optimizer,
-    X: torch.Tensor,
-    y: torch.Tensor,
-    X_val: torch.Tensor,
-    y_val: torch.Tensor,
-    *,
-    tau: float,
-    alpha: float,
-    damping: float = 0.1,
-    n_candidates: int = 50,
-    candidate_steps: int = 100,
-    max_per_check: int | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[float, list[dict]]:
-    """One SENN growth check of the single hidden layer; adds the accepted neurons in place.
+    def on_epoch_end(self, trainer, record) -> None:
+        step = record["epoch"] + 1
+        if step % self.log_every == 0 or record["grew"]:
+            self.record(trainer.model, step)
 
-    Repeats, recomputing the K-FAC statistics after every addition, at most
-    ``N_max = ⌈1 + ln(1/α)/ln(1+τ)⌉`` times (arXiv:2307.04526, Theorem 3.1; or
-    ``max_per_check`` times if that is smaller): optimise ``n_candidates`` neurons
-    (:func:`spread_candidate`) for the lower bound Δη' (Theorem 3.2) on the training points
-    ``X, y`` (n, 1); score the best one on the held-out points ``X_val, y_val`` with the debiased
-    Δη' (:func:`~senn_automl.scores.candidates.heldout_score`), and accept it if
-    ``Δη'/η > tau`` and ``Δη'/λ > alpha`` with the held-out η and λ (the meaning of the
-    thresholds of :class:`~senn_automl.growth.natural.NaturalExpansionPolicy`, ``accept_on="validation"``).
-    Held-out scoring matters here: on B training points Δη' has a noise floor of about λ/B,
-    which for B = 300 is α itself, so a training-set test would keep adding neurons that fit noise.
-
-    The neuron is added with zero outgoing weight (function-preserving, checked on ``X`` by
-    :func:`~senn_automl.training.surgery.apply_edit`), which also moves ``optimizer``'s Adam state onto the
-    grown parameters (:func:`~senn_automl.training.surgery.update_optimizer`).
-
-    Returns ``(eta, added)``: η (held-out, same units as the MSE) at the start of the check, and
-    one dict per added neuron with ``position`` (x = −b/w), ``score`` (Δη'), ``ratio`` (Δη'/η) and
-    ``share`` (Δη'/λ).
-    """
-    n_max = math.ceil(1 + math.log(1 / alpha) / math.log(1 + tau))
-    n_max = min(n_max, max_per_check) if max_per_check else n_max
-    added: list[dict] = []
-    eta0 = float("nan")
-    while len(added) < n_max and model.can_add_neurons(0):
-        stats = collect_kfac(model, X, y, damping=damping, loss_fn=sum_sq_loss)  # fisher="gauss_newton"
-        held = collect_kfac(model, X_val, y_val, damping=damping, loss_fn=sum_sq_loss)
-        if not added:
-            eta0 = held.eta
-        cand = spread_candidate(X, stats.layers[1], n_candidates=n_candidates, steps=candidate_steps,
-                                damping=damping, generator=generator)
-        score = heldout_score(cand, X_val, held.layers[1], damping)
-        ratio, share = score / max(held.eta, 1e-30), score / max(held.lam, 1e-30)
-        if not (ratio > tau and share > alpha):
-            break
-        apply_edit(model, lambda m, c=cand: m.add_neurons(0, c.weight, c.bias, c.act_params), probe=X, optimizer=optimizer)
-        w, b = float(cand.weight[0, 0]), float(cand.bias[0])
-        added.append({"position": -b / w, "w": w, "b": b, "score": score, "ratio": ratio, "share": share})
-    return eta0, added
+    def on_growth(self, trainer, events) -> None:
+        model, step = trainer.model, events[0].epoch + 1
+        k = sum(e.n for e in events)
+        with torch.no_grad():
+            fit = model(self.grid).squeeze(1).numpy()
+            res = (self.y - model(self.X)).squeeze(1).numpy()
+        lin = model.linears[0]
+        added = []
+        for j, e in zip(range(model.hidden[0] - k, model.hidden[0]), events):
+            w, b = float(lin.weight[j, 0].detach()), float(lin.bias[j].detach())
+            added.append({"position": -b / w, "w": w, "b": b, "score": e.score, "ratio": e.ratio, "share": e.score / e.lam})
+        self.checks.append({"step": step, "eta": events[0].eta, "added": added, "hidden_before": model.hidden[0] - k,
+                            "fit_before": fit, "residual_before": res})
+        self.added_at += [step] * k
 
 
 def train(
@@ -216,51 +147,32 @@ def train(
     seed: int = 0,
     grid: torch.Tensor | None = None,
 ) -> dict:
-    """Full-batch Adam on the mean squared error for ``steps`` steps, with a SENN growth check
-    (:func:`expansion_check`) every ``check_every`` steps when ``grow``.
+    """Full-batch Adam on the mean squared error for ``steps`` steps by the library's
+    :class:`~senn_automl.training.trainer.Trainer` (``task="regression"``; one epoch is one step
+    on all ``n`` points), growing with :class:`~senn_automl.growth.natural.NaturalExpansionPolicy`
+    every ``check_every`` steps when ``grow``: candidates start bending at data points
+    (``candidate_start="data"``), are searched on the training points and accepted on the
+    held-out ones when ``Δη'/η > tau`` and ``Δη'/λ > alpha``, at most ``max_per_check`` per
+    check (its ``max_additions``); no layer insertion (``grow_depth=False``: the figure is about
+    width), no check before training (``check_at_start=False``) and none in the last epoch.
 
-    X, y (n, 1) training points; X_val, y_val (m, 1) held-out points for accepting neurons;
-    grid (g, 1) inputs at which the fit is recorded before every check. No check in the last
-    ``check_every`` steps (a neuron added there would not be trained). The Adam state of every
-    parameter is kept across growth (:func:`~senn_automl.training.surgery.apply_edit`).
-
-    Returns a dict: ``log`` (list of {step, mse (training MSE, = λ), eta (training η), hidden}),
-    one entry every ``log_every`` steps and one right after every check that added neurons;
-    ``checks`` (list of {step, eta (held-out), added, hidden_before, fit_before (g,),
-    residual_before (n,) training residuals y − f(x)}); ``added_at`` (the step at which each
-    hidden neuron was added, 0 for the start neuron, in neuron order).
+    X, y (n, 1) training points; X_val, y_val (m, 1) held-out points; grid (g, 1) inputs at which
+    the fit is recorded at every check that grew. Returns a dict: ``log`` (list of {step, mse
+    (training MSE), eta (training η in MSE units), hidden}), one entry every ``log_every`` steps
+    and one after every check that added neurons; ``checks`` (list of {step, eta (held-out),
+    added, hidden_before, fit_before (g,), residual_before (n,) training residuals y − f(x)}), one
+    per check that added neurons; ``added_at`` (the step at which each hidden neuron was added, 0
+    for the start neuron, in neuron order).
     """
-    # One Adam for the whole run: apply_edit (in expansion_check) moves its state onto the grown
-    # parameters (senn_automl.training.surgery.update_optimizer), old entries keep their moments, the new
-    # entries start at zero moments under the tensor's old step count.
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    log, checks, added_at = [], [], [0] * model.hidden[0]
-
-    def record(step):
-        stats = collect_kfac(model, X, y, loss_fn=sum_sq_loss)
-        log.append({"step": step, "mse": stats.lam, "eta": stats.eta, "hidden": model.hidden[0]})
-
-    record(0)
-    for step in range(1, steps + 1):
-        optimizer.zero_grad()
-        F.mse_loss(model(X), y).backward()
-        optimizer.step()
-        if step % log_every == 0:
-            record(step)
-        if grow and step % check_every == 0 and step <= steps - check_every:
-            with torch.no_grad():
-                fit = model(grid).squeeze(1).numpy() if grid is not None else None
-                res = (y - model(X)).squeeze(1).numpy()
-            before = model.hidden[0]
-            eta, added = expansion_check(model, optimizer, X, y, X_val, y_val, tau=tau, alpha=alpha,
-                                         max_per_check=max_per_check, generator=generator)
-            checks.append({"step": step, "eta": eta, "added": added, "hidden_before": before, "fit_before": fit,
-                           "residual_before": res})
-            added_at += [step] * len(added)
-            if added:
-                record(step)
-    return {"log": log, "checks": checks, "added_at": added_at}
+    policy = NaturalExpansionPolicy(
+        tau=tau, alpha=alpha, max_additions=max_per_check, expansion_interval=check_every, grow_depth=False,
+        check_at_start=False, candidate_start="data", n_candidates=50, candidate_steps=200, warm_checks=False,
+    ) if grow else FixedPolicy()
+    config = TrainConfig(task="regression", batch_size=len(X), max_epochs=steps, lr=lr, patience=None, restore_best=False,
+                         scoring_batch_size=len(X), seed=seed, device="cpu")
+    rec = _Recorder(X, y, grid if grid is not None else X, log_every)
+    Trainer(model, policy, config, [rec]).fit(X, y, X_val, y_val)
+    return {"log": rec.log, "checks": rec.checks, "added_at": rec.added_at, "model": model}
 
 
 def near_vs_elsewhere(x: np.ndarray, residual: np.ndarray, w: float, b: float) -> float:
@@ -335,11 +247,11 @@ def plot(path: Path, X: np.ndarray, y: np.ndarray, grid: np.ndarray, run: dict, 
 
     # 3. loss (= λ), η, and the number of neurons against steps
     st = [r["step"] for r in run["log"]]
-    ax_curve.semilogy(st, [r["mse"] for r in run["log"]], color="tab:blue", lw=1.6, label="training MSE (= λ = E[(y − t)²])")
+    ax_curve.semilogy(st, [r["mse"] for r in run["log"]], color="tab:blue", lw=1.6, label="training MSE E[(y − t)²]")
     ax_curve.semilogy([r["step"] for r in base["log"]], [r["mse"] for r in base["log"]], color="tab:blue", ls=":",
                       label="training MSE, 1 neuron without growth")
     ax_curve.semilogy(st, [max(r["eta"], 1e-12) for r in run["log"]], color="tab:purple", lw=1.2,
-                      label="η = Σ_c η_c, natural expansion score (K-FAC gᵀF⁻¹g)")
+                      label="η/4 = Σ_c η_c/4, natural expansion score (K-FAC gᵀF⁻¹g) in MSE units")
     for c in grew:
         ax_curve.axvline(c["step"], color=colour[c["step"]], ls="--", lw=1.0)
     ax_curve.set_xlabel("training step (full-batch Adam)")

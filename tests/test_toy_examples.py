@@ -25,7 +25,7 @@ def _load(name: str):
 
 def test_toy_regression_adds_neurons_where_the_fit_is_poor(tmp_path):
     ex = _load("senn_toy_regression")
-    r = ex.main(tmp_path, seed=0, steps=1000)  # checks at steps 200, 400, 600, 800
+    r = ex.main(tmp_path, seed=0, steps=1400)  # checks at steps 200, 400, ..., 1200
     assert (tmp_path / "senn_toy_regression.png").stat().st_size > 10_000
     assert r["hidden"] > 1 and len(r["positions"]) == r["hidden"] == len(r["added_at"])
     # the grown fit is far better than one neuron, on training and on held-out points
