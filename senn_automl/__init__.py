@@ -34,7 +34,9 @@ _LAZY = {
     "Callback": "senn_automl.training.trainer",
     "load_checkpoint": "senn_automl.training.trainer",
     "SENNClassifier": "senn_automl.integrations.estimator",
+    "SENNRegressor": "senn_automl.integrations.estimator",
     "load_dataset": "senn_automl.data",
+    "load_csv": "senn_automl.data",
     "DATASETS": "senn_automl.data",
 }
 

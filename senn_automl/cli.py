@@ -44,22 +44,6 @@ _DATASET_HELP = (
 _TARGET_HELP = "CSV dataset: the target column (repeat for several regression targets)."
 
 
-def load_data(dataset: str, data_root: Path | None, target: List[str] | None, seed: int):
-    """The :class:`~senn_automl.data.Dataset` that ``--dataset`` (a bundled name, or a CSV path with
-    ``--target``) names. Raises ``ValueError`` / ``FileNotFoundError`` with the fix."""
-    from senn_automl.data import load_csv, load_dataset
-
-    if dataset.lower().endswith(".csv"):
-        if not target:
-            raise ValueError(f"--dataset {dataset} is a CSV file: name its target column with --target COLUMN")
-        if data_root is not None:
-            raise ValueError("--data-root is for the folder datasets; a CSV file is read from its path: drop --data-root")
-        return load_csv(dataset, target if len(target) > 1 else target[0], seed=seed)
-    if target:
-        raise ValueError(f"--target names the target column of a CSV file; --dataset {dataset} is bundled: drop --target")
-    return load_dataset(dataset, seed=seed, root=data_root)
-
-
 def _with_task(overrides: dict[str, Any], ds) -> dict[str, Any]:
     """``overrides`` with the dataset's task; ``ValueError`` if ``--set task=`` says otherwise."""
     if overrides.get("task", ds.task) != ds.task:
@@ -93,6 +77,7 @@ def fit(
 
     import torch
 
+    from senn_automl.data import load_any
     from senn_automl.integrations.plotting import plot_growth
     from senn_automl.training import config as cfgmod
     from senn_automl.training.trainer import PrintGrowth, Trainer, resolve_device
@@ -103,7 +88,7 @@ def fit(
     if epochs is not None:
         overrides["max_epochs"] = epochs
     try:
-        ds = load_data(dataset, data_root, target, seed)
+        ds = load_any(dataset, root=data_root, target=target, seed=seed)
         conf = cfgmod.resolve(_with_task(overrides, ds))
         net, grower, train = cfgmod.build(conf, ds.n_features, ds.n_outputs, ds.image_shape)
     except (ValueError, FileNotFoundError, ImportError) as exc:
@@ -288,6 +273,7 @@ def _print_table(df, write=typer.echo, floatfmt: str = "{:.4f}") -> None:
 def tune(
     dataset: str = typer.Option("digits", help=_DATASET_HELP),
     data_root: Optional[Path] = typer.Option(None, help="Folder with the standard files of a folder dataset."),
+    target: Optional[List[str]] = typer.Option(None, help=_TARGET_HELP),
     model: Optional[str] = typer.Option(None, help="Fix the network in every trial: mlp, cnn or edge (cnn defaults the search space to 'cnn')."),
     search_space: Optional[str] = typer.Option(None, help="Bundled search space (quick, mlp, policies, cnn) or a YAML file (default quick; cnn with --model cnn)."),
     num_samples: int = typer.Option(20, help="Number of trials."),
@@ -341,6 +327,7 @@ def tune(
             registered_model_name=registered_model_name, register=register, experiment_name=experiment, progress=False,
             trial_overrides=overrides or None, callbacks=[view], scheduler=scheduler, grace_period=grace_period,
             max_failures=max_failures, cpus_per_trial=cpus_per_trial, storage_path=storage_path, time_budget_s=time_budget_s,
+            target=None if not target else (target[0] if len(target) == 1 else target),
         )
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -355,7 +342,7 @@ def tune(
     typer.echo(f"\nleaderboard ({len(res.leaderboard)} trials{', resumed' if res.resumed else ''}; Optuna: {res.optuna_states}):")
     _print_table(res.leaderboard.drop(columns=["mlflow_run_id"]))
     if res.pareto is not None:
-        typer.echo("\nPareto front (max val_acc, min n_params):")
+        typer.echo(f"\nPareto front (max {res.metric}, min n_params):")
         _print_table(res.pareto)
     if res.interrupted:
         n = int((res.leaderboard["status"] == "interrupted").sum())
@@ -366,8 +353,11 @@ def tune(
         typer.echo(f"\nchampion: models:/{res.registered_model_name}@champion = version {res.champion_version} (trial {res.champion_trial})")
         if res.champion_test_acc is not None:
             typer.echo(f"champion test accuracy: {res.champion_test_acc:.4f} (the registered model on the test split, which no trial saw)")
+        elif res.champion_test_r2 is not None:
+            typer.echo(f"champion test R²: {res.champion_test_r2:.4f}   RMSE: {res.champion_test_rmse:.4g} (target units; the "
+                       "registered model on the test split, which no trial saw)")
         elif res.champion_test_error:
-            typer.echo(f"champion test accuracy: not measured, the registered model did not load back ({res.champion_test_error})")
+            typer.echo(f"champion test score: not measured, the registered model did not load back ({res.champion_test_error})")
     else:
         typer.echo("\nno trial trained to its end: no champion set")
     n_errors = int((res.leaderboard["status"] == "error").sum())

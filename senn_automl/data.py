@@ -47,6 +47,7 @@ __all__ = [
     "FOLDER_DATASETS",
     "REGRESSION_DATASETS",
     "load_csv",
+    "load_any",
     "Dataset",
     "as_images",
     "load_dataset",
@@ -1169,3 +1170,21 @@ def load_csv(
     classes = tuple(c.item() if hasattr(c, "item") else c for c in np.unique(labels))
     return _split_classification(p.stem, X, labels, classes, source, None, None, test_size=test_size,
                                  val_size=val_size, seed=seed, scale=scale)
+
+
+def load_any(dataset: str, *, root: str | os.PathLike | None = None, target: str | list[str] | None = None,
+             seed: int = 0) -> Dataset:
+    """The :class:`Dataset` a command line names: a bundled or folder set (:func:`load_dataset`), or
+    a CSV file (a path ending ``.csv``, :func:`load_csv`) whose target column(s) ``target`` names.
+    Raises ``ValueError`` / ``FileNotFoundError`` with the fix (a CSV without ``target``, ``target``
+    for a bundled set, ``root`` for a CSV file)."""
+    if str(dataset).lower().endswith(".csv"):
+        if not target:
+            raise ValueError(f"dataset {dataset} is a CSV file: name its target column with --target COLUMN")
+        if root is not None:
+            raise ValueError("--data-root is for the folder datasets; a CSV file is read from its path: drop --data-root")
+        names = [target] if isinstance(target, str) else list(target)
+        return load_csv(dataset, names[0] if len(names) == 1 else names, seed=seed)
+    if target:
+        raise ValueError(f"--target names the target column of a CSV file; dataset {dataset!r} is bundled: drop --target")
+    return load_dataset(dataset, seed=seed, root=root)

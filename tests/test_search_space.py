@@ -83,7 +83,7 @@ def test_sample_defaults_build(name):
     for key, value in space.constants.items():
         assert cfg[key] == value
     check_trial_params(space, {k: v for k, v in cfg.items() if k not in space.constants})
-    config.build(config.resolve(cfg), n_features=4, n_classes=3)
+    config.build(config.resolve(cfg), n_features=4, n_outputs=3)
 
 
 def test_pickle_round_trip():
@@ -152,7 +152,7 @@ def test_optuna_define_by_run(db_dir, name, sqlite):
             assert not {"tau", "alpha", "expansion_interval"} & set(params)
         policies.add(params["policy"])
         cfg = config.resolve({**params, **constants})  # unknown keys (typos) raise here
-        config.build(cfg, n_features=4, n_classes=3)  # every sampled value is valid for the policy/trainer/model
+        config.build(cfg, n_features=4, n_outputs=3)  # every sampled value is valid for the policy/trainer/model
         study.tell(trial, -abs(math.log(params["lr"] / 3e-3)) + (0.1 if params["policy"] == "natural" else 0.0))
     assert policies == {"natural", "fixed"}
     if sqlite:  # the conditional parameters are stored per trial: another process sees the same study
@@ -195,7 +195,7 @@ def test_format_nested_and_int_conditions(tmp_path):
         params = trial.params
         check_trial_params(space, params)
         seen |= set(params)
-        config.build(config.resolve({**params, **space.constants}), n_features=3, n_classes=2)
+        config.build(config.resolve({**params, **space.constants}), n_features=3, n_outputs=2)
         study.tell(trial, 0.0)
     assert seen == set(space.param_names)  # every conditional branch was reached
 

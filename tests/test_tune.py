@@ -699,3 +699,43 @@ def test_pbt_exploits_grown_networks_and_explores_growth_settings(tmp_path, ray_
 
     assert any(same(r.data.params, new) for r in runs[1:]), ([r.data.params for r in runs], new)
     assert not same(runs[0].data.params, new)  # explore changed the settings
+
+
+def test_regression_search_from_a_fresh_folder_registers_a_champion_that_predicts_values(tmp_path, ray_tmp):
+    """``senn-automl tune --dataset friedman1`` from an empty folder: trials maximise the validation R²,
+    the leaderboard ranks by it, and the champion loads back from the registry as a pyfunc model
+    that takes raw features and predicts values in the target's units."""
+    import numpy as np
+    from sklearn.metrics import r2_score
+
+    from senn_automl.data import load_dataset
+
+    env = {**os.environ, "SENN_RAY_TMPDIR": ray_tmp}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default store: ./mlflow.db of the fresh folder
+    cmd = [sys.executable, "-m", "senn_automl.cli", "tune", "--dataset", "friedman1", "--num-samples", "3", "--set",
+           "max_epochs=8", "--verbose"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    kill_pids(descendants(pids_mentioning(ray_tmp)))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "val_r2" in done.stdout and "val_acc" not in done.stdout
+    m = re.search(r"champion test R²: (-?\d\.\d{4})   RMSE: ([\d.]+)", done.stdout)
+    assert m, done.stdout[-2000:]
+    import pandas as pd
+
+    lb = pd.read_csv(tmp_path / "runs" / "tune" / "leaderboard.csv")
+    assert "val_r2" in lb.columns and "val_acc" not in lb.columns
+    done_rows = lb[lb["status"] == "complete"]
+    assert len(done_rows) >= 1 and done_rows["val_r2"].is_monotonic_decreasing
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model("models:/senn-friedman1@champion")
+        ds = load_dataset("friedman1")
+        pred = np.asarray(model.predict(ds.raw("test")))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert pred.shape == (len(ds.y_test), 1)
+    y = ds.raw_targets("test")
+    assert r2_score(y, pred) == pytest.approx(float(m.group(1)), abs=1e-4)
+    assert 5 < float(pred.mean()) < 25  # friedman1's y is about 14 ± 5: values, not standardised ones
+    assert float(m.group(2)) == pytest.approx(float(np.sqrt(np.mean((pred - y) ** 2))), rel=1e-3)

@@ -87,7 +87,7 @@ def model_kind(config: dict[str, Any]) -> str:
 def make_model(
     kind: str,
     n_features: int,
-    n_classes: int,
+    n_outputs: int,
     *,
     hidden: tuple[int, ...] = (10,),
     max_width: int = 64,
@@ -104,11 +104,11 @@ def make_model(
     ``n_features``, and for sizes the model rejects.
     """
     if kind == "mlp":
-        return GrowingMLP(n_features, n_classes, hidden, max_width=max_width, max_depth=max_depth)
+        return GrowingMLP(n_features, n_outputs, hidden, max_width=max_width, max_depth=max_depth)
     if kind == "edge":
         from senn_automl.models.edge_mlp import EdgeMLP
 
-        return EdgeMLP(n_features, n_classes, hidden)
+        return EdgeMLP(n_features, n_outputs, hidden)
     if kind != "cnn":
         raise ValueError(f"model={kind!r} is unknown; choose one of: {', '.join(MODELS[1:])}")
     if image_shape is None:
@@ -121,14 +121,15 @@ def make_model(
         raise ValueError(f"image_shape={shape} does not match {n_features} features per row; C·H·W must equal it")
     from senn_automl.models.cnn import GrowingCNN
 
-    return GrowingCNN(shape, n_classes, tuple(channels), max_layers=block_capacity, max_channels=max_channels)
+    return GrowingCNN(shape, n_outputs, tuple(channels), max_layers=block_capacity, max_channels=max_channels)
 
 
 def build(
-    config: dict[str, Any], n_features: int, n_classes: int, image_shape: tuple[int, int, int] | None = None
+    config: dict[str, Any], n_features: int, n_outputs: int, image_shape: tuple[int, int, int] | None = None
 ) -> tuple[Any, GrowthPolicy, TrainConfig]:
     """Build ``(model, policy, train_config)`` from a flat config (see :func:`resolve`).
 
+    ``n_outputs``: classes, or regression targets (with ``task="regression"`` in ``config``).
     MLP and edge models have ``start_depth`` hidden layers of ``start_width`` neurons
     (``start_depth=0`` is a linear model, logistic regression). The CNN has ``start_blocks``
     blocks of ``start_channels`` channels and needs ``image_shape`` (C, H, W) with
@@ -148,7 +149,7 @@ def build(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(c["seed"]))
         model = make_model(
-            kind, n_features, n_classes, hidden=(c["start_width"],) * c["start_depth"], max_width=c["max_width"],
+            kind, n_features, n_outputs, hidden=(c["start_width"],) * c["start_depth"], max_width=c["max_width"],
             max_depth=c["max_depth"], image_shape=image_shape, channels=(c["start_channels"],) * c["start_blocks"],
             block_capacity=c["block_capacity"], max_channels=c["max_channels"],
         )

@@ -30,6 +30,12 @@ def restored_views_write_to(write: Callable[[str], None] | None) -> Iterator[Non
         _restore_write.reset(token)
 
 
+def _metric(result: dict) -> tuple[str, float | None]:
+    """(name, value) of a result's validation metric: ``val_r2`` for regression, else ``val_acc``."""
+    name = "val_r2" if "val_r2" in result else "val_acc"
+    return name, result.get(name)
+
+
 class ProgressView(tune.Callback):
     """Driver-side live view: one line per trial event (start, result, completion, error).
 
@@ -70,8 +76,9 @@ class ProgressView(tune.Callback):
         it = int(result.get("training_iteration", 0))
         if not getattr(self, "per_epoch", True) or (it % self.every and not result.get("final")):
             return
+        name, value = _metric(result)
         self._w(
-            f"trial {trial.trial_id} epoch {int(result.get('epoch', it - 1)) + 1:>3}  val_acc {result.get('val_acc', float('nan')):.4f}"
+            f"trial {trial.trial_id} epoch {int(result.get('epoch', it - 1)) + 1:>3}  {name} {float('nan') if value is None else value:.4f}"
             f"  params {int(result.get('n_params', 0)):>6}  growth {int(result.get('n_growth_events', 0)):>2}"
         )
 
@@ -80,7 +87,8 @@ class ProgressView(tune.Callback):
         self.done.add(trial.trial_id)
         r = trial.last_result or {}
         how = "finished" if r.get("final") else "stopped by ASHA"
-        self._w(f"trial {trial.trial_id} {how} at epoch {int(r.get('epoch', 0)) + 1}: val_acc {r.get('val_acc', float('nan')):.4f}")
+        name, value = _metric(r)
+        self._w(f"trial {trial.trial_id} {how} at epoch {int(r.get('epoch', 0)) + 1}: {name} {float('nan') if value is None else value:.4f}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)
@@ -106,6 +114,7 @@ class LiveView(tune.Callback):
         self.done = 0
         self.best: float | None = None
         self.best_trial: str | None = None
+        self.metric = "val_acc"  # val_r2 once a regression trial reports
         self._live = None
         self._progress = None
         self._task = None
@@ -139,14 +148,14 @@ class LiveView(tune.Callback):
             self._live = None
 
     def _best_text(self) -> str:
-        return "best val_acc: –" if self.best is None else f"best val_acc: {self.best:.4f} (trial {self.best_trial})"
+        return f"best {self.metric}: –" if self.best is None else f"best {self.metric}: {self.best:.4f} (trial {self.best_trial})"
 
     def _render(self):
         from rich.console import Group
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("trial", "settings", "epoch", "params", "val_acc", "growth"):
+        for col in ("trial", "settings", "epoch", "params", self.metric, "growth"):
             table.add_column(col, justify="left" if col in ("trial", "settings") else "right")
         for tid, r in self.rows.items():
             table.add_row(tid, r["settings"], str(r.get("epoch", "")), str(r.get("params", "")),
@@ -168,16 +177,18 @@ class LiveView(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self.rows.setdefault(trial.trial_id, {"settings": ""})
+        self.metric, value = _metric(result)
         row.update(epoch=int(result.get("epoch", 0)) + 1, params=int(result.get("n_params", 0)),
-                   val_acc=result.get("val_acc"), growth=int(result.get("n_growth_events", 0)))
+                   val_acc=value, growth=int(result.get("n_growth_events", 0)))
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.rows.pop(trial.trial_id, None)
         self.done += 1
         r = trial.last_result or {}
-        if r.get("final") and r.get("val_acc") is not None and (self.best is None or r["val_acc"] > self.best):
-            self.best, self.best_trial = float(r["val_acc"]), trial.trial_id
+        _, value = _metric(r)
+        if r.get("final") and value is not None and (self.best is None or value > self.best):
+            self.best, self.best_trial = float(value), trial.trial_id
         self._refresh()
 
     def on_trial_error(self, iteration, trials, trial, **info):

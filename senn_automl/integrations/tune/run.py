@@ -36,7 +36,7 @@ from senn_automl.integrations.tune.searcher import (
 )
 from senn_automl.integrations.tune.summary import (
     SummaryWarning,
-    champion_test_accuracy,
+    champion_test_scores,
     child_runs,
     clean_registry,
     end_orphan_runs,
@@ -87,13 +87,16 @@ def ray_env_defaults(*, local: bool = True) -> None:
 class SearchResult:
     """What :func:`run_search` returns.
 
-    leaderboard : pandas DataFrame, one row per trial, best first: ``trial, policy, val_acc,
-        n_params, growth_events, epochs, seconds, status`` (``complete`` / ``pruned`` / ``error``),
-        ``mlflow_run_id``.
+    leaderboard : pandas DataFrame, one row per trial, best first: ``trial, policy, val_acc``
+        (regression: ``val_r2``), ``n_params, growth_events, epochs, seconds, status``
+        (``complete`` / ``pruned`` / ``error``), ``mlflow_run_id``.
+    metric : what the search maximised, ``"val_acc"`` or (regression) ``"val_r2"``.
     champion_version : registered model version that got the ``champion`` alias (None if no final
         model was logged). champion_trial : its trial. champion_test_acc : accuracy of that
         registered model (loaded back with ``mlflow.pyfunc``) on the dataset's test split, which
-        no trial trains or is selected on (None without a champion or a test split).
+        no trial trains or is selected on (None without a champion or a test split, and for
+        regression). champion_test_r2, champion_test_rmse : regression: R² and RMSE (the target's
+        units) of that model on the test split.
     pareto : DataFrame of the Optuna Pareto front (multi-objective) or None.
     optuna_states : counts of the study's trial states. versions : this study's registered versions.
     """
@@ -116,8 +119,11 @@ class SearchResult:
     versions: list = dataclasses.field(default_factory=list)
     #: seconds spent validating inputs, starting/joining Ray, in ``Tuner.fit`` and summarising
     timings: dict = dataclasses.field(default_factory=dict)
+    metric: str = "val_acc"
     champion_test_acc: float | None = None
-    #: why ``champion_test_acc`` could not be measured (the champion could not be loaded back), else None
+    champion_test_r2: float | None = None
+    champion_test_rmse: float | None = None
+    #: why the champion's test score could not be measured (the champion could not be loaded back), else None
     champion_test_error: str | None = None
     #: the search was stopped (Ctrl-C / SIGINT) before every trial ended: the parent run is KILLED, the
     #: unfinished trials are ``interrupted`` on the leaderboard and FAIL (``interrupted``) in Optuna,
@@ -142,6 +148,8 @@ class SearchOptions:
     address: str | None
     resume: bool
     multi_objective: bool
+    metric: str  # the maximised validation metric: "val_acc", or "val_r2" for regression
+    target: tuple[str, ...] | None
     gpus_per_trial: float
     cpus_per_trial: int | None  # None: cluster CPUs // max_concurrent, decided once the cluster is known
     storage_path: str  # a local folder (resolved) or a URI Tune understands (s3://..., gs://...), kept as given
@@ -206,6 +214,7 @@ def run_search(
     data_root: str | os.PathLike | None = None,
     max_failures: int = 2,
     time_budget_s: float | None = None,
+    target: str | Sequence[str] | None = None,
 ) -> SearchResult:
     """Run (or resume) a growth-hyperparameter search; returns a :class:`SearchResult`.
 
@@ -216,8 +225,10 @@ def run_search(
 
     Parameters (the CLI options of ``senn-automl tune``)
     ----------------------------------------------------
-    dataset : a dataset name of :func:`senn_automl.data.load_dataset`; data_root : its folder for the
-        folder sets (mnist_idx, fashion_mnist, cifar10). search_space : a bundled name (``quick``, ``mlp``) or a YAML path.
+    dataset : a dataset name of :func:`senn_automl.data.load_dataset` (classification or regression),
+        or the path of a CSV file (``.csv``) with ``target`` its target column(s); data_root : the
+        folder of the folder sets (mnist_idx, fashion_mnist, cifar10). A regression dataset makes
+        the search maximise the validation R² (``val_r2``) instead of ``val_acc``. search_space : a bundled name (``quick``, ``mlp``) or a YAML path.
     num_samples : trials. max_concurrent : trials at once; each gets ``cluster CPUs // max_concurrent``
         CPUs (at least 1) unless ``cpus_per_trial`` is given, and ``gpus_per_trial`` GPUs.
     tracking_uri : MLflow URI (default: ``MLFLOW_TRACKING_URI`` or ``sqlite:///<cwd>/mlflow.db``).
@@ -227,7 +238,8 @@ def run_search(
     resume : restore the interrupted Tune experiment ``<storage_path>/<study_name>`` (unfinished and
         errored trials continue from their checkpoints); without a restorable experiment, start a new
         Tune run that continues the Optuna study of the same name.
-    multi_objective : Optuna optimises (max val_acc, min n_params); ASHA still stops on val_acc.
+    multi_objective : Optuna optimises (max val_acc, min n_params); ASHA still stops on val_acc
+        (regression: val_r2 in both).
     storage_path : Ray results folder (default ``<out>/ray_results``), or a URI Ray Tune's storage
         accepts (``s3://bucket/path``), used as given. seed : dataset split and TPE seed.
     registered_model_name : default ``senn-<dataset>``. register : which logged models become its versions,
@@ -256,7 +268,7 @@ def run_search(
         raise SearchSetupError("scheduler='pbt' samples its own initial population and optimises val_acc alone: "
                                "drop --multi-objective / fixed_configs, or use --scheduler asha or fifo")
     _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
-    ds = _load_data(dataset, seed, data_root)
+    ds = _load_data(dataset, seed, data_root, target)
     space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
     if scheduler == "pbt" and not _pbt_mutations(space, trial_overrides or {}):
         raise SearchSetupError(f"scheduler='pbt': the search space has none of {', '.join(PBT_MUTABLE)} as a "
@@ -269,10 +281,12 @@ def run_search(
             opts = SearchOptions(
                 dataset=dataset, data_root=data_root, search_space=search_space, num_samples=num_samples,
                 max_concurrent=max_concurrent, tracking_uri=tracking_uri, storage=storage or f"sqlite:///{out / 'optuna.db'}",
-                study_name=study_name or f"senn-{dataset}", address=address, resume=resume, multi_objective=multi_objective,
+                study_name=study_name or f"senn-{ds.name}", address=address, resume=resume, multi_objective=multi_objective,
+                metric="val_r2" if ds.is_regression else "val_acc",
+                target=None if target is None else ((target,) if isinstance(target, str) else tuple(target)),
                 gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                 storage_path=_storage_path(storage_path, out), seed=seed,
-                registered_model_name=registered_model_name or f"senn-{dataset}", register=register, out=out,
+                registered_model_name=registered_model_name or f"senn-{ds.name}", register=register, out=out,
                 experiment_name=experiment_name, max_t=max_t,
                 grace_period=max(1, min(max_t, max(2, max_t // 4))) if grace_period is None else grace_period,
                 reduction_factor=reduction_factor, num_to_keep=num_to_keep, ray_temp_dir=ray_temp_dir, progress=progress,
@@ -390,11 +404,11 @@ def _lock_out(out: Path):
     return lock
 
 
-def _load_data(dataset: str, seed: int, data_root):
-    from senn_automl.data import load_dataset
+def _load_data(dataset: str, seed: int, data_root, target=None):
+    from senn_automl.data import load_any
 
     try:
-        return load_dataset(dataset, seed=seed, root=data_root)
+        return load_any(dataset, seed=seed, root=data_root, target=target)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SearchSetupError(f"dataset: {exc}") from None
 
@@ -417,13 +431,14 @@ def _checked_space(search_space, ds, seed: int, trial_overrides: Mapping[str, An
     try:
         sample, dists = _dry_sample(space, seed)
         for fc in fixed_configs or []:
-            build(resolve({**split_config(sample)[0], **split_config(fc)[0]}), ds.n_features, ds.n_classes, ds.image_shape)
-        build(resolve(split_config(sample)[0]), ds.n_features, ds.n_classes, ds.image_shape)
+            build(resolve({**split_config(sample)[0], **split_config(fc)[0], "task": ds.task}), ds.n_features, ds.n_outputs,
+                  ds.image_shape)
+        build(resolve({**split_config(sample)[0], "task": ds.task}), ds.n_features, ds.n_outputs, ds.image_shape)
         # every branch, so that a --set value only one policy reads is checked before any trial runs it
         for name, choice in _branches(space):
             branch = f" (with {name}={choice!r})"
             conf, _ = _dry_sample(space, seed, fixed={name: choice})
-            build(resolve(split_config(conf)[0]), ds.n_features, ds.n_classes, ds.image_shape)
+            build(resolve({**split_config(conf)[0], "task": ds.task}), ds.n_features, ds.n_outputs, ds.image_shape)
     except SearchSetupError:
         raise
     except (ValueError, TypeError) as exc:
@@ -655,6 +670,7 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
             "register": opts.register,
             "dataset": opts.dataset,
             "data_root": None if opts.data_root is None else str(opts.data_root),
+            "target": None if opts.target is None else list(opts.target),
         }
         data = dataclasses.replace(ds, X_test=ds.X_test[:0], y_test=ds.y_test[:0])  # trials never see the test split
         trainable = tune.with_resources(tune.with_parameters(train_senn, data=data), resources)
@@ -685,13 +701,15 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
             return result
         if result.champion_version and len(ds.y_test):
             try:
-                result.champion_test_acc = champion_test_accuracy(
-                    opts.tracking_uri, opts.registered_model_name, result.champion_version, parent_run_id, ds)
+                scores = champion_test_scores(opts.tracking_uri, opts.registered_model_name, result.champion_version,
+                                              parent_run_id, ds)
+                result.champion_test_acc = scores.get("accuracy")
+                result.champion_test_r2, result.champion_test_rmse = scores.get("r2"), scores.get("rmse")
             # Broad on purpose: the search itself succeeded, and loading the model back can fail in MLflow,
             # in unpickling or in torch; the error is kept in the result (the CLI prints it) and warned.
             except Exception as exc:
                 result.champion_test_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-                warnings.warn(f"champion test accuracy not measured: {result.champion_test_error}", SummaryWarning,
+                warnings.warn(f"champion test score not measured: {result.champion_test_error}", SummaryWarning,
                               stacklevel=2)
         timings["summary_s"] = time.time() - t_sum
         result.timings = timings
@@ -736,7 +754,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
         return _pbt_tuner(opts, trainable, param_space, space, num_samples, run_config), False, num_samples
     searcher = make_searcher(
         space, storage=rdb, study_name=opts.study_name, seed=opts.seed, max_t=opts.max_t,
-        multi_objective=opts.multi_objective,
+        multi_objective=opts.multi_objective, metric=opts.metric,
         points_to_evaluate=[split_config(c)[0] for c in opts.fixed_configs] if opts.fixed_configs else None,
     )
     optuna.load_study(study_name=opts.study_name, storage=rdb).set_user_attr(NUM_SAMPLES_ATTR, opts.num_samples)
@@ -744,7 +762,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
         from ray.tune.schedulers import ASHAScheduler
 
         sched = ASHAScheduler(
-            metric="val_acc", mode="max", time_attr="training_iteration", max_t=opts.max_t,
+            metric=opts.metric, mode="max", time_attr="training_iteration", max_t=opts.max_t,
             grace_period=opts.grace_period, reduction_factor=opts.reduction_factor,
         )
     else:
@@ -784,7 +802,7 @@ def _pbt_tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], spac
             conf.setdefault(name, spec.midpoint())
         population.append(split_config(conf)[0])
     pbt = PopulationBasedTraining(
-        time_attr="training_iteration", metric="val_acc", mode="max", perturbation_interval=interval,
+        time_attr="training_iteration", metric=opts.metric, mode="max", perturbation_interval=interval,
         hyperparam_mutations={name: _tune_domain(spec) for name, spec in mutations.items()},
         custom_explore_fn=_ClipToSpace(tuple(mutations.values())),
         quantile_fraction=0.25, resample_probability=0.25,
@@ -869,7 +887,7 @@ def _summarise(grid, opts: SearchOptions, *, rdb, experiment_id: str, parent_run
 
     client = MlflowClient(tracking_uri=opts.tracking_uri, registry_uri=opts.tracking_uri)
     runs, latest = child_runs(client, experiment_id, parent_run_id)
-    lb = leaderboard(grid, latest, interrupted)
+    lb = leaderboard(grid, latest, interrupted, metric=opts.metric)
     trials = set(lb["trial"])
     end_orphan_runs(client, runs, trials)
     for tid in interrupted or ():  # Tune ended the trials with SystemExit, which the trainable takes for a normal end
@@ -877,19 +895,19 @@ def _summarise(grid, opts: SearchOptions, *, rdb, experiment_id: str, parent_run
             client.set_terminated(latest[tid].info.run_id, "KILLED")
     if interrupted is None:
         versions = clean_registry(client, opts.registered_model_name, runs, trials)
-        champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions)
+        champion_version, champion_trial = mark_champion(client, opts.registered_model_name, lb, versions, metric=opts.metric)
     else:
         versions, champion_version, champion_trial = [], None, None
     # outcomes that never reached the searcher (see reconcile_with_leaderboard): reruns after a
     # restore, or a trial that finished as the time budget ran out (its Optuna trial, still
     # RUNNING then, was pruned above); a no-op where Optuna agrees with the leaderboard
-    reconcile_with_leaderboard(rdb, opts.study_name, lb, opts.multi_objective)
-    states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective)
-    log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial)
+    reconcile_with_leaderboard(rdb, opts.study_name, lb, opts.multi_objective, metric=opts.metric)
+    states, pareto = optuna_summary(opts.storage, opts.study_name, opts.multi_objective, metric=opts.metric)
+    log_summary(client, parent_run_id, opts.out, lb, pareto, champion_version, champion_trial, metric=opts.metric)
     return SearchResult(
         leaderboard=lb, champion_version=champion_version, champion_trial=champion_trial,
         registered_model_name=opts.registered_model_name, study_name=opts.study_name, storage=opts.storage,
         tracking_uri=opts.tracking_uri, experiment_id=str(experiment_id), parent_run_id=parent_run_id,
         experiment_path=str(opts.experiment_path), out=str(opts.out), seconds=time.time() - t_start, resumed=resumed,
-        pareto=pareto, optuna_states=states, versions=versions, interrupted=interrupted is not None,
+        pareto=pareto, optuna_states=states, versions=versions, interrupted=interrupted is not None, metric=opts.metric,
     )

@@ -192,16 +192,17 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
 
 def make_searcher(space, *, storage: optuna.storages.BaseStorage, study_name: str, seed: int, max_t: int,
-                  multi_objective: bool, points_to_evaluate: list[dict[str, Any]] | None) -> PruneAwareOptunaSearch:
-    """The searcher of a new Tune run: TPE (seeded), maximising ``val_acc`` (and minimising
-    ``n_params`` when ``multi_objective``) in the study ``study_name`` of ``storage``. The study is
-    created here (OptunaSearch loads it) so that its objectives carry their names (``val_acc``,
-    ``n_params``) in Optuna's dashboard."""
+                  multi_objective: bool, points_to_evaluate: list[dict[str, Any]] | None,
+                  metric: str = "val_acc") -> PruneAwareOptunaSearch:
+    """The searcher of a new Tune run: TPE (seeded), maximising ``metric`` (``val_acc``; ``val_r2``
+    for regression; and minimising ``n_params`` when ``multi_objective``) in the study
+    ``study_name`` of ``storage``. The study is created here (OptunaSearch loads it) so that its
+    objectives carry their names (``val_acc``, ``n_params``) in Optuna's dashboard."""
     sampler = optuna.samplers.TPESampler(seed=seed)
     if multi_objective:
-        metric, mode = ["val_acc", "n_params"], ["max", "min"]
+        metric, mode = [metric, "n_params"], ["max", "min"]
     else:
-        metric, mode = "val_acc", "max"
+        mode = "max"
     names = metric if isinstance(metric, list) else [metric]
     directions = ["maximize" if m == "max" else "minimize" for m in (mode if isinstance(mode, list) else [mode])]
     study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, load_if_exists=True)
@@ -263,7 +264,8 @@ def _study_or_none(storage: optuna.storages.BaseStorage, study_name: str) -> opt
         return None
 
 
-def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name: str, lb, multi_objective: bool) -> int:
+def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name: str, lb, multi_objective: bool,
+                               metric: str = "val_acc") -> int:
     """Record anew (``continues``) every complete or pruned leaderboard row whose Tune trial's newest
     Optuna record has another state or value; returns how many. After a restore, Tune can run a
     trial again whose outcome Optuna already holds, and the completion of the rerun may never reach
@@ -279,9 +281,10 @@ def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name:
     added = 0
     for row in lb.itertuples():
         old = newest.get(row.trial)
-        if old is None or row.status not in states or row.val_acc is None or row.val_acc != row.val_acc:
+        value = getattr(row, metric)
+        if old is None or row.status not in states or value is None or value != value:
             continue
-        values = [float(row.val_acc), float(row.n_params)] if multi_objective else [float(row.val_acc)]
+        values = [float(value), float(row.n_params)] if multi_objective else [float(value)]
         if old.state == states[row.status] and old.values is not None and \
                 all(abs(a - b) <= 1e-9 * max(1.0, abs(b)) for a, b in zip(old.values, values)):
             continue
@@ -289,7 +292,7 @@ def reconcile_with_leaderboard(storage: optuna.storages.BaseStorage, study_name:
         if not multi_objective:  # the row's epochs = its last step (training_iteration)
             step = int(row.epochs) if row.epochs == row.epochs and row.epochs else 1
             intermediate = {k: v for k, v in old.intermediate_values.items() if k < step}
-            intermediate[step] = float(row.val_acc)
+            intermediate[step] = float(value)
         _add_record(study, old, state=states[row.status], values=values, mlflow_run_id=row.mlflow_run_id,
                     intermediate=intermediate)
         added += 1

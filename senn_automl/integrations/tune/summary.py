@@ -6,7 +6,10 @@
 * :func:`mark_champion` — the ``champion`` alias on the best final model;
 * :func:`optuna_summary` — the study's trial states and (multi-objective) its Pareto front;
 * :func:`log_summary` — leaderboard/Pareto CSVs and summary metrics/tags on the parent run;
-* :func:`champion_test_accuracy` — the champion, loaded back from the registry, on the test split.
+* :func:`champion_test_scores` — the champion, loaded back from the registry, on the test split.
+
+``metric`` is the validation metric the search maximised: ``val_acc``, or ``val_r2`` for regression;
+the leaderboard's column of that name, the champion and the Pareto front go by it.
 
 The search and its tracking already succeeded when these run: a registry or tracking call that fails on
 one run or version is reported with a warning (:class:`SummaryWarning`) and the summary goes on.
@@ -52,10 +55,11 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     return runs, latest
 
 
-def leaderboard(grid, latest_runs: dict[str, Any], interrupted: set[str] | None = None):
+def leaderboard(grid, latest_runs: dict[str, Any], interrupted: set[str] | None = None, metric: str = "val_acc"):
     """One row per trial of the Tune result grid, best first: complete trials, then pruned, then
     interrupted (``interrupted``: the Tune trial ids a Ctrl-C stopped before their end), then
-    errored; by ``val_acc`` (highest first), then ``n_params`` (fewest first)."""
+    errored; by ``metric`` (highest first), then ``n_params`` (fewest first). Columns:
+    :data:`LEADERBOARD_COLUMNS`, ``val_acc`` renamed to ``metric``."""
     import pandas as pd
 
     rows = []
@@ -73,7 +77,7 @@ def leaderboard(grid, latest_runs: dict[str, Any], interrupted: set[str] | None 
         rows.append({
             "trial": tid,
             "policy": cfg.get("policy", "natural"),
-            "val_acc": m.get("val_acc"),
+            metric: m.get(metric),
             "n_params": m.get("n_params"),
             "growth_events": m.get("n_growth_events"),
             "epochs": (int(m["epoch"]) + 1) if m.get("epoch") is not None else None,
@@ -81,10 +85,10 @@ def leaderboard(grid, latest_runs: dict[str, Any], interrupted: set[str] | None 
             "status": status,
             "mlflow_run_id": run.info.run_id if run else None,
         })
-    lb = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    lb = pd.DataFrame(rows, columns=[metric if c == "val_acc" else c for c in LEADERBOARD_COLUMNS])
     if len(lb):
         lb["_rank"] = lb["status"].map({"complete": 0, "pruned": 1, "interrupted": 2, "error": 3})
-        lb = lb.sort_values(["_rank", "val_acc", "n_params"], ascending=[True, False, True], na_position="last")
+        lb = lb.sort_values(["_rank", metric, "n_params"], ascending=[True, False, True], na_position="last")
         lb = lb.drop(columns="_rank").reset_index(drop=True)
     return lb
 
@@ -156,9 +160,9 @@ def _delete_version(client: MlflowClient, name: str, version) -> None:
 
 
 # ----------------------------------------------------------------------------------- champion
-def mark_champion(client: MlflowClient, name: str, lb, versions: list) -> tuple[str | None, str | None]:
+def mark_champion(client: MlflowClient, name: str, lb, versions: list, metric: str = "val_acc") -> tuple[str | None, str | None]:
     """Give the alias ``champion`` to the final model of the complete trial with the highest final
-    ``val_acc`` (fewest parameters on ties; without Tune metrics, by the versions' tags); returns
+    ``metric`` (fewest parameters on ties; without Tune metrics, by the versions' tags); returns
     (version, trial), (None, None) when no trial logged a final model."""
     from senn_automl.integrations.tracking import set_champion
 
@@ -169,7 +173,7 @@ def mark_champion(client: MlflowClient, name: str, lb, versions: list) -> tuple[
             champion_version, champion_trial = str(finals[row["trial"]].version), row["trial"]
             break
     if champion_version is None and finals:  # e.g. no Tune metrics: fall back to the versions' tags
-        best = max(finals.values(), key=lambda v: (_num(v.tags.get("val_acc")), -_num(v.tags.get("n_params"))))
+        best = max(finals.values(), key=lambda v: (_num(v.tags.get(metric)), -_num(v.tags.get("n_params"))))
         champion_version, champion_trial = str(best.version), best.tags.get("ray.trial_id")
     if champion_version is not None:
         set_champion(name, champion_version, client=client)
@@ -185,7 +189,7 @@ def _num(x) -> float:
 
 
 # ----------------------------------------------------------------------------------- Pareto front
-def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tuple[dict[str, int], Any]:
+def optuna_summary(storage: str, study_name: str, multi_objective: bool, metric: str = "val_acc") -> tuple[dict[str, int], Any]:
     """(count of the study's trials per state, records that a resume superseded with a new trial
     counted as ``superseded``; its Pareto front as a DataFrame sorted by ``n_params`` when
     ``multi_objective``, else None)."""
@@ -204,7 +208,7 @@ def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tupl
     pareto = None
     if multi_objective:
         pareto = pd.DataFrame(
-            [{"optuna_trial": t.number, "val_acc": t.values[0], "n_params": t.values[1], **t.params} for t in study.best_trials]
+            [{"optuna_trial": t.number, metric: t.values[0], "n_params": t.values[1], **t.params} for t in study.best_trials]
         )
         if len(pareto):
             pareto = pareto.sort_values("n_params").reset_index(drop=True)
@@ -213,9 +217,9 @@ def optuna_summary(storage: str, study_name: str, multi_objective: bool) -> tupl
 
 # ----------------------------------------------------------------------------------- artifacts
 def log_summary(client: MlflowClient, parent_run_id: str, out: Path, lb, pareto, champion_version: str | None,
-                champion_trial: str | None) -> None:
+                champion_trial: str | None, metric: str = "val_acc") -> None:
     """Write ``leaderboard.csv`` (and ``pareto_front.csv``) to ``out`` and log them to the parent
-    run, with the metrics ``n_trials``, ``best_val_acc`` and the champion's tags."""
+    run, with the metrics ``n_trials``, ``best_<metric>`` (``best_val_acc``) and the champion's tags."""
     import mlflow
 
     out.mkdir(parents=True, exist_ok=True)
@@ -230,17 +234,19 @@ def log_summary(client: MlflowClient, parent_run_id: str, out: Path, lb, pareto,
     metrics = [mlflow.entities.Metric("n_trials", float(len(lb)), now, 0)]
     done = lb[lb["status"] == "complete"]
     if len(done):
-        metrics.append(mlflow.entities.Metric("best_val_acc", float(done["val_acc"].max()), now, 0))
+        metrics.append(mlflow.entities.Metric(f"best_{metric}", float(done[metric].max()), now, 0))
     client.log_batch(parent_run_id, metrics=metrics)
     if champion_version:
         client.set_tag(parent_run_id, "champion_version", champion_version)
         client.set_tag(parent_run_id, "champion_trial", str(champion_trial))
 
 
-def champion_test_accuracy(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> float:
-    """Accuracy of the registered version ``name``/``version``, loaded back as an MLflow pyfunc model
-    and given raw features (as a user would), on ``ds``'s test split; also logged as ``champion_test_acc`` on
-    the parent run.
+def champion_test_scores(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> dict[str, float]:
+    """Test scores of the registered version ``name``/``version``, loaded back as an MLflow pyfunc
+    model and given raw features (as a user would), on ``ds``'s test split: ``{"accuracy": ...}``
+    for classification, ``{"r2": ..., "rmse": ...}`` for regression (R² averaged over targets, RMSE
+    in the targets' units: the model predicts values); also logged as ``champion_test_acc`` (or
+    ``champion_test_r2`` and ``champion_test_rmse``) on the parent run.
 
     Leaves MLflow's global tracking and registry URIs alone (setting them would also set
     environment variables that later Ray workers inherit). The version's artifact location is
@@ -256,7 +262,14 @@ def champion_test_accuracy(tracking_uri: str, name: str, version: str, parent_ru
     location = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
-        proba = np.asarray(mlflow.pyfunc.load_model(local).predict(ds.raw("test")))  # raw features, as users send
-    acc = float((proba.argmax(1) == np.asarray(ds.y_test)).mean())
-    client.log_metric(parent_run_id, "champion_test_acc", acc)
-    return acc
+        out = np.asarray(mlflow.pyfunc.load_model(local).predict(ds.raw("test")))  # raw features, as users send
+    if ds.is_regression:
+        from sklearn.metrics import r2_score, root_mean_squared_error
+
+        y = ds.raw_targets("test")
+        scores = {"r2": float(r2_score(y, out)), "rmse": float(root_mean_squared_error(y, out))}
+    else:
+        scores = {"accuracy": float((out.argmax(1) == np.asarray(ds.y_test)).mean())}
+    for key, value in scores.items():
+        client.log_metric(parent_run_id, f"champion_test_{'acc' if key == 'accuracy' else key}", value)
+    return scores

@@ -18,16 +18,17 @@ from senn_automl.training.trainer import Callback
 
 #: Trial-config keys that carry wiring (tracking, study), not model/growth settings.
 PLUMBING_KEYS = ("mlflow_uri", "experiment_id", "parent_run_id", "study_name", "registered_model_name", "register", "dataset",
-                 "data_root", "checkpoint_every")
+                 "data_root", "target", "checkpoint_every")
 
-#: Metrics sent to Tune every epoch.
-REPORTED_METRICS = ("val_acc", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
+#: Metrics sent to Tune every epoch (``val_acc`` for classification, ``val_r2`` for regression).
+REPORTED_METRICS = ("val_acc", "val_r2", "val_loss", "train_loss", "n_params", "eta", "n_growth_events", "epoch", "final")
 
 
 class TuneReportCallback(Callback):
     """Report each epoch to Ray Tune (``ray.tune.report``), one report per epoch.
 
-    Metrics: ``val_acc, val_loss, train_loss, n_params, eta`` (0.0 before the first growth
+    Metrics: ``val_acc`` (classification) or ``val_r2`` (regression: R² averaged over targets),
+    ``val_loss, train_loss, n_params, eta`` (0.0 before the first growth
     check), ``n_growth_events, epoch`` and ``final`` (1.0 on the last report of a trial that
     trained to its end, by ``max_epochs`` or early stopping; 0.0 otherwise).
 
@@ -37,7 +38,7 @@ class TuneReportCallback(Callback):
     checkpoint) ends a multiple of ``checkpoint_every`` epochs.
     The last epoch's report is sent from ``on_fit_end``, after the trainer restored its best
     model, so the final checkpoint and metrics describe the model the run ends with; when
-    ``val_data`` is given its ``val_acc``/``val_loss`` are re-measured on that model.
+    ``val_data`` is given its validation metric and ``val_loss`` are re-measured on that model.
 
     ``tune.report`` may raise ``SystemExit`` (Tune stops the trial: ASHA, ``max_t``); callers
     must let it propagate (see :func:`train_senn`). ``run_id`` (a callable, read at each report) adds
@@ -58,7 +59,7 @@ class TuneReportCallback(Callback):
     def metrics(record: dict[str, Any]) -> dict[str, Any]:
         eta = record.get("eta")
         return {
-            "val_acc": float(record["val_acc"]),
+            **{k: float(record[k]) for k in ("val_acc", "val_r2") if k in record},
             "val_loss": float(record["val_loss"]),
             "train_loss": float(record["train_loss"]),
             "n_params": int(record["n_params"]),
@@ -101,8 +102,8 @@ class TuneReportCallback(Callback):
             import torch
 
             Xv = torch.as_tensor(self.val_data[0], dtype=torch.float32).to(trainer.device)
-            yv = torch.as_tensor(self.val_data[1], dtype=torch.long).to(trainer.device)
-            metrics["val_loss"], metrics["val_acc"] = (float(v) for v in trainer.evaluate(Xv, yv))
+            yv = trainer.task.targets(self.val_data[1], trainer.device)
+            metrics["val_loss"], metrics[trainer.task.metric] = (float(v) for v in trainer.evaluate(Xv, yv))
         self.final_metrics = dict(metrics)
         self._report(trainer, metrics, checkpoint=True)
 
@@ -148,9 +149,10 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
 
     conf, plumbing = split_config(dict(config))
     if data is None:
-        from senn_automl.data import load_dataset
+        from senn_automl.data import load_any
 
-        data = load_dataset(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"))
+        data = load_any(plumbing.get("dataset", "digits"), seed=int(conf.get("seed", 0)), root=plumbing.get("data_root"),
+                        target=plumbing.get("target"))
     X_tr, y_tr, X_val, y_val = data.X_train, data.y_train, data.X_val, data.y_val
 
     cpus, gpus = _trial_resources()
@@ -158,6 +160,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     if "device" not in conf or conf["device"] == "auto":
         conf["device"] = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
     conf["progress"] = False
+    conf["task"] = data.task
     conf = resolve(conf)
 
     ctx = tune.get_context()
@@ -185,6 +188,8 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             feature_offset=data.feature_offset,
             feature_scale=data.feature_scale,
             input_example=data.raw("train", 2),
+            target_offset=data.target_offset,
+            target_scale=data.target_scale,
         )
         callbacks.append(mlf)
     reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id),
@@ -197,7 +202,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             trainer = _restore(ckpt, callbacks=callbacks, device=conf["device"], progress=False)
             reconfigure(trainer, conf)  # the trial's growth settings and lr (a population-based explore changes them)
         else:
-            model, policy, train = build(conf, data.n_features, data.n_classes, data.image_shape)
+            model, policy, train = build(conf, data.n_features, data.n_outputs, data.image_shape)
             trainer = Trainer(model, policy, train, callbacks)
         trainer.fit(X_tr, y_tr, X_val, y_val)
     except SystemExit:  # Tune stopped the trial inside tune.report (ASHA, max_t): a normal end
@@ -236,7 +241,8 @@ def _restore(ckpt, **kwargs):
 
 def _log_final_metrics(mlf, reporter: TuneReportCallback) -> None:
     """Log the final model's validation metrics (after the best-model restore) to the trial's run
-    as ``final_val_acc`` / ``final_val_loss``; the per-epoch ``val_acc`` is the last epoch's."""
+    as ``final_val_acc`` (regression: ``final_val_r2``) and ``final_val_loss``; the per-epoch
+    ``val_acc`` is the last epoch's."""
     m = reporter.final_metrics
     if not m or not getattr(mlf, "run_id", None):
         return
@@ -245,9 +251,11 @@ def _log_final_metrics(mlf, reporter: TuneReportCallback) -> None:
 
     try:
         client = MlflowClient(tracking_uri=mlf.tracking_uri)
-        client.log_metric(mlf.run_id, "final_val_acc", float(m["val_acc"]), step=int(m["epoch"]))
+        for key in ("val_acc", "val_r2"):
+            if key in m:
+                client.log_metric(mlf.run_id, f"final_{key}", float(m[key]), step=int(m["epoch"]))
         client.log_metric(mlf.run_id, "final_val_loss", float(m["val_loss"]), step=int(m["epoch"]))
     except MlflowException as exc:  # MLflow wraps store and HTTP errors in it
         # the trial trained to its end and its run is closed: a tracking failure now must not turn it
         # into an error (Tune would retry it); report it in the trial's log instead
-        warnings.warn(f"final_val_acc/final_val_loss not logged to MLflow run {mlf.run_id}: {exc}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"final validation metrics not logged to MLflow run {mlf.run_id}: {exc}", RuntimeWarning, stacklevel=2)
