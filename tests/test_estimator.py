@@ -497,3 +497,14 @@ def test_alpha_is_not_a_parameter_and_says_where_to_look(iris):
     grid = GridSearchCV(_fast(max_epochs=2), {"alpha": [1e-4, 1e-3]}, cv=2, error_score="raise")
     with pytest.raises(ValueError, match=r"no parameter 'alpha'"):
         grid.fit(*iris)
+
+
+def test_weight_decay_auto_is_the_official_value_for_the_mlp_and_zero_for_the_others():
+    X, y = _scaled(load_iris)
+    auto, explicit = _fast(max_epochs=5).fit(X, y), _fast(max_epochs=5, weight_decay=1e-3).fit(X, y)
+    np.testing.assert_array_equal(auto.predict_proba(X), explicit.predict_proba(X))
+    assert not np.array_equal(auto.predict_proba(X), _fast(max_epochs=5, weight_decay=0.0).fit(X, y).predict_proba(X))
+    edge = dict(policy="edges", hidden_layer_sizes=(), max_epochs=5)
+    np.testing.assert_array_equal(_fast(**edge).fit(X, y).predict_proba(X), _fast(**edge, weight_decay=0.0).fit(X, y).predict_proba(X))
+    with pytest.raises(ValueError, match="weight_decay='big' is invalid: use 'auto' or a number >= 0"):
+        _fast(weight_decay="big").fit(X, y)

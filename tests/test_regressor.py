@@ -141,3 +141,20 @@ def test_grows_on_friedman1():
     assert len(reg.growth_history_) >= 1
     assert reg.model_.hidden[0] > 10
     assert reg.score(X[1500:], y[1500:]) > 0.85
+
+
+def test_cnn_and_edge_policies_regress():
+    """The SECNN policy grows a CNN on image inputs and the edge policy an EdgeMLP, both on squared
+    error, and both predict in the target's units."""
+    from sklearn.datasets import load_digits
+
+    X, _ = load_digits(return_X_y=True)
+    images = (X / 16).reshape(-1, 1, 8, 8)
+    t = 3 * X.mean(1) + 2  # the mean grey level: a smooth function of the image
+    cnn = SENNRegressor(policy="secnn", max_epochs=4, random_state=0, device="cpu").fit(images[:1200], t[:1200])
+    assert cnn.image_shape_ == (1, 8, 8) and type(cnn.model_).__name__ == "GrowingCNN"
+    assert cnn.score(images[1200:], t[1200:]) > 0.8
+    Xf, yf = make_friedman1(n_samples=1000, noise=1.0, random_state=0)
+    edge = SENNRegressor(policy="edges", hidden_layer_sizes=(), max_epochs=60, random_state=0, device="cpu").fit(Xf[:800], yf[:800])
+    assert type(edge.model_).__name__ == "EdgeMLP" and len(edge.growth_history_) >= 1  # grew on a plateau
+    assert edge.score(Xf[800:], yf[800:]) > 0.4  # a fit of the signal, not of the noise (R² 0 predicts the mean)
