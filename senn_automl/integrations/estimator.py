@@ -682,7 +682,6 @@ class SENNClassifier(ClassifierMixin, _SENNEstimator):
     (2,)
     """
 
-
     _task = CLASSIFICATION
     _sklearn_mlp = "MLPClassifier"
 
