@@ -80,6 +80,7 @@ def run(name: str, key: str, folds: int, device: str, settings: dict) -> dict:
     return {"dataset": name, "estimator": "SENNRegressor" if key == "senn" else "MLPRegressor(100,)",
             "r2_mean": float(np.mean(r2s)), "r2_std": float(np.std(r2s)), "rmse_mean": float(np.mean(rmses)),
             "params_mean": float(np.mean(params)), "growth_events_per_fold": events,
+            "r2_folds": [float(v) for v in r2s], "params_folds": params,
             "fit_seconds_mean": float(np.mean(secs)), "warnings": n_warn}
 
 
@@ -95,6 +96,25 @@ def add_target(rows: list[dict]) -> None:
         r["fit_time_ratio"] = r["fit_seconds_mean"] / ref["fit_seconds_mean"]
         grows = r["dataset"] != "friedman1" or min(r["growth_events_per_fold"]) >= 1
         r["target_met"] = bool(r["r2_gap"] >= -0.01 and r["param_ratio"] <= 0.5 and grows)
+
+
+def plot(rows: list[dict], path) -> None:
+    """R² against parameters per fold, one panel per data set, SENN filled and MLP hollow."""
+    from matplotlib.figure import Figure
+
+    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig = Figure(figsize=(5.2 * len(names), 4), layout="constrained")
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        for r in (r for r in rows if r["dataset"] == name):
+            senn = r["estimator"] == "SENNRegressor"
+            ax.scatter(r["params_folds"], r["r2_folds"], s=36, label=f"{r['estimator']} (mean R² {r['r2_mean']:.3f})",
+                       color="tab:blue" if senn else "none", edgecolors="tab:blue" if senn else "tab:orange")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("test R² (per fold)")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> list[dict]:
@@ -115,6 +135,8 @@ def main(argv=None) -> list[dict]:
                 rows.append(run(name, key, args.folds, str(device), settings))
     add_target(rows)
     report("regressor_vs_sklearn", rows, args.out, device=device, extra={"settings": settings})
+    plot(rows, args.out / "regressor_vs_sklearn.png")
+    print(f"wrote {args.out / 'regressor_vs_sklearn.png'}")
     return rows
 
 
