@@ -382,13 +382,16 @@ def compare(
     experiment: str = typer.Option("senn-automl", help="MLflow experiment of the tuning runs."),
     out: Path = typer.Option(Path("runs/compare"), help="Output folder (policies.csv, accuracy_vs_params.png)."),
     parent_run_id: Optional[str] = typer.Option(None, help="Only the trials of this study (parent run)."),
+    metric: Optional[str] = typer.Option(None, help="Score to compare: val_acc (classification studies) or val_r2 "
+                                         "(regression studies); default: the one the runs logged."),
 ) -> None:
-    """Compare growth policies over the trials in MLflow: best and median final accuracy, median
-    parameters and run time per policy, and a plot of accuracy against parameters."""
+    """Compare growth policies over the trials in MLflow: best and median final validation score
+    (accuracy, or R² for regression studies), median parameters and run time per policy, and a plot
+    of the score against parameters."""
     from senn_automl.integrations.compare import compare as run_compare
 
     try:
-        res = run_compare(tracking_uri, experiment=experiment, out=out, parent_run_id=parent_run_id)
+        res = run_compare(tracking_uri, experiment=experiment, out=out, parent_run_id=parent_run_id, metric=metric)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

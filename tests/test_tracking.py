@@ -519,3 +519,34 @@ def test_cluster_server_allows_its_own_names_and_authenticates(tmp_path):
             os.killpg(proc.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def test_compare_reads_each_task_score_and_refuses_to_mix_them(tmp_path):
+    """An experiment with a classification and a regression study: `compare` names the clash and
+    asks for --metric; with it, only that task's runs are summarised, by their final score."""
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+    from senn_automl.integrations.compare import compare
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("senn-automl")
+    parent = client.create_run(exp, run_name="study").info.run_id
+    for task, metric, value in (("classification", "val_acc", 0.91), ("regression", "val_r2", 0.77)):
+        run = client.create_run(exp, run_name=task, tags={"mlflow.parentRunId": parent}).info.run_id
+        client.log_param(run, "task", task)
+        client.log_param(run, "policy", "natural")
+        client.log_metric(run, metric, value - 0.1, step=0)
+        client.log_metric(run, f"final_{metric}", value, step=1)
+        client.log_metric(run, "final_n_params", 123.0, step=1)
+        client.set_terminated(run, "FINISHED")
+    try:
+        with pytest.raises(ValueError, match=r"classification \(val_acc\) and regression \(val_r2\) studies alike; choose one"):
+            compare(uri, out=tmp_path / "c0", log=False)
+        for metric, value in (("val_r2", 0.77), ("val_acc", 0.91)):
+            res = compare(uri, out=tmp_path / metric, log=False, metric=metric)
+            assert res.metric == metric and len(res.runs) == 1
+            assert res.summary[f"best_{metric}"].tolist() == [pytest.approx(value)]  # the final model's, not the last epoch's
+    finally:
+        mlflow.set_tracking_uri(None)
