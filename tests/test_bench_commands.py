@@ -67,6 +67,29 @@ def test_search_overhead_times_loop_and_search(tmp_path):
     assert (tmp_path / "search_overhead.png").stat().st_size > 0
 
 
+def test_search_vs_fixed_compares_arms_at_one_budget(tmp_path):
+    _run("search_vs_fixed.py", "--datasets", "digits", "--models", "mlp", "--seeds", "0", "--trials", "2",
+         "--pbt-population", "2", "--time-budget-s", "60", "--out", str(tmp_path), timeout=500)
+    rec = json.loads((tmp_path / "search_vs_fixed.json").read_text())
+    assert (tmp_path / "search_vs_fixed.png").stat().st_size > 0
+    runs = {r["arm"]: r for r in rec["per_search"]}
+    assert set(runs) == {"fixed", "growth", "growth+pbt"}
+    assert runs["fixed"]["growth_events"] == 0  # the fixed space never grows
+    for r in runs.values():
+        assert r["started"] == r["trials"] == 2 and r["errors"] == 0
+        assert r["complete"] + r["pruned"] <= r["started"]  # the rest: interrupted
+        if r["test_acc"] is None:  # no trial finished within the budget: no champion, no curve
+            assert r["curve"] == []
+            continue
+        # the best model so far ends as the champion: its test accuracy and size are the row's
+        times = [t for t, _, _ in r["curve"]]
+        assert times == sorted(times) and 0 < times[-1] <= r["wall_s"]
+        assert r["curve"][-1][1:] == [r["test_acc"], r["n_params"]]
+    growth = {s["arm"]: s for s in rec["rows"]}["growth"]
+    if runs["growth"]["test_acc"] is not None and runs["fixed"]["test_acc"] is not None:
+        assert growth["vs_fixed_pt"] == pytest.approx(100 * (runs["growth"]["test_acc"] - runs["fixed"]["test_acc"]), abs=0.01)
+
+
 def test_candidate_effort_repeats_searches_without_changing_the_run(tmp_path):
     from senn_automl.data import load_dataset
     from senn_automl.training import config

@@ -739,3 +739,15 @@ def test_regression_search_from_a_fresh_folder_registers_a_champion_that_predict
     assert r2_score(y, pred) == pytest.approx(float(m.group(1)), abs=1e-4)
     assert 5 < float(pred.mean()) < 25  # friedman1's y is about 14 ± 5: values, not standardised ones
     assert float(m.group(2)) == pytest.approx(float(np.sqrt(np.mean((pred - y) ** 2))), rel=1e-3)
+    # `senn-automl compare` reads the study's R² (its runs logged no accuracy)
+    from typer.testing import CliRunner
+
+    from senn_automl.cli import app
+
+    r = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    summary = pd.read_csv(tmp_path / "cmp" / "policies.csv")
+    assert "best_val_r2" in summary.columns and "best_val_acc" not in summary.columns
+    assert summary["best_val_r2"].max() == pytest.approx(done_rows["val_r2"].max(), abs=1e-9)
+    bad = CliRunner().invoke(app, ["compare", "--tracking-uri", uri, "--out", str(tmp_path / "cmp"), "--metric", "acc"])
+    assert bad.exit_code == 2 and "metric='acc' is unknown; use one of val_acc, val_r2" in bad.output, bad.output

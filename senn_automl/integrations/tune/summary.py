@@ -6,7 +6,8 @@
 * :func:`mark_champion` — the ``champion`` alias on the best final model;
 * :func:`optuna_summary` — the study's trial states and (multi-objective) its Pareto front;
 * :func:`log_summary` — leaderboard/Pareto CSVs and summary metrics/tags on the parent run;
-* :func:`champion_test_scores` — the champion, loaded back from the registry, on the test split.
+* :func:`version_test_scores` — a registered version, loaded back from the registry, on the test split;
+* :func:`champion_test_scores` — the same for the champion, logged on the parent run.
 
 ``metric`` is the validation metric the search maximised: ``val_acc``, or ``val_r2`` for regression;
 the leaderboard's column of that name, the champion and the Pareto front go by it.
@@ -241,12 +242,11 @@ def log_summary(client: MlflowClient, parent_run_id: str, out: Path, lb, pareto,
         client.set_tag(parent_run_id, "champion_trial", str(champion_trial))
 
 
-def champion_test_scores(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> dict[str, float]:
+def version_test_scores(tracking_uri: str, name: str, version: str, ds) -> dict[str, float]:
     """Test scores of the registered version ``name``/``version``, loaded back as an MLflow pyfunc
     model and given raw features (as a user would), on ``ds``'s test split: ``{"accuracy": ...}``
     for classification, ``{"r2": ..., "rmse": ...}`` for regression (R² averaged over targets, RMSE
-    in the targets' units: the model predicts values); also logged as ``champion_test_acc`` (or
-    ``champion_test_r2`` and ``champion_test_rmse``) on the parent run.
+    in the targets' units: the model predicts values). Logs nothing.
 
     Leaves MLflow's global tracking and registry URIs alone (setting them would also set
     environment variables that later Ray workers inherit). The version's artifact location is
@@ -260,16 +260,24 @@ def champion_test_scores(tracking_uri: str, name: str, version: str, parent_run_
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     location = client.get_model_version_download_uri(name, version)
-    with tempfile.TemporaryDirectory(prefix="senn-champion-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="senn-version-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri)
         out = np.asarray(mlflow.pyfunc.load_model(local).predict(ds.raw("test")))  # raw features, as users send
     if ds.is_regression:
         from sklearn.metrics import r2_score, root_mean_squared_error
 
         y = ds.raw_targets("test")
-        scores = {"r2": float(r2_score(y, out)), "rmse": float(root_mean_squared_error(y, out))}
-    else:
-        scores = {"accuracy": float((out.argmax(1) == np.asarray(ds.y_test)).mean())}
+        return {"r2": float(r2_score(y, out)), "rmse": float(root_mean_squared_error(y, out))}
+    return {"accuracy": float((out.argmax(1) == np.asarray(ds.y_test)).mean())}
+
+
+def champion_test_scores(tracking_uri: str, name: str, version: str, parent_run_id: str, ds) -> dict[str, float]:
+    """:func:`version_test_scores` of the champion version, also logged as ``champion_test_acc`` (or
+    ``champion_test_r2`` and ``champion_test_rmse``) on the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    scores = version_test_scores(tracking_uri, name, version, ds)
+    client = MlflowClient(tracking_uri=tracking_uri)
     for key, value in scores.items():
         client.log_metric(parent_run_id, f"champion_test_{'acc' if key == 'accuracy' else key}", value)
     return scores
