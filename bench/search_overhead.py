@@ -9,7 +9,11 @@ Samples N configurations of the ``quick`` search space once (seeded), then times
 2. ``run_search`` with exactly those configs (Optuna ``points_to_evaluate``), FIFO scheduler (so
    every trial trains the same epochs as in the loop), MLflow sqlite tracking with a registered
    version per growth check, ``max_concurrent=1``;
-3. the same with ``max_concurrent=2``.
+3. the same with ``max_concurrent=2``;
+4. where the tracking part of a trial's time goes: the plain loop with the trainable's MLflow
+   callback (sqlite store, a registered version per growth check and per final model, the growth
+   plot), then without the plot, then with MLflow's asynchronous logging of metrics and params
+   (``mlflow.config.enable_async_logging``), each in this process, one thread.
 
 Each ``run_search`` wall time includes starting and stopping a local Ray instance. Prints the
 table and writes ``search_overhead.{csv,json,png}`` to ``--out``. The box is
@@ -69,6 +73,37 @@ def plain_loop(configs, dataset: str, seed: int) -> tuple[float, list[float]]:
     return time.perf_counter() - t0, accs
 
 
+def tracked_loop(configs, dataset: str, seed: int, work: Path, *, plot: bool = True, async_logging: bool = False) -> float:
+    """The plain loop with :class:`MLflowCallback` as the trainable sets it up (one run per training
+    under a parent run, every growth checkpoint and final model registered); wall seconds."""
+    import torch
+
+    import mlflow
+    from senn_automl.data import load_dataset
+    from senn_automl.integrations.tracking import MLflowCallback, quiet_mlflow, start_parent_run
+    from senn_automl.training.config import build, resolve
+    from senn_automl.training.trainer import Trainer
+
+    quiet_mlflow()
+    torch.set_num_threads(1)
+    ds = load_dataset(dataset, seed=seed)
+    store = Path(tempfile.mkdtemp(prefix="track-", dir=work))
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    experiment_id, parent = start_parent_run(uri, "bench-tracking", "bench-tracking", {})
+    mlflow.config.enable_async_logging(async_logging)
+    try:
+        t0 = time.perf_counter()
+        for i, (_, conf) in enumerate(configs):
+            model, policy, train = build(resolve({**conf, "device": "cpu"}), ds.n_features, ds.n_classes)
+            mlf = MLflowCallback(uri, experiment_id, parent_run_id=parent, run_name=f"t{i}", params=conf,
+                                 registered_model_name="bench-tracking", feature_offset=ds.feature_offset,
+                                 feature_scale=ds.feature_scale, input_example=ds.raw("train", 2), plot=plot)
+            Trainer(model, policy, train, [mlf]).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
+        return time.perf_counter() - t0
+    finally:
+        mlflow.config.enable_async_logging(False)
+
+
 def through_search(configs, dataset: str, seed: int, max_concurrent: int, work: Path) -> dict:
     from senn_automl.integrations.tracking import quiet_mlflow
     from senn_automl.integrations.tune import run_search
@@ -107,8 +142,10 @@ def plot(rows: list[dict], path: Path) -> Path:
              ("tuner_fit_s", "Tuner.fit (trials, tracking)", "tab:blue"), ("summary_s", "summary", "tab:purple"))
     fig, ax = plt.subplots(figsize=(10, 2.6))
     for y, row in enumerate(rows):
-        if row["how"] == "plain loop":
-            ax.barh(y, row["wall_s"], color="tab:green", label="plain training loop")
+        if "validate_s" not in row:  # a loop in this process, plain or with tracking
+            plain = row["how"] == "plain loop"
+            ax.barh(y, row["wall_s"], color="tab:green" if plain else "tab:cyan",
+                    label="plain training loop" if plain else ("loop with MLflow tracking" if y == 3 else None))
             continue
         left = 0.0
         for key, label, colour in parts:
@@ -141,6 +178,9 @@ def main(argv=None) -> dict:
         loop_s, _ = plain_loop(configs, args.dataset, args.seed)
         s1 = through_search(configs, args.dataset, args.seed, 1, work)
         s2 = through_search(configs, args.dataset, args.seed, 2, work)
+        tracked = [(how, tracked_loop(configs, args.dataset, args.seed, work, **kw)) for how, kw in (
+            ("loop + MLflow tracking", {}), ("loop + tracking, no growth plot", {"plot": False}),
+            ("loop + tracking, async logging", {"async_logging": True}))]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = [{"how": "plain loop", "trials": args.trials, "wall_s": round(loop_s, 2)}]
@@ -153,6 +193,8 @@ def main(argv=None) -> dict:
             "overhead_s": round(r["wall_s"] - loop_s, 2), "overhead_per_trial_s": round((r["wall_s"] - loop_s) / args.trials, 2),
             "trial_seconds_sum": round(r["trial_seconds_sum"], 2), "registered_versions": r["registered_versions"],
         })
+    rows += [{"how": how, "trials": args.trials, "wall_s": round(t, 2), "overhead_s": round(t - loop_s, 2),
+              "overhead_per_trial_s": round((t - loop_s) / args.trials, 2)} for how, t in tracked]
     summary = {
         "speedup_mc1_to_mc2": round(s1["wall_s"] / s2["wall_s"], 3),
         "speedup_mc1_to_mc2_tuner_fit": round(s1["timings"]["fit_s"] / s2["timings"]["fit_s"], 3),

@@ -62,8 +62,11 @@ def test_search_overhead_times_loop_and_search(tmp_path):
     _run("search_overhead.py", "--trials", "2", "--out", str(tmp_path), timeout=400)
     rec = json.loads((tmp_path / "search_overhead.json").read_text())
     hows = [r["how"] for r in rec["rows"]]
-    assert hows == ["plain loop", "run_search, 1 concurrent", "run_search, 2 concurrent"]
-    assert all(r["registered_versions"] >= 2 for r in rec["rows"][1:])  # at least one final model per trial
+    assert hows == ["plain loop", "run_search, 1 concurrent", "run_search, 2 concurrent", "loop + MLflow tracking",
+                    "loop + tracking, no growth plot", "loop + tracking, async logging"]
+    assert all(r["registered_versions"] >= 2 for r in rec["rows"][1:3])  # at least one final model per trial
+    loop_s = rec["rows"][0]["wall_s"]
+    assert all(r["overhead_s"] == pytest.approx(r["wall_s"] - loop_s, abs=0.02) for r in rec["rows"][3:])
     assert (tmp_path / "search_overhead.png").stat().st_size > 0
 
 
