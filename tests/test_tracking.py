@@ -550,3 +550,23 @@ def test_compare_reads_each_task_score_and_refuses_to_mix_them(tmp_path):
             assert res.summary[f"best_{metric}"].tolist() == [pytest.approx(value)]  # the final model's, not the last epoch's
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("metrics_every", [1, 4, 50])
+def test_batched_epoch_metrics_lose_no_epoch(tmp_path, digits, metrics_every):
+    """Epoch metrics sent in batches (every `metrics_every` epochs, at growth checks, at the end)
+    reach the run for every epoch, whatever the batch size."""
+    Xtr, ytr, Xva, yva, _, _ = digits
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-batch", "study-batch", {})
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=7), 64, 10)
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, plot=False, metrics_every=metrics_every)
+    with cb:
+        trainer = Trainer(model, policy, train, [cb])
+        trainer.fit(Xtr, ytr, Xva, yva)
+    end_parent_run(parent, "FINISHED", tracking_uri=uri)
+    history = mlflow.MlflowClient(uri).get_metric_history(cb.run_id, "val_acc")
+    assert {m.step for m in history} == set(range(7))
+    assert [m.value for m in sorted(history, key=lambda m: m.step)][-1] == pytest.approx(trainer.history[-1]["val_acc"])
+    with pytest.raises(ValueError, match=r"metrics_every=0 is invalid: use a whole number of epochs >= 1"):
+        MLflowCallback(uri, exp_id, metrics_every=0)
