@@ -32,6 +32,7 @@ from senn_automl.integrations.tracking import (  # noqa: E402
     MLflowCallback,
     check_tracking_uri,
     end_parent_run,
+    load_model,
     resolve_tracking_uri,
     set_champion,
     start_parent_run,
@@ -275,6 +276,26 @@ def test_run_metrics_growth_models_and_registry(grown_run):
     assert final.tags["final"] == "true"
     assert int(final.tags["n_params"]) == trainer.model.n_params()
     assert [int(v) for v, _ in cb.versions] == sorted(int(v) for v in by_version)
+
+
+def test_growth_checkpoints_logged_without_mlflow_validation_load_and_predict(grown_run, digits):
+    """Growth checkpoints skip MLflow's serving-input check (log_growth_model(validate=False)); each
+    registered growth version still loads as a pyfunc model and predicts raw rows as the checkpoint
+    it was exported from does."""
+    cb, name = grown_run["cb"], grown_run["name"]
+    _, _, _, _, Xte, _ = digits
+    X_raw = (Xte[:50] * 16).astype(np.float32)
+    growth_versions = [v for v, tags in cb.versions if "final" not in tags]
+    assert growth_versions, "the config must make the network grow"
+    widths = set()
+    for version in growth_versions:
+        uri = f"models:/{name}/{version}"
+        served = mlflow.pyfunc.load_model(uri).predict(X_raw)
+        grown = load_model(uri)
+        widths.add(tuple(grown.spec["hidden"]))
+        np.testing.assert_allclose(served, grown.predict_proba(X_raw), atol=1e-5)
+        np.testing.assert_allclose(served.sum(1), 1.0, atol=1e-5)
+    assert len(widths) == len(growth_versions)  # each check that grew logged a different network
 
 
 def test_champion_loads_in_fresh_process_three_ways(grown_run, digits, tmp_path):
