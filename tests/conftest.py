@@ -187,14 +187,16 @@ def eval_outputs(model, X):
 
 
 #: test modules whose every test starts a Ray cluster or an mlflow server, builds a wheel or runs
-#: a bench/ command; `pytest -m "not slow"` leaves them out (the core's tests run in under a minute)
+#: a bench/ command; `pytest -m "not slow"` leaves them out
 SLOW_MODULES = {
     "test_tune", "test_cluster", "test_tracking", "test_packaging", "test_bench_commands", "test_bench_estimator",
-    "test_bench_growth_vs_fixed", "test_bench_policies",
+    "test_bench_growth_vs_fixed", "test_bench_policies", "test_bench_growth_timing", "test_bench_regressor",
 }
+#: scikit-learn's estimator checks run twice, with warm_start off and on; the second pass is slow too
+SLOW_IDS = ("warm_start=True)-check_",)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or any(s in item.nodeid for s in SLOW_IDS):
             item.add_marker(pytest.mark.slow)
