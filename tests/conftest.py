@@ -192,8 +192,6 @@ SLOW_MODULES = {
     "test_tune", "test_cluster", "test_tracking", "test_packaging", "test_bench_commands", "test_bench_estimator",
     "test_bench_growth_vs_fixed", "test_bench_policies", "test_bench_growth_timing", "test_bench_regressor",
 }
-#: scikit-learn's estimator checks run twice, with warm_start off and on; the second pass is slow too
-SLOW_IDS = ("warm_start=True)-check_",)
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -205,5 +203,7 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or any(s in item.nodeid for s in SLOW_IDS):
+        # scikit-learn's estimator checks run twice, with warm_start off and on: the second pass is slow too
+        estimator = getattr(getattr(item, "callspec", None), "params", {}).get("estimator")
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or getattr(estimator, "warm_start", False) is True:
             item.add_marker(pytest.mark.slow)

@@ -574,12 +574,21 @@ def test_compare_reads_each_task_score_and_refuses_to_mix_them(tmp_path):
 
 
 @pytest.mark.parametrize("metrics_every", [1, 4, 50])
-def test_batched_epoch_metrics_lose_no_epoch(tmp_path, digits, metrics_every):
+def test_batched_epoch_metrics_lose_no_epoch(tmp_path, digits, metrics_every, monkeypatch):
     """Epoch metrics sent in batches (every `metrics_every` epochs, at growth checks, at the end)
-    reach the run for every epoch, whatever the batch size."""
+    reach the run once for every epoch, whatever the batch size, in fewer requests than epochs."""
     Xtr, ytr, Xva, yva, _, _ = digits
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp_id, parent = start_parent_run(uri, "senn-batch", "study-batch", {})
+    epoch_batches = []  # the epochs of each batch the callback sends
+    flush = MLflowCallback._flush_metrics
+
+    def counted(self):
+        if self._unsent:
+            epoch_batches.append(sorted({m.step for m in self._unsent}))
+        flush(self)
+
+    monkeypatch.setattr(MLflowCallback, "_flush_metrics", counted)
     model, policy, train = cfgmod.build(_growing_config(max_epochs=7), 64, 10)
     cb = MLflowCallback(uri, exp_id, parent_run_id=parent, plot=False, metrics_every=metrics_every)
     with cb:
@@ -587,7 +596,57 @@ def test_batched_epoch_metrics_lose_no_epoch(tmp_path, digits, metrics_every):
         trainer.fit(Xtr, ytr, Xva, yva)
     end_parent_run(parent, "FINISHED", tracking_uri=uri)
     history = mlflow.MlflowClient(uri).get_metric_history(cb.run_id, "val_acc")
-    assert {m.step for m in history} == set(range(7))
+    assert sorted(m.step for m in history) == list(range(7))  # every epoch, none twice
     assert [m.value for m in sorted(history, key=lambda m: m.step)][-1] == pytest.approx(trainer.history[-1]["val_acc"])
+    assert sorted(step for batch in epoch_batches for step in batch) == list(range(7))
+    checks = len({e.epoch for e in trainer.growth_log if e.epoch >= 0})
+    if metrics_every == 1:
+        assert len(epoch_batches) == 7
+    else:  # a batch per metrics_every epochs, per growth check that grew, and one at the end
+        assert len(epoch_batches) <= 7 // metrics_every + checks + 1 < 7
+
+
+def test_metrics_every_must_be_a_whole_number_of_epochs(tmp_path):
     with pytest.raises(ValueError, match=r"metrics_every=0 is invalid: use a whole number of epochs >= 1"):
-        MLflowCallback(uri, exp_id, metrics_every=0)
+        MLflowCallback(f"sqlite:///{tmp_path}/mlflow.db", "0", metrics_every=0)
+
+
+def test_only_the_final_model_goes_through_mlflows_serving_input_check(tmp_path, digits, monkeypatch):
+    """Growth checkpoints skip MLflow's serving-input check (the undocumented validate_serving_input
+    keyword of mlflow.models.Model.log, see tracking._log_pt2_model); the final model keeps it. Fails
+    when an MLflow release stops honouring the keyword."""
+    import mlflow.models.utils
+
+    Xtr, ytr, Xva, yva, _, _ = digits
+    checked = []
+    check = mlflow.models.utils._validate_serving_input
+    monkeypatch.setattr(mlflow.models.utils, "_validate_serving_input",
+                        lambda model_uri, serving_input: checked.append(model_uri) or check(model_uri, serving_input))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-check", "study-check", {})
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=4), 64, 10)
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, plot=False, input_example=Xtr[:2] * 16, feature_scale=16.0)
+    with cb:
+        Trainer(model, policy, train, [cb]).fit(Xtr, ytr, Xva, yva)
+    end_parent_run(parent, "FINISHED", tracking_uri=uri)
+    assert len(cb.logged_models) >= 2  # growth checkpoints and the final model
+    assert len(checked) == 1
+
+
+def test_close_ends_the_run_even_when_the_last_metrics_are_refused(tmp_path, digits):
+    """A store that refuses the buffered metrics at close() raises, and the run still ends (not RUNNING)."""
+    from mlflow.exceptions import MlflowException
+
+    Xtr, ytr, Xva, yva, _, _ = digits
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-close", "study-close", {})
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=2, check_at_start=False), 64, 10)
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, plot=False, metrics_every=50)
+    trainer = Trainer(model, policy, train, [cb])
+    cb.on_fit_start(trainer)
+    cb._unsent.append(mlflow.entities.Metric("bad key?!", 1.0, 0, 0))  # a name the store rejects
+    with pytest.raises(MlflowException, match=r"Invalid value \"bad key\?!\" for parameter .metrics\[0\].name"):
+        cb.close("FAILED")
+    assert mlflow.MlflowClient(uri).get_run(cb.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None
+    end_parent_run(parent, "FINISHED", tracking_uri=uri)

@@ -443,8 +443,8 @@ def _log_pt2_model(served: torch.nn.Module, *, validate: bool, **kwargs):
     """``mlflow.pytorch.log_model(served, serialization_format="pt2", **kwargs)``, with or without
     MLflow's serving-input check (it loads the saved program back and predicts the input example).
 
-    The check is a third of the time of logging one growth checkpoint (about 0.1 s of 0.3 s on 2 CPU
-    cores: ``bench/search_overhead.py``, BENCHMARKS §5). A pt2 model must carry an input example, so
+    The check is about a quarter of the time of logging one growth checkpoint (a profile of the
+    trials of ``bench/search_overhead.py``; BENCHMARKS §5). A pt2 model must carry an input example, so
     the public way to skip the check (log a signature without an example) is closed to it; the only
     switch is the ``validate_serving_input`` keyword that ``mlflow.models.Model.log`` reads from its
     ``**kwargs`` (undocumented; present in mlflow 3.5 to 3.17, the range pinned in pyproject.toml).
@@ -521,8 +521,9 @@ class MLflowCallback(Callback):
         epochs, events marked) when the run ends.
     metrics_every : the per-epoch metrics are sent in one ``log_batch`` every this many epochs, at
         each growth check that grew and when the run ends (``1``: every epoch). One batch costs about
-        what one epoch's ``log_metrics`` costs (7 ms on a local sqlite store, bench/search_overhead.py);
-        a process killed in between loses at most the last ``metrics_every - 1`` epochs' metrics.
+        what one ``log_metrics`` call costs (a profile of bench/search_overhead.py's tracked loop on a
+        local sqlite store); a process killed in between loses at most the last ``metrics_every - 1``
+        epochs' metrics.
 
     After fit: ``run_id``, ``versions`` (list of ``(version, tags)``), ``final_version``,
     ``logged_models`` (``ModelInfo`` of each logged model), ``events`` (growth log dicts).
@@ -633,13 +634,15 @@ class MLflowCallback(Callback):
             raise ValueError(f"status={status!r} is invalid: use one of {', '.join(_STATUSES)}")
         if not self._open or self.run_id is None:
             return
-        self._flush_metrics()
-        self._open = False
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == self.run_id:
-            mlflow.end_run(status)
-        else:  # not on this thread's stack any more: end it through the client
-            MlflowClient(self.tracking_uri).set_terminated(self.run_id, status)
+        try:
+            self._flush_metrics()
+        finally:  # the run ends even when the store refuses the last metrics (the error still surfaces)
+            self._open = False
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                mlflow.end_run(status)
+            else:  # not on this thread's stack any more: end it through the client
+                MlflowClient(self.tracking_uri).set_terminated(self.run_id, status)
 
     def __enter__(self) -> "MLflowCallback":
         return self
@@ -671,17 +674,17 @@ class MLflowCallback(Callback):
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        """Send the buffered epoch metrics to the run in one batch (MLflow's limit: 1,000 per call)."""
-        client = MlflowClient(self.tracking_uri)
-        while self._unsent:
-            batch, self._unsent = self._unsent[:1000], self._unsent[1000:]
-            client.log_batch(self.run_id, metrics=batch)
+        """Send the buffered epoch metrics to the run (``MlflowClient.log_batch`` splits them into
+        requests of MLflow's 1,000-metric limit)."""
+        if self._unsent:
+            metrics, self._unsent = self._unsent, []
+            MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=metrics)
 
     def on_growth(self, trainer, events) -> None:
         self._ensure_active()
         if not events:
             return
-        self._flush_metrics()  # before the checkpoint is logged: MLflow links it to its step's metrics
+        self._flush_metrics()  # a process killed after this check keeps the metrics up to its checkpoint
         self.events.extend(e.to_dict() for e in events)
         mlflow.log_dict(self.events, "growth/events.json")
         epoch = int(events[-1].epoch)  # -1 for the check before the first epoch (check_at_start)
