@@ -97,7 +97,8 @@ def tracked_loop(configs, dataset: str, seed: int, work: Path, *, plot: bool = T
             model, policy, train = build(resolve({**conf, "device": "cpu"}), ds.n_features, ds.n_classes)
             mlf = MLflowCallback(uri, experiment_id, parent_run_id=parent, run_name=f"t{i}", params=conf,
                                  registered_model_name="bench-tracking", feature_offset=ds.feature_offset,
-                                 feature_scale=ds.feature_scale, input_example=ds.raw("train", 2), plot=plot)
+                                 feature_scale=ds.feature_scale, input_example=ds.raw("train", 2), plot=plot,
+                                 metrics_every=1)  # as train_senn sets it
             Trainer(model, policy, train, [mlf]).fit(ds.X_train, ds.y_train, ds.X_val, ds.y_val)
         return time.perf_counter() - t0
     finally:

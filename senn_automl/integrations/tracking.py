@@ -523,7 +523,7 @@ class MLflowCallback(Callback):
         each growth check that grew and when the run ends (``1``: every epoch). One batch costs about
         what one ``log_metrics`` call costs (a profile of bench/search_overhead.py's tracked loop on a
         local sqlite store); a process killed in between loses at most the last ``metrics_every - 1``
-        epochs' metrics.
+        epochs' metrics (Ray Tune trials use ``1``: see :func:`~senn_automl.integrations.tune.trainable.train_senn`).
 
     After fit: ``run_id``, ``versions`` (list of ``(version, tags)``), ``final_version``,
     ``logged_models`` (``ModelInfo`` of each logged model), ``events`` (growth log dicts).

@@ -190,6 +190,9 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             input_example=data.raw("train", 2),
             target_offset=data.target_offset,
             target_scale=data.target_scale,
+            # every epoch, not in batches: a trial Tune stops (ASHA, PBT pause, time budget) ends in a daemon
+            # thread that the actor's exit can cut short before close() sends what is buffered
+            metrics_every=1,
         )
         callbacks.append(mlf)
     reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id),
