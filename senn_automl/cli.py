@@ -18,7 +18,8 @@ def _root() -> None:
 
 
 def parse_overrides(items: List[str] | None) -> dict[str, Any]:
-    """Parse ``KEY=VALUE`` strings; values are read as YAML scalars (``0.03``, ``true``, ``adam``)."""
+    """Parse ``KEY=VALUE`` strings; values are read as YAML scalars (``0.03``, ``true``, ``adam``), and
+    ``None`` (what the error messages say, Python's spelling) as YAML's ``null``."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -26,7 +27,7 @@ def parse_overrides(items: List[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --set tau=0.05)", param_hint="--set")
         key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value)
+        parsed = None if value.strip() == "None" else yaml.safe_load(value)
         if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 as a string; 1.2 (and people) read a number
             try:
                 parsed = float(parsed)
@@ -42,13 +43,6 @@ _DATASET_HELP = (
     "mnist_idx, fashion_mnist (IDX files), cifar10 (python batches); or a CSV file (path ending .csv, with --target)."
 )
 _TARGET_HELP = "CSV dataset: the target column (repeat for several regression targets)."
-
-
-def _with_task(overrides: dict[str, Any], ds) -> dict[str, Any]:
-    """``overrides`` with the dataset's task; ``ValueError`` if ``--set task=`` says otherwise."""
-    if overrides.get("task", ds.task) != ds.task:
-        raise ValueError(f"task={overrides['task']!r} does not fit dataset {ds.name!r}, a {ds.task} set: drop --set task")
-    return {**overrides, "task": ds.task}
 
 
 @app.command()
@@ -82,14 +76,17 @@ def fit(
     from senn_automl.training import config as cfgmod
     from senn_automl.training.trainer import PrintGrowth, Trainer, resolve_device
 
+    if registered_model_name and not (tracking_uri or os.environ.get("MLFLOW_RUN_ID")):
+        raise typer.BadParameter("--registered-model-name needs --tracking-uri (the MLflow store to log and register in), "
+                                 "e.g. --tracking-uri sqlite:///mlflow.db", param_hint="--registered-model-name")
     overrides = {**_model_overrides(model, policy), **parse_overrides(set_)}
     overrides["seed"] = seed
     overrides.setdefault("progress", not quiet)
     if epochs is not None:
         overrides["max_epochs"] = epochs
     try:
-        ds = load_any(dataset, root=data_root, target=target, seed=seed)
-        conf = cfgmod.resolve(_with_task(overrides, ds))
+        ds = load_any(dataset, root=data_root, target=target, seed=seed, task=overrides.get("task", "auto"))
+        conf = cfgmod.resolve({**overrides, "task": ds.task})
         net, grower, train = cfgmod.build(conf, ds.n_features, ds.n_outputs, ds.image_shape)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -1147,7 +1147,8 @@ def load_csv(
     y = frame[targets]
     if y.isna().any().any():
         raise ValueError(f"{p} has missing values in target column(s) {targets}: drop those rows first")
-    if task == "auto":
+    guessed = task == "auto"
+    if guessed:
         kind = type_of_target(y.to_numpy() if len(targets) > 1 else y.iloc[:, 0].to_numpy())
         task = "regression" if kind.startswith("continuous") else "classification"
     if task not in ("classification", "regression"):
@@ -1168,23 +1169,36 @@ def load_csv(
         raise ValueError(f"target={target!r}: classification takes one target column")
     labels = y.iloc[:, 0].to_numpy()
     classes = tuple(c.item() if hasattr(c, "item") else c for c in np.unique(labels))
-    return _split_classification(p.stem, X, labels, classes, source, None, None, test_size=test_size,
-                                 val_size=val_size, seed=seed, scale=scale)
+    try:
+        return _split_classification(p.stem, X, labels, classes, source, None, None, test_size=test_size,
+                                     val_size=val_size, seed=seed, scale=scale)
+    except ValueError as exc:
+        if not guessed:
+            raise
+        # whole numbers read as class labels: a count or a price is more often meant as a quantity
+        raise ValueError(f"{exc}. The {len(classes)} distinct values of target column(s) {targets} were read as "
+                         "class labels; if they are a quantity, pass task='regression' (--set task=regression)") from None
 
 
 def load_any(dataset: str, *, root: str | os.PathLike | None = None, target: str | list[str] | None = None,
-             seed: int = 0) -> Dataset:
+             seed: int = 0, task: str = "auto") -> Dataset:
     """The :class:`Dataset` a command line names: a bundled or folder set (:func:`load_dataset`), or
     a CSV file (a path ending ``.csv``, :func:`load_csv`) whose target column(s) ``target`` names.
+    ``task``: "auto", or "classification" / "regression" to override :func:`load_csv`'s guess (a
+    price column of whole numbers is continuous, yet looks like class labels); a bundled set has its
+    own task, and another one is refused.
     Raises ``ValueError`` / ``FileNotFoundError`` with the fix (a CSV without ``target``, ``target``
-    for a bundled set, ``root`` for a CSV file)."""
+    for a bundled set, ``root`` for a CSV file, a task a bundled set does not have)."""
     if str(dataset).lower().endswith(".csv"):
         if not target:
             raise ValueError(f"dataset {dataset} is a CSV file: name its target column with --target COLUMN")
         if root is not None:
             raise ValueError("--data-root is for the folder datasets; a CSV file is read from its path: drop --data-root")
         names = [target] if isinstance(target, str) else list(target)
-        return load_csv(dataset, names[0] if len(names) == 1 else names, seed=seed)
+        return load_csv(dataset, names[0] if len(names) == 1 else names, seed=seed, task=task)
     if target:
         raise ValueError(f"--target names the target column of a CSV file; dataset {dataset!r} is bundled: drop --target")
-    return load_dataset(dataset, seed=seed, root=root)
+    ds = load_dataset(dataset, seed=seed, root=root)
+    if task not in ("auto", ds.task):
+        raise ValueError(f"task={task!r} does not fit dataset {ds.name!r}, a {ds.task} set: drop --set task")
+    return ds

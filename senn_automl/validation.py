@@ -16,7 +16,7 @@ import math
 import numbers
 from typing import Any, Iterable, NoReturn
 
-__all__ = ["TINY", "is_whole", "is_real", "invalid", "require", "require_choice", "as_tuple", "as_list"]
+__all__ = ["TINY", "is_whole", "is_real", "invalid", "require", "require_choice", "require_bool", "as_tuple", "as_list"]
 
 #: guard for divisions by a non-negative quantity that may be exactly 0 (η, λ, a norm)
 TINY = 1e-30
@@ -48,6 +48,12 @@ def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
     if not any(type(value) is type(c) and value == c for c in choices):
         invalid(name, value, f"use one of: {', '.join(map(repr, choices))}")
+
+
+def require_bool(name: str, value: Any) -> None:
+    """Raise ``ValueError("<name>=<value!r> is invalid: use True or False")`` unless ``value`` is a bool
+    (``1``, ``"yes"`` or ``None`` are not)."""
+    require(isinstance(value, bool), name, value, "use True or False")
 
 
 def as_tuple(x: Any) -> Any:

@@ -98,3 +98,37 @@ def test_fit_cli_csv_and_bad_arguments(tmp_path, csv_file):
     ok = CliRunner().invoke(app, ["fit", "--dataset", str(numeric), "--target", "y", "--epochs", "5", "--quiet", "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     assert "test R²:" in ok.output
+
+
+def test_csv_of_whole_number_prices_regresses_with_set_task(tmp_path):
+    """A target of whole numbers (prices in dollars) looks like class labels to load_csv's guess;
+    `--set task=regression` makes it a regression, in `fit` as in `load_any`."""
+    from senn_automl.data import load_any
+
+    X, y = load_diabetes(return_X_y=True)
+    path = tmp_path / "prices.csv"
+    path.write_text("\n".join([",".join([f"x{i}" for i in range(10)] + ["price"])]
+                              + [",".join([*map(str, row), str(int(v))]) for row, v in zip(X, y)]) + "\n")
+    with pytest.raises(ValueError, match=r"214 distinct values .* were read as class labels; if they are a quantity, "
+                                         r"pass task='regression' \(--set task=regression\)"):
+        load_any(str(path), target="price")  # the guess: 214 classes, too few rows each to split
+    reg = load_any(str(path), target="price", task="regression")
+    assert reg.task == "regression" and reg.n_outputs == 1
+    out = tmp_path / "run"
+    guessed = CliRunner().invoke(app, ["fit", "--dataset", str(path), "--target", "price", "--epochs", "3", "--quiet",
+                                       "--out", str(out)])
+    assert guessed.exit_code != 0 and "--set task=regression" in _text(guessed)
+    r = CliRunner().invoke(app, ["fit", "--dataset", str(path), "--target", "price", "--epochs", "3", "--quiet",
+                                 "--out", str(out), "--set", "task=regression"])
+    assert r.exit_code == 0, r.output
+    assert "test R²:" in r.output
+    with pytest.raises(ValueError, match="task='regression' does not fit dataset 'digits', a classification set: drop --set task"):
+        load_any("digits", task="regression")
+
+
+def test_registering_a_model_needs_a_tracking_store(tmp_path):
+    """--registered-model-name without --tracking-uri (or `mlflow run`) is refused before training, not ignored."""
+    r = CliRunner().invoke(app, ["fit", "--dataset", "iris", "--epochs", "2", "--quiet", "--out", str(tmp_path / "run"),
+                                 "--registered-model-name", "iris-net"], env={"MLFLOW_RUN_ID": ""})
+    assert r.exit_code != 0 and "--registered-model-name needs --tracking-uri" in _text(r)
+    assert not (tmp_path / "run").exists()

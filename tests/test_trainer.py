@@ -679,3 +679,24 @@ def test_the_check_at_start_grows_the_untrained_network_once(digits, tmp_path):
     assert all(e.epoch >= 0 for e in off.growth_log) and off.history[0]["n_params"] == start
     with pytest.raises(ValueError, match="check_at_start='yes' is invalid: use True or False"):
         _policy(check_at_start="yes")
+
+
+@pytest.mark.parametrize("key", ["restore_best", "augment", "progress", "grow_width", "grow_depth", "prune_existing",
+                                 "warm_checks", "check_at_start"])
+def test_boolean_settings_refuse_anything_but_a_bool(key):
+    """A flag given as 'maybe' (e.g. `--set grow_width=maybe`) is refused, naming it, not read as truthy."""
+    from senn_automl.training import config as cfgmod
+
+    with pytest.raises(ValueError, match=rf"{key}='maybe' is invalid: use True or False"):
+        cfgmod.build(cfgmod.resolve(**{key: "maybe"}), 4, 3)
+    with pytest.raises(ValueError, match=rf"{key}=1 is invalid: use True or False"):
+        cfgmod.build(cfgmod.resolve(**{key: 1}), 4, 3)
+    cfgmod.build(cfgmod.resolve(**{key: False}), 4, 3)
+
+
+def test_set_reads_none_as_python_spells_it():
+    """The error messages say "use None (...)": `--set prune_after=None` gives None, as null does."""
+    from senn_automl.cli import parse_overrides
+
+    assert parse_overrides(["prune_after=None", "patience=null", "tau=1e-4", "accept_on=scoring"]) == {
+        "prune_after": None, "patience": None, "tau": 1e-4, "accept_on": "scoring"}

@@ -21,7 +21,7 @@ from torch import nn
 
 from senn_automl.growth.triggers import should_check, validate_when
 from senn_automl.scores.tasks import CLASSIFICATION, Task
-from senn_automl.validation import TINY, as_list, as_tuple
+from senn_automl.validation import TINY, as_list, as_tuple, require_bool
 
 __all__ = [
     "Apply", "GrowthContext", "EVENT_KINDS", "GrowthEvent", "GrowthPolicy", "POLICIES", "register_policy",
@@ -175,8 +175,7 @@ class GrowthPolicy(ABC):
 
     def validate(self) -> None:
         validate_when(self.when, self.expansion_interval, self.plateau_window, self.plateau_threshold, self.min_gap)
-        if not isinstance(self.check_at_start, bool):
-            raise ValueError(f"check_at_start={self.check_at_start!r} is invalid: use True or False")
+        require_bool("check_at_start", self.check_at_start)
 
     def check_model(self, model) -> None:
         """Raise ``ValueError`` if this policy cannot grow ``model`` (by its spec type)."""

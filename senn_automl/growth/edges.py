@@ -33,7 +33,7 @@ from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, re
 from senn_automl.models.edge_mlp import EdgeMLP, ExpandingLinear
 from senn_automl.scores.edge_metrics import METRICS, layer_edge_metrics
 from senn_automl.scores.tasks import CLASSIFICATION, Task
-from senn_automl.validation import is_real, is_whole, require, require_choice
+from senn_automl.validation import is_real, is_whole, require, require_bool, require_choice
 
 __all__ = ["EdgeExpansionPolicy"]
 
@@ -109,7 +109,7 @@ class EdgeExpansionPolicy(GrowthPolicy):
         require(is_whole(self.max_edges) and self.max_edges >= 1, "max_edges", self.max_edges, "use a whole number of edges per event >= 1")
         require(self.prune_after is None or (is_whole(self.prune_after) and self.prune_after >= 1), "prune_after", self.prune_after, "pruning delay shorter than allowed; use None (no pruning) or a whole number of epochs >= 1")
         require(is_real(self.prune_threshold) and 0 <= self.prune_threshold < 1, "prune_threshold", self.prune_threshold, "the normalised pruning threshold must be in [0, 1), e.g. 0.05")
-        require(isinstance(self.prune_existing, bool), "prune_existing", self.prune_existing, "use True or False")
+        require_bool("prune_existing", self.prune_existing)
         require(is_whole(self.layer), "layer", self.layer, "use an expandable layer index, e.g. -1 for the output layer")
         require(is_whole(self.metric_batch_size) and self.metric_batch_size >= 1, "metric_batch_size", self.metric_batch_size, "use a whole number of rows >= 1")
         require(self.max_events is None or (is_whole(self.max_events) and self.max_events >= 1), "max_events", self.max_events, "use None (no cap) or a whole number of events >= 1")

@@ -21,7 +21,7 @@ from senn_automl.scores.candidates import (
 )
 from senn_automl.scores.curvature import FISHERS, collect_kfac, eta_heldout, input_saliency, prune_compensation, with_new_neuron
 from senn_automl.scores.tasks import CLASSIFICATION, Task
-from senn_automl.validation import TINY, is_real, is_whole, require, require_choice
+from senn_automl.validation import TINY, is_real, is_whole, require, require_bool, require_choice
 
 __all__ = ["NaturalExpansionPolicy", "RELATIVE_TO", "ACCEPT_ON"]
 
@@ -178,7 +178,8 @@ class NaturalExpansionPolicy(GrowthPolicy):
         require(is_whole(self.candidate_steps) and self.candidate_steps >= 0, "candidate_steps", self.candidate_steps, "use a whole number of steps >= 0")
         require(is_whole(self.refine_steps) and self.refine_steps >= 0, "refine_steps", self.refine_steps, "use a whole number of steps >= 0")
         require(self.candidate_batch_size is None or (is_whole(self.candidate_batch_size) and self.candidate_batch_size >= 2), "candidate_batch_size", self.candidate_batch_size, "use None (all scoring rows every step) or a whole number of rows >= 2, e.g. 256")
-        require(isinstance(self.warm_checks, bool), "warm_checks", self.warm_checks, "use True or False")
+        for name in ("warm_checks", "grow_width", "grow_depth", "prune_existing"):
+            require_bool(name, getattr(self, name))
         require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         require_choice("fisher", self.fisher, FISHERS)
         require_choice("candidate_start", self.candidate_start, CANDIDATE_STARTS)

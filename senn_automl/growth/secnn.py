@@ -44,7 +44,7 @@ from senn_automl.scores.conv import (
     new_columns_score,
 )
 from senn_automl.scores.tasks import CLASSIFICATION, Task
-from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_choice
+from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_bool, require_choice
 
 __all__ = ["Proposal", "propose_layer", "propose_widen", "SECNNPolicy", "THRESHOLD_RULES"]
 
@@ -203,7 +203,7 @@ class SECNNPolicy(GrowthPolicy):
         require(is_real(self.size_penalty) and self.size_penalty >= 0, "size_penalty", self.size_penalty, "use a number >= 0 (0 = off; SECNN's code uses 1e-7)")
         require(is_whole(self.widen_step) and self.widen_step >= 1, "widen_step", self.widen_step, "use a whole number of channels >= 1, e.g. 4")
         for name in ("grow_layers", "grow_width", "debias"):
-            require(isinstance(getattr(self, name), bool), name, getattr(self, name), "use true or false")
+            require_bool(name, getattr(self, name))
         if not (self.grow_layers or self.grow_width):
             raise ValueError("grow_layers and grow_width are both false: enable at least one, or use policy 'fixed'")
         require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")

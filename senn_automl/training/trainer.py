@@ -30,7 +30,7 @@ from senn_automl.models.registry import model_from_spec
 from senn_automl.scores.tasks import TASKS, Task, get_task
 from senn_automl.training.augment import augment_flip_crop
 from senn_automl.training.surgery import apply_edit
-from senn_automl.validation import TINY, as_list, invalid, is_real, is_whole, require, require_choice
+from senn_automl.validation import TINY, as_list, invalid, is_real, is_whole, require, require_bool, require_choice
 
 __all__ = ["TrainConfig", "Callback", "PrintGrowth", "Trainer", "load_checkpoint", "load_newest_checkpoint",
            "CheckpointError", "OPTIMIZERS", "resolve_device", "check_sample_weight"]
@@ -118,6 +118,8 @@ class TrainConfig:
         except (RuntimeError, ValueError):
             invalid("device", self.device, "use 'auto', 'cpu' or 'cuda'")
         require(self.precision in PRECISIONS, "precision", self.precision, "use 'fp32' or 'bf16' (bfloat16 autocast)")
+        for name in ("restore_best", "augment", "progress"):
+            require_bool(name, getattr(self, name))
 
 
 class Callback:

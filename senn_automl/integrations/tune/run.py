@@ -268,7 +268,7 @@ def run_search(
         raise SearchSetupError("scheduler='pbt' samples its own initial population and optimises val_acc alone: "
                                "drop --multi-objective / fixed_configs, or use --scheduler asha or fifo")
     _check_names(study_name=study_name, registered_model_name=registered_model_name, experiment_name=experiment_name)
-    ds = _load_data(dataset, seed, data_root, target)
+    ds = _load_data(dataset, seed, data_root, target, task=(trial_overrides or {}).get("task", "auto"))
     space, max_t = _checked_space(search_space, ds, seed, trial_overrides, fixed_configs)
     if scheduler == "pbt" and not _pbt_mutations(space, trial_overrides or {}):
         raise SearchSetupError(f"scheduler='pbt': the search space has none of {', '.join(PBT_MUTABLE)} as a "
@@ -404,11 +404,11 @@ def _lock_out(out: Path):
     return lock
 
 
-def _load_data(dataset: str, seed: int, data_root, target=None):
+def _load_data(dataset: str, seed: int, data_root, target=None, task: str = "auto"):
     from senn_automl.data import load_any
 
     try:
-        return load_any(dataset, seed=seed, root=data_root, target=target)
+        return load_any(dataset, seed=seed, root=data_root, target=target, task=task)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         raise SearchSetupError(f"dataset: {exc}") from None
 
