@@ -123,10 +123,12 @@ class GrowthEvent:
             "edges": f"expanded {self.n} edges of layer {self.where}",
             "prune": f"pruned {self.n} edge(s)/neuron(s) of layer {self.where}",
         }.get(self.kind, f"{self.kind} at {self.where}")
-        parts = [f"epoch {self.epoch + 1:>4}: {what}", f"score={self.score:.4g}"]
+        senn = self.kind in ("neuron", "layer")  # SENN's score is Δη' (a layer's divided by its cost)
+        score_name, ratio_name = ("Δη'", "Δη'/η") if senn else ("score", "ratio")
+        parts = [f"epoch {self.epoch + 1:>4}: {what}", f"{score_name}={self.score:.4g}"]
         if math.isfinite(self.ratio):
-            parts.append(f"ratio={self.ratio:.3f}")
-        if self.kind in ("neuron", "layer") and math.isfinite(self.lam):
+            parts.append(f"{ratio_name}={self.ratio:.3f}")
+        if senn and math.isfinite(self.lam):
             parts.append(f"Δη'/λ={self.score / max(self.lam, TINY):.4f}")
         parts.append(f"params {self.params_before} -> {self.params_after}")
         parts.append(f"arch {as_list(self.hidden_after)}")
