@@ -9,7 +9,8 @@ runs: Ray Tune + Optuna TPE, ASHA, MLflow tracking with every growth checkpoint 
 given, on the same split, the same budget: with ``--regime trials`` the same number of trials
 (``--trials``, with ``--time-budget-s`` as a cap), with ``--regime time`` the same wall-clock
 budget for its trials (``--time-budget-s``, Tune's ``time_budget_s``) and no limit on their
-number. Trials still running when the budget ends are stopped and cannot be champion. The arms:
+number. Trials still running when the budget ends are stopped (``pruned`` on the leaderboard); the
+champion is the best complete trial, a stopped one only when none completed. The arms:
 
 * ``fixed``: fixed networks whose size is searched (``bench/spaces/fixed_mlp.yaml``: width 8-256,
   depth 1-3; ``fixed_cnn.yaml``: 8-64 channels, 2-4 blocks), learning rate and weight decay too;
@@ -24,7 +25,7 @@ One local Ray instance serves every search (its start is not part of any arm's t
 gives the champion's test accuracy (the registered model loaded back from MLflow, given raw
 features; the test split is never seen by a trial), its parameters, the complete and pruned
 trials and the wall time. The plot shows, for each search, the test accuracy of the best model so
-far (the complete trial with the best validation accuracy among those finished by then) against
+far (the champion rule applied to the final models registered by then) against
 seconds since the search's start. Writes ``search_vs_fixed.{csv,json,png}`` (``--regime time``:
 ``search_vs_fixed_time.*``) to ``--out``.
 Nothing else may compute on the machine meanwhile: the arms are compared at equal wall time.
@@ -57,29 +58,27 @@ MNIST_TARGET = 0.935  # MLPClassifier((100,)) on the same MNIST folds scores 0.9
 
 def best_so_far(res, ds) -> list[tuple[float, float, float]]:
     """[(seconds since the search started, test accuracy, parameters)] of the model a user would
-    pick at each moment: among the complete trials whose final model was registered by then, the
-    one ranked first on the leaderboard (best validation accuracy, fewest parameters on ties: the
-    champion rule); one point per change, so the last point is the champion."""
+    pick at each moment: among the final models registered by then, the one the search's champion
+    rule picks (``pick_champion``: the complete trial ranked first on the leaderboard, else the best
+    final model by its tags); one point per change, so the last point is the champion."""
     from mlflow.tracking import MlflowClient
 
-    from senn_automl.integrations.tune.summary import version_test_scores
+    from senn_automl.integrations.tune.summary import pick_champion, version_test_scores
 
     client = MlflowClient(tracking_uri=res.tracking_uri, registry_uri=res.tracking_uri)
     t0 = client.get_run(res.parent_run_id).info.start_time
     lb = res.leaderboard
-    done = lb[lb["status"] == "complete"]
-    rank = {trial: i for i, trial in enumerate(done["trial"])}
-    finals = sorted(
-        (v for v in res.versions if str(v.tags.get("final", "")).lower() == "true" and v.tags.get("ray.trial_id") in rank),
-        key=lambda v: v.creation_timestamp,
-    )
-    points, best = [], len(rank)
-    for v in finals:
-        i = rank[v.tags["ray.trial_id"]]
-        if i < best:
-            best = i
-            acc = version_test_scores(res.tracking_uri, res.registered_model_name, v.version, ds)["accuracy"]
-            points.append(((v.creation_timestamp - t0) / 1000.0, acc, float(done.iloc[i]["n_params"])))
+    finals = sorted((v for v in res.versions if str(v.tags.get("final", "")).lower() == "true"),
+                    key=lambda v: v.creation_timestamp)
+    points, current = [], None
+    for i, v in enumerate(finals):
+        pick = pick_champion(lb, finals[: i + 1], metric="val_acc")
+        if pick is not None and pick.version != current:
+            current = pick.version
+            acc = version_test_scores(res.tracking_uri, res.registered_model_name, pick.version, ds)["accuracy"]
+            row = lb[lb["trial"] == pick.tags.get("ray.trial_id")]
+            n_params = float(row.iloc[0]["n_params"]) if len(row) else float(pick.tags.get("n_params", "nan"))
+            points.append(((v.creation_timestamp - t0) / 1000.0, acc, n_params))
     return points
 
 

@@ -3,7 +3,7 @@
 * :func:`child_runs` and :func:`leaderboard` — the study's MLflow trial runs and one row per trial;
 * :func:`end_orphan_runs` — runs nobody will end (left RUNNING) and runs of trials a restore discarded;
 * :func:`clean_registry` — registered versions of this study, de-duplicated, those of discarded trials deleted;
-* :func:`mark_champion` — the ``champion`` alias on the best final model;
+* :func:`pick_champion` and :func:`mark_champion` — the best final model, and the ``champion`` alias on it;
 * :func:`optuna_summary` — the study's trial states and (multi-objective) its Pareto front;
 * :func:`log_summary` — leaderboard/Pareto CSVs and summary metrics/tags on the parent run;
 * :func:`version_test_scores` — a registered version, loaded back from the registry, on the test split;
@@ -161,24 +161,31 @@ def _delete_version(client: MlflowClient, name: str, version) -> None:
 
 
 # ----------------------------------------------------------------------------------- champion
-def mark_champion(client: MlflowClient, name: str, lb, versions: list, metric: str = "val_acc") -> tuple[str | None, str | None]:
-    """Give the alias ``champion`` to the final model of the complete trial with the highest final
-    ``metric`` (fewest parameters on ties; without Tune metrics, by the versions' tags); returns
-    (version, trial), (None, None) when no trial logged a final model."""
-    from senn_automl.integrations.tracking import set_champion
-
-    champion_version = champion_trial = None
+def pick_champion(lb, versions: list, metric: str = "val_acc"):
+    """The champion rule, without touching the registry: the final model (registered version tagged
+    ``final=true``) of the complete trial ranked first in ``lb`` (highest final ``metric``, fewest
+    parameters on ties); when no complete trial has a final model (e.g. no Tune metrics, or a time
+    budget that interrupted every trial after its final model was logged), the final model with the
+    highest ``metric`` tag, fewest ``n_params`` on ties. Returns the version or None (no final model)."""
     finals = {v.tags.get("ray.trial_id"): v for v in versions if str(v.tags.get("final", "")).lower() == "true"}
     for _, row in lb[lb["status"] == "complete"].iterrows():
         if row["trial"] in finals:
-            champion_version, champion_trial = str(finals[row["trial"]].version), row["trial"]
-            break
-    if champion_version is None and finals:  # e.g. no Tune metrics: fall back to the versions' tags
-        best = max(finals.values(), key=lambda v: (_num(v.tags.get(metric)), -_num(v.tags.get("n_params"))))
-        champion_version, champion_trial = str(best.version), best.tags.get("ray.trial_id")
-    if champion_version is not None:
-        set_champion(name, champion_version, client=client)
-    return champion_version, champion_trial
+            return finals[row["trial"]]
+    if not finals:
+        return None
+    return max(finals.values(), key=lambda v: (_num(v.tags.get(metric)), -_num(v.tags.get("n_params"))))
+
+
+def mark_champion(client: MlflowClient, name: str, lb, versions: list, metric: str = "val_acc") -> tuple[str | None, str | None]:
+    """Give the alias ``champion`` to the version :func:`pick_champion` picks; returns (version,
+    trial), (None, None) when no trial logged a final model."""
+    from senn_automl.integrations.tracking import set_champion
+
+    best = pick_champion(lb, versions, metric=metric)
+    if best is None:
+        return None, None
+    set_champion(name, str(best.version), client=client)
+    return str(best.version), best.tags.get("ray.trial_id")
 
 
 def _num(x) -> float:
