@@ -178,6 +178,32 @@ def test_sqlite_store_works_without_server(tmp_path, monkeypatch, digits, server
     np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-6)
 
 
+def test_final_version_is_tagged_with_the_epoch_whose_model_it_is(tmp_path, digits):
+    """The final model is the best-validation epoch's (restore_best): its version's epoch, val_acc,
+    n_params and growth_step tags are that epoch's, and its logged model links to that step's
+    metrics, not the last epoch's."""
+    Xtr, ytr, Xva, yva, _, _ = digits
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp_id, parent = start_parent_run(uri, "senn-best", "study-best", {})
+    # 150 training rows and a high learning rate: the net over-fits, its best epoch comes before the last
+    model, policy, train = cfgmod.build(_growing_config(max_epochs=30, lr=0.1), 64, 10)
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, run_name="best", registered_model_name="senn-best")
+    trainer = Trainer(model, policy, train, [cb])
+    with cb:
+        trainer.fit(Xtr[:150], ytr[:150], Xva, yva)
+    end_parent_run(parent, "FINISHED")
+    last = trainer.history[-1]["epoch"]
+    assert trainer.restored_epoch is not None and trainer.restored_epoch < last  # the case under test
+    best = trainer.history[trainer.restored_epoch]
+    final = mlflow.MlflowClient(uri).get_model_version("senn-best", cb.final_version)
+    assert final.tags["epoch"] == str(trainer.restored_epoch) and final.tags["last_epoch"] == str(last)
+    assert float(final.tags["val_acc"]) == pytest.approx(best["val_acc"])
+    assert int(final.tags["n_params"]) == best["n_params"] == trainer.model.n_params()
+    assert final.tags["growth_step"] == (str(best["n_growth_events"] - 1) if best["n_growth_events"] else "")
+    (logged,) = [m for m in mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list") if m.name == "final"]
+    assert {m.key: m.step for m in logged.metrics if m.key == "val_acc"} == {"val_acc": trainer.restored_epoch}
+
+
 def test_resolve_and_check_tracking_uri(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

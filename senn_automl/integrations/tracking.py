@@ -510,6 +510,9 @@ class MLflowCallback(Callback):
     register : which logged models become versions of it: ``"all"`` (every growth checkpoint and the
         final model, the default), ``"final"`` (the final model only) or ``"none"``; every model is a
         LoggedModel of the run in any case. tags : tags of the run (also added to registered versions).
+        The final model is the one the trainer returns (the best-validation epoch's under
+        ``restore_best``): its version's ``epoch``, metric, ``n_params`` and ``growth_step`` tags are
+        that epoch's, ``last_epoch`` the last trained one, and it is logged at that epoch's step.
     feature_offset, feature_scale : the input scaling the network trains on (scalars or
         ``(n_features,)``; see :class:`RawInputModel`), so logged models take raw features.
     target_offset, target_scale : regression: the target standardisation (``(n_outputs,)``), so
@@ -714,14 +717,17 @@ class MLflowCallback(Callback):
         try:
             self._ensure_active()
             self._flush_metrics()  # before the final model is logged: MLflow links it to its step's metrics
-            epoch = int(trainer.history[-1]["epoch"]) if trainer.history else 0
+            record = _returned_record(trainer)  # the best-validation epoch's, when fit restored that model
+            epoch = int(record["epoch"]) if record else 0
+            events = int(record.get("n_growth_events", 0)) if record else 0
             tags = {
                 "final": "true",
-                "growth_step": len(trainer.growth_log) - 1 if trainer.growth_log else "",
+                "growth_step": events - 1 if events else "",
                 "hidden": json.dumps(list(trainer.model.hidden)),
                 "stopped_early": str(bool(trainer.stopped_early)).lower(),
+                "last_epoch": int(trainer.history[-1]["epoch"]) if trainer.history else "",
             }
-            version = self._log_model(trainer, name="final", step=epoch, extra_tags=tags)
+            version = self._log_model(trainer, name="final", step=epoch, extra_tags=tags, record=record)
             self.final_version = version
             mlflow.log_metrics({"final_n_params": float(trainer.model.n_params())}, step=epoch)
             if self.plot and trainer.history:
@@ -731,8 +737,9 @@ class MLflowCallback(Callback):
             raise
         self.close("FINISHED")
 
-    def _log_model(self, trainer, *, name: str, step: int, extra_tags: Mapping[str, Any]) -> str | None:
-        last = trainer.history[-1] if trainer.history else {}
+    def _log_model(self, trainer, *, name: str, step: int, extra_tags: Mapping[str, Any],
+                   record: Mapping[str, Any] | None = None) -> str | None:
+        last = record if record is not None else (trainer.history[-1] if trainer.history else {})
         tags = {
             **self.tags,
             "trial": self.run_name or self.run_id,
@@ -768,6 +775,15 @@ class MLflowCallback(Callback):
             png = plot_growth(trainer.history, [e.to_dict() for e in trainer.growth_log], Path(tmp) / "growth.png",
                               title=f"{self.run_name or self.run_id}: growth during training")
             mlflow.log_artifact(str(png), "growth")
+
+
+def _returned_record(trainer) -> dict[str, Any] | None:
+    """The history record of the epoch whose model the trainer holds after ``fit``: the restored
+    best-validation epoch (``trainer.restored_epoch``), else the last one; None before any epoch."""
+    if not trainer.history:
+        return None
+    epoch = getattr(trainer, "restored_epoch", None)
+    return next((r for r in trainer.history if int(r["epoch"]) == epoch), trainer.history[-1])
 
 
 # ---------------------------------------------------------------------------------- registry / study

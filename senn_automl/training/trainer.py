@@ -233,6 +233,9 @@ class Trainer:
         self.eta: float | None = None
         self._best: tuple[float, dict] | None = None
         self._since_best = 0
+        #: the epoch whose best-validation model the last ``fit`` restored at its end (``restore_best``);
+        #: None when the model is the last trained epoch's
+        self.restored_epoch: int | None = None
         self._train_weight: torch.Tensor | None = None  # (n_train,) mean 1, set by fit
         self._val_weight: torch.Tensor | None = None
         self._val_rows: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -268,7 +271,7 @@ class Trainer:
         return apply
 
     def _snapshot(self) -> dict:
-        return {"spec": self.model.spec(), "state": copy.deepcopy(self.model.state_dict())}
+        return {"spec": self.model.spec(), "state": copy.deepcopy(self.model.state_dict()), "epoch": self.epoch}
 
     # ------------------------------------------------------------------ fit
     def fit(self, X_train, y_train, X_val=None, y_val=None, *, epochs: int | None = None,
@@ -292,6 +295,7 @@ class Trainer:
         """
         cfg = self.config
         dev = self.device
+        self.restored_epoch = None
         X = _as_tensor(X_train, torch.float32, dev)
         y = self.task.targets(y_train, dev)
         has_val = X_val is not None and len(X_val) > 0
@@ -335,6 +339,7 @@ class Trainer:
         finished = self.stopped_early or self.epoch >= cfg.max_epochs
         if cfg.restore_best and finished and self._best is not None:
             self._restore(self._best[1])
+            self.restored_epoch = self._best[1].get("epoch")  # None: a snapshot from an older checkpoint
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self
