@@ -48,3 +48,13 @@ def test_toy_classification_inserts_layers_and_beats_the_linear_model(tmp_path):
     assert r["layer_events"] >= 1 and len(r["hidden"]) >= 1
     assert r["max_abs_diff"] < 1e-4  # every edit was function-preserving on the probe batch
     assert r["val_acc_final"] > max(r["val_acc_linear"], r["val_acc_linear_full"]) + 0.1
+
+
+def test_depth_circles_grows_a_layer_that_logistic_regression_lacks(tmp_path):
+    """examples/depth_circles.py: from no hidden layer, growth inserts one and separates the circles,
+    which the same start trained as long without growth cannot (its baseline is a real linear model,
+    not the grown net after a few epochs)."""
+    r = _load("depth_circles").main(tmp_path, seed=0)
+    assert (tmp_path / "circles_growth.png").stat().st_size > 10_000
+    assert r["depth_events"] >= 1 and len(r["hidden"]) >= 1
+    assert r["test_acc_linear"] < 0.7 < 0.95 < r["test_acc"]
