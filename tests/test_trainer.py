@@ -410,6 +410,25 @@ def test_determinism_by_seed(digits):
     assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
 
 
+def test_growth_timing_excludes_the_callbacks_of_the_check_at_start(digits):
+    """timings['growth'] is the policy's time: the check on the untrained network is timed before its
+    callbacks run (model logging in MLflowCallback is not growth-check time), as every later check is."""
+    Xtr, ytr, Xv, yv = digits
+
+    class Seen(Callback):
+        def __init__(self):
+            self.at_growth: list[tuple[int, float]] = []
+
+        def on_growth(self, trainer, events):
+            self.at_growth.append((events[0].epoch, trainer.timings["growth"]))
+
+    seen = Seen()
+    tr = Trainer(_model(0), _policy(accept_on="scoring"), _config(max_epochs=1), [seen])
+    tr.fit(Xtr, ytr, Xv, yv)
+    assert seen.at_growth and seen.at_growth[0][0] == -1  # the check at the start grew
+    assert seen.at_growth[0][1] > 0.0  # its time was already counted when the callbacks ran
+
+
 @pytest.mark.parametrize(
     "field, value",
     [

@@ -329,8 +329,11 @@ class Trainer:
         try:
             if self.epoch == 0 and not self.history and not self.growth_log and last > 0:
                 t0 = time.perf_counter()  # the check on the untrained network (check_at_start)
-                self._record_growth(self.policy.start(self.model, self._growth_context(-1, X_score, y_score, probe, has_val)))
-                self.timings["growth"] += time.perf_counter() - t0
+                events = self._record_growth(self.policy.start(self.model, self._growth_context(-1, X_score, y_score, probe, has_val)))
+                self.timings["growth"] += time.perf_counter() - t0  # the callbacks' time (e.g. model logging) is not growth's
+                if events:
+                    for cb in self.callbacks:
+                        cb.on_growth(self, events)
             while self.epoch < last and not self.stopped_early:
                 self._run_epoch(X, y, Xv, yv, X_score, y_score, probe, has_val, bar)
         finally:
@@ -371,7 +374,7 @@ class Trainer:
         new = []
         if self.epoch + 1 < cfg.max_epochs:  # nothing would train what grows after the last epoch
             new = self.policy.step(self.model, self._growth_context(self.epoch, X_score, y_score, probe, has_val))
-        events = self._record_growth(new, callbacks=False)
+        events = self._record_growth(new)
         t2 = time.perf_counter()
         self.timings["growth"] += t2 - t1
         val_loss, val_metric = self.evaluate(Xv, yv, self._val_weight)
@@ -412,15 +415,12 @@ class Trainer:
                              X_val=self._val_rows[0] if has_val else None, y_val=self._val_rows[1] if has_val else None,
                              generator=self.generator, task=self.task)
 
-    def _record_growth(self, new: list[GrowthEvent], callbacks: bool = True) -> list[GrowthEvent]:
-        """Number ``new`` events on from the growth log, append them, update :attr:`eta`, and (with
-        ``callbacks``) tell the callbacks; returns the numbered events."""
+    def _record_growth(self, new: list[GrowthEvent]) -> list[GrowthEvent]:
+        """Number ``new`` events on from the growth log, append them and update :attr:`eta`; returns
+        the numbered events (the caller tells the callbacks, outside the growth timing)."""
         events = [dataclasses.replace(e, step=len(self.growth_log) + k) for k, e in enumerate(new)]
         self.growth_log.extend(events)
         self.eta = self.policy.last_eta
-        if events and callbacks:
-            for cb in self.callbacks:
-                cb.on_growth(self, events)
         return events
 
     def _restore(self, snap: dict) -> None:
