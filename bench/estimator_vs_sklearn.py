@@ -22,7 +22,10 @@ Estimators
     ``SENNClassifier(random_state=0)``, every other parameter at its default (natural expansion
     policy, MLP starting at (10,), 15 % of the training fold held out for early stopping and growth
     scoring); ``MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=0)``, other
-    parameters at their defaults (Adam, alpha=1e-4, batch 200, no early stopping);
+    parameters at their defaults (Adam, alpha=1e-4, batch 200, no early stopping); the same
+    MLPClassifier with SENNClassifier's protocol (``early_stopping=True, validation_fraction=0.15,
+    n_iter_no_change=30``: 15 % of the fold held out, the best-validation weights kept), so the
+    price of the held-out split can be told from that of growth (column ``vs_MLP_15%_pts``);
     ``HistGradientBoostingClassifier(random_state=0)`` at its defaults (100 iterations, 31 leaves;
     its automatic early stopping only switches on above 10,000 samples, so never here).
     ConvergenceWarnings (and any other warning) raised during the fits are counted per row.
@@ -91,10 +94,11 @@ DATASETS = ("digits", "breast_cancer", "wine", "mnist")
 ALL_DATASETS = (*DATASETS, "iris")
 #: image shape (C, H, W) and maximum grey level of the image sets (as in senn_automl.data)
 IMAGES = {"digits": ((1, 8, 8), 16.0), "mnist": ((1, 28, 28), 255.0)}
-ESTIMATORS = ("senn", "mlp", "hgb", "senn_tuned")
+ESTIMATORS = ("senn", "mlp", "mlp_holdout", "hgb", "senn_tuned")
 LABELS = {
     "senn": "SENNClassifier (defaults)",
     "mlp": "MLPClassifier (100,)",
+    "mlp_holdout": "MLPClassifier (100,), 15 % held out",
     "hgb": "HistGradientBoosting",
 }
 #: SENNClassifier settings of the tuned row (image sets only; chosen with ``--tune``, see docstring)
@@ -169,6 +173,9 @@ def make_estimator(key: str, name: str, *, device: str, seed: int = 0, settings:
 
     if key == "mlp":
         return MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed)
+    if key == "mlp_holdout":  # SENNClassifier's protocol: 15 % of the fold held out, patience 30 epochs, best model kept
+        return MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=seed, early_stopping=True,
+                             validation_fraction=0.15, n_iter_no_change=30)
     if key == "hgb":
         return HistGradientBoostingClassifier(random_state=seed)
     if key == "senn":
@@ -263,23 +270,28 @@ def evaluate(name: str, key: str, X, y, cv, *, device: str, seed: int = 0, setti
 
 
 def add_target(rows: list[dict[str, Any]]) -> None:
-    """Compare every SENNClassifier row with the MLPClassifier row of its data set (in place)."""
+    """Compare every SENNClassifier row with the MLPClassifier row of its data set (in place), and
+    with the MLPClassifier that holds out 15 % for early stopping as SENNClassifier does
+    (``vs_mlp_holdout_points``, when that row was run)."""
     mlp = {r["dataset"]: r for r in rows if r["key"] == "mlp"}
+    held = {r["dataset"]: r for r in rows if r["key"] == "mlp_holdout"}
     for r in rows:
-        r.update(vs_mlp_points=None, params_vs_mlp=None, target_met=None)
+        r.update(vs_mlp_points=None, params_vs_mlp=None, target_met=None, vs_mlp_holdout_points=None)
         m = mlp.get(r["dataset"])
-        if m is None or r["key"] == "mlp" or r["params_what"] != "weights" or r["params_mean"] is None:
+        if m is None or r["key"].startswith("mlp") or r["params_what"] != "weights" or r["params_mean"] is None:
             continue
         diffs = np.subtract(r["acc_folds"], m["acc_folds"])  # same folds: a paired difference
         r["vs_mlp_points"] = round(100 * float(diffs.mean()), 2)
         r["vs_mlp_points_std"] = round(100 * float(diffs.std()), 2)
+        if r["dataset"] in held:
+            r["vs_mlp_holdout_points"] = round(100 * float(np.subtract(r["acc_folds"], held[r["dataset"]]["acc_folds"]).mean()), 2)
         r["params_vs_mlp"] = round(r["params_mean"] / m["params_mean"], 3)
         r["target_met"] = bool(r["acc_mean"] >= m["acc_mean"] - TARGET_GAP - 1e-12
                                and r["params_mean"] <= TARGET_PARAMS * m["params_mean"])
 
 
-TABLE_COLUMNS = ("dataset", "estimator", "accuracy", "params", "fit_s", "conv_warn", "vs_MLP_pts", "params/MLP",
-                 "target")
+TABLE_COLUMNS = ("dataset", "estimator", "accuracy", "params", "fit_s", "conv_warn", "vs_MLP_pts", "vs_MLP_15%_pts",
+                 "params/MLP", "target")
 
 
 def table_view(r: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +303,7 @@ def table_view(r: dict[str, Any]) -> dict[str, Any]:
         "fit_s": f"{r['fit_s_mean']:.2f}",
         "conv_warn": r["convergence_warnings"],
         "vs_MLP_pts": "" if r.get("vs_mlp_points") is None else f"{r['vs_mlp_points']:+.2f}",
+        "vs_MLP_15%_pts": "" if r.get("vs_mlp_holdout_points") is None else f"{r['vs_mlp_holdout_points']:+.2f}",
         "params/MLP": "" if r.get("params_vs_mlp") is None else f"{r['params_vs_mlp']:.3f}",
         "target": "" if r.get("target_met") is None else ("met" if r["target_met"] else "missed"),
     }
@@ -302,6 +315,7 @@ STYLE = {  # key -> (colour, marker, filled)
     "senn": ("tab:blue", "o", True),
     "senn_tuned": ("tab:purple", "D", True),
     "mlp": ("tab:orange", "s", True),
+    "mlp_holdout": ("tab:orange", "s", False),
     "hgb": ("tab:green", "^", False),
 }
 
