@@ -277,14 +277,16 @@ def add_target(rows: list[dict[str, Any]]) -> None:
     held = {r["dataset"]: r for r in rows if r["key"] == "mlp_holdout"}
     for r in rows:
         r.update(vs_mlp_points=None, params_vs_mlp=None, target_met=None, vs_mlp_holdout_points=None)
+        if r["key"].startswith("mlp") or r["params_what"] != "weights" or r["params_mean"] is None:
+            continue
+        if r["dataset"] in held:
+            r["vs_mlp_holdout_points"] = round(100 * float(np.subtract(r["acc_folds"], held[r["dataset"]]["acc_folds"]).mean()), 2)
         m = mlp.get(r["dataset"])
-        if m is None or r["key"].startswith("mlp") or r["params_what"] != "weights" or r["params_mean"] is None:
+        if m is None:
             continue
         diffs = np.subtract(r["acc_folds"], m["acc_folds"])  # same folds: a paired difference
         r["vs_mlp_points"] = round(100 * float(diffs.mean()), 2)
         r["vs_mlp_points_std"] = round(100 * float(diffs.std()), 2)
-        if r["dataset"] in held:
-            r["vs_mlp_holdout_points"] = round(100 * float(np.subtract(r["acc_folds"], held[r["dataset"]]["acc_folds"]).mean()), 2)
         r["params_vs_mlp"] = round(r["params_mean"] / m["params_mean"], 3)
         r["target_met"] = bool(r["acc_mean"] >= m["acc_mean"] - TARGET_GAP - 1e-12
                                and r["params_mean"] <= TARGET_PARAMS * m["params_mean"])

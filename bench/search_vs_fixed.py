@@ -76,10 +76,18 @@ def best_so_far(res, ds) -> list[tuple[float, float, float]]:
         if pick is not None and pick.version != current:
             current = pick.version
             acc = version_test_scores(res.tracking_uri, res.registered_model_name, pick.version, ds)["accuracy"]
-            row = lb[lb["trial"] == pick.tags.get("ray.trial_id")]
-            n_params = float(row.iloc[0]["n_params"]) if len(row) else float(pick.tags.get("n_params", "nan"))
-            points.append(((v.creation_timestamp - t0) / 1000.0, acc, n_params))
+            points.append(((v.creation_timestamp - t0) / 1000.0, acc, model_facts(pick)["n_params"]))
     return points
+
+
+def model_facts(version) -> dict:
+    """Validation accuracy, parameters and growth events of a registered final model, from its
+    version's tags: those of the epoch whose model it is (a trial that the time budget stopped has
+    no final Tune report, so its leaderboard row may be from an earlier epoch)."""
+    tags = version.tags or {}
+    step = tags.get("growth_step", "")
+    return {"val_acc": float(tags["val_acc"]) if tags.get("val_acc", "") != "" else None,
+            "n_params": int(tags["n_params"]), "growth_events": int(step) + 1 if step != "" else 0}
 
 
 def one_search(dataset: str, model: str, arm: str, space: str, scheduler: str, seed: int, args, work: Path) -> dict:
@@ -96,15 +104,15 @@ def one_search(dataset: str, model: str, arm: str, space: str, scheduler: str, s
     )
     wall = time.perf_counter() - t0
     lb = res.leaderboard
-    champ = lb[lb["trial"] == res.champion_trial].iloc[0] if res.champion_trial is not None else None
+    champ = next((model_facts(v) for v in res.versions if str(v.version) == str(res.champion_version)), None)
     curve = best_so_far(res, load_dataset(dataset, seed=seed)) if champ is not None else []
     statuses = lb["status"].value_counts().to_dict()
     return {
         "regime": args.regime, "dataset": dataset, "model": model, "arm": arm, "seed": seed, "trials": trials,
         "test_acc": None if res.champion_test_acc is None else round(res.champion_test_acc, 4),
-        "val_acc": None if champ is None else round(float(champ["val_acc"]), 4),
-        "n_params": None if champ is None else int(champ["n_params"]),
-        "growth_events": None if champ is None else int(champ["growth_events"] or 0),
+        "val_acc": None if champ is None or champ["val_acc"] is None else round(champ["val_acc"], 4),
+        "n_params": None if champ is None else champ["n_params"],
+        "growth_events": None if champ is None else champ["growth_events"],
         "complete": int(statuses.get("complete", 0)), "pruned": int(statuses.get("pruned", 0)),
         "errors": int(statuses.get("error", 0)), "started": int(len(lb)),
         "fit_s": round(res.timings.get("fit_s", float("nan")), 1), "wall_s": round(wall, 1),
@@ -114,7 +122,8 @@ def one_search(dataset: str, model: str, arm: str, space: str, scheduler: str, s
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean over seeds per (regime, dataset, model, arm) (``champions``: seeds whose search had a
-    complete trial; the means are over those), with the targets of each growth arm against the fixed arm."""
+    champion, i.e. a trial that logged its final model; the means are over those), with the targets
+    of each growth arm against the fixed arm."""
     import pandas as pd
 
     df = pd.DataFrame(rows)

@@ -81,7 +81,7 @@ def test_search_vs_fixed_compares_arms_at_one_budget(tmp_path):
     for r in runs.values():
         assert r["started"] == r["trials"] == 2 and r["errors"] == 0
         assert r["complete"] + r["pruned"] <= r["started"]  # the rest: interrupted
-        if r["test_acc"] is None:  # no trial finished within the budget: no champion, no curve
+        if r["test_acc"] is None:  # no trial logged its final model within the budget: no champion, no curve
             assert r["curve"] == []
             continue
         # the best model so far ends as the champion: its test accuracy and size are the row's

@@ -36,6 +36,14 @@ def test_without_a_complete_trial_the_best_final_model_by_its_tags():
     assert pick_champion(lb, versions[:2]).version == "2"  # the rule applied to what was registered by then
 
 
+def test_a_version_without_a_size_loses_a_tie():
+    lb = _leaderboard([("a", 0.94, 500, "pruned"), ("b", 0.94, 700, "pruned")])
+    sizeless = _version(2, "b", 0.94, 700)
+    sizeless.tags.pop("n_params")
+    assert pick_champion(lb, [_version(1, "a", 0.94, 500), sizeless]).version == "1"
+    assert pick_champion(lb, [sizeless, _version(3, "a", 0.94, 500)]).version == "3"
+
+
 def test_no_final_model_no_champion():
     lb = _leaderboard([("a", 0.91, 500, "complete")])
     assert pick_champion(lb, [_version(1, "a", 0.91, 500, final=False)]) is None

@@ -429,6 +429,22 @@ def test_growth_timing_excludes_the_callbacks_of_the_check_at_start(digits):
     assert seen.at_growth[0][1] > 0.0  # its time was already counted when the callbacks ran
 
 
+def test_restored_epoch_of_a_checkpoint_whose_best_snapshot_has_no_epoch(digits, tmp_path):
+    """A checkpoint written before best-model snapshots stored their epoch: the restored epoch is
+    found in the history by the snapshot's monitored key, so the final model is still tagged right."""
+    Xtr, ytr, Xv, yv = digits
+    tr = Trainer(_model(0), _policy(), _config(max_epochs=8, restore_best=True, lr=0.1))
+    tr.fit(Xtr[:150], ytr[:150], Xv, yv)
+    assert tr.restored_epoch == min(tr.history, key=lambda r: r["val_loss"])["epoch"]
+    tr.save_checkpoint(tmp_path / "ckpt")
+    state = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=True)
+    del state["best"][1]["epoch"]
+    torch.save(state, tmp_path / "ckpt" / "state.pt")
+    resumed = load_checkpoint(tmp_path / "ckpt")
+    resumed.fit(Xtr[:150], ytr[:150], Xv, yv)  # at max_epochs already: restores the best model again
+    assert resumed.restored_epoch == tr.restored_epoch
+
+
 @pytest.mark.parametrize(
     "field, value",
     [

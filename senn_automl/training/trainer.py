@@ -233,8 +233,9 @@ class Trainer:
         self.eta: float | None = None
         self._best: tuple[float, dict] | None = None
         self._since_best = 0
-        #: the epoch whose best-validation model the last ``fit`` restored at its end (``restore_best``);
-        #: None when the model is the last trained epoch's
+        #: the epoch whose best-validation model the last ``fit`` restored at its end (``restore_best``;
+        #: the last epoch when that one was the best); None when that fit restored nothing (a partial
+        #: ``fit(epochs=...)``, ``restore_best=False``): the model is then the last trained epoch's
         self.restored_epoch: int | None = None
         self._train_weight: torch.Tensor | None = None  # (n_train,) mean 1, set by fit
         self._val_weight: torch.Tensor | None = None
@@ -342,7 +343,7 @@ class Trainer:
         finished = self.stopped_early or self.epoch >= cfg.max_epochs
         if cfg.restore_best and finished and self._best is not None:
             self._restore(self._best[1])
-            self.restored_epoch = self._best[1].get("epoch")  # None: a snapshot from an older checkpoint
+            self.restored_epoch = self._best_epoch()
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self
@@ -422,6 +423,18 @@ class Trainer:
         self.growth_log.extend(events)
         self.eta = self.policy.last_eta
         return events
+
+    def _best_epoch(self) -> int | None:
+        """The epoch of the best-validation snapshot: stored with it, or (a snapshot from a checkpoint
+        written before snapshots stored it) the history record whose monitored key equals its key."""
+        key, snap = self._best
+        if snap.get("epoch") is not None:
+            return int(snap["epoch"])
+        for r in self.history:
+            rkey = (r["val_loss"],) if self.config.monitor == "val_loss" else (-r[self.task.metric], r["val_loss"])
+            if tuple(rkey) == tuple(key):
+                return int(r["epoch"])
+        return None
 
     def _restore(self, snap: dict) -> None:
         if snap["spec"] != self.model.spec():

@@ -173,7 +173,8 @@ def pick_champion(lb, versions: list, metric: str = "val_acc"):
             return finals[row["trial"]]
     if not finals:
         return None
-    return max(finals.values(), key=lambda v: (_num(v.tags.get(metric)), -_num(v.tags.get("n_params"))))
+    # fewest parameters on ties; a version without an n_params tag ranks after those with one
+    return max(finals.values(), key=lambda v: (_num(v.tags.get(metric)), -_num(v.tags.get("n_params"), missing=math.inf)))
 
 
 def mark_champion(client: MlflowClient, name: str, lb, versions: list, metric: str = "val_acc") -> tuple[str | None, str | None]:
@@ -188,12 +189,13 @@ def mark_champion(client: MlflowClient, name: str, lb, versions: list, metric: s
     return str(best.version), best.tags.get("ray.trial_id")
 
 
-def _num(x) -> float:
+def _num(x, missing: float = -math.inf) -> float:
+    """``x`` as a finite float, else ``missing`` (default −inf: ranks last when higher is better)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
-        return -math.inf
-    return v if math.isfinite(v) else -math.inf
+        return missing
+    return v if math.isfinite(v) else missing
 
 
 # ----------------------------------------------------------------------------------- Pareto front
