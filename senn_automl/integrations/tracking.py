@@ -782,8 +782,7 @@ def _returned_record(trainer) -> dict[str, Any] | None:
     best-validation epoch (``trainer.restored_epoch``), else the last one; None before any epoch."""
     if not trainer.history:
         return None
-    epoch = getattr(trainer, "restored_epoch", None)
-    return next((r for r in trainer.history if int(r["epoch"]) == epoch), trainer.history[-1])
+    return next((r for r in trainer.history if int(r["epoch"]) == trainer.restored_epoch), trainer.history[-1])
 
 
 # ---------------------------------------------------------------------------------- registry / study

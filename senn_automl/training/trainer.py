@@ -396,7 +396,7 @@ class Trainer:
             self._since_best = 0
             for cb in self.callbacks:
                 cb.on_growth(self, events)
-        key = (val_loss,) if self.config.monitor == "val_loss" else (-val_metric, val_loss)
+        key = self._monitor_key(val_loss, val_metric)
         if self._best is None or key < self._best[0]:
             self._best = (key, self._snapshot())
             self._since_best = 0
@@ -431,10 +431,14 @@ class Trainer:
         if snap.get("epoch") is not None:
             return int(snap["epoch"])
         for r in self.history:
-            rkey = (r["val_loss"],) if self.config.monitor == "val_loss" else (-r[self.task.metric], r["val_loss"])
-            if tuple(rkey) == tuple(key):
+            if self._monitor_key(r["val_loss"], r.get(self.task.metric)) == tuple(key):
                 return int(r["epoch"])
         return None
+
+    def _monitor_key(self, val_loss: float, val_metric: float | None) -> tuple[float, ...]:
+        """What early stopping and the best-model snapshot minimise: ``(val_loss,)``, or for
+        ``monitor`` = the task's metric ``(−metric, val_loss)`` (ties broken by loss)."""
+        return (val_loss,) if self.config.monitor == "val_loss" else (-val_metric, val_loss)
 
     def _restore(self, snap: dict) -> None:
         if snap["spec"] != self.model.spec():
