@@ -272,6 +272,8 @@ BAD_FILES = {
                       "'rmsprop' is not a valid optimizer"),
     "bad_relative_to": ("params:\n  relative_to: {type: categorical, choices: [total, global]}\n",
                         "params.relative_to.choices", "'global' is not a valid relative_to"),
+    "bad_weight_decay": ("constants:\n  weight_decay: heavy\nparams:\n" + BASE, "constants.weight_decay",
+                         "expected a number (default 'auto')"),
     "bad_fisher": ("params:\n  fisher: {type: categorical, choices: [exact]}\n", "params.fisher.choices",
                    "'exact' is not a valid fisher"),
     "bad_bool_choice": ("params:\n  grow_depth: {type: categorical, choices: [sometimes]}\n", "params.grow_depth.choices",
@@ -307,3 +309,14 @@ def test_bad_files(tmp_path, case):
     assert str(path.resolve()) in message and err.file == str(path.resolve())
     assert key in message and key in err.key, message
     assert reason in message and reason in err.reason, message
+
+
+@pytest.mark.parametrize("value", ["auto", "1.0e-4", "0"])
+def test_weight_decay_constant_takes_auto_or_a_number(tmp_path, value):
+    """weight_decay's default is "auto" (1e-3 for the MLP, 0 otherwise), yet it is a number to search:
+    a float range, a number or "auto" as a constant all load."""
+    path = tmp_path / "wd.yaml"
+    path.write_text(f"constants:\n  weight_decay: {value}\nparams:\n  lr: {{type: float, low: 1.0e-3, high: 1.0e-2}}\n",
+                    encoding="utf-8")
+    space = load_search_space(path)
+    assert space.constants["weight_decay"] == (value if value == "auto" else float(value))

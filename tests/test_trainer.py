@@ -735,3 +735,18 @@ def test_set_reads_none_as_python_spells_it():
 
     assert parse_overrides(["prune_after=None", "patience=null", "tau=1e-4", "accept_on=scoring"]) == {
         "prune_after": None, "patience": None, "tau": 1e-4, "accept_on": "scoring"}
+
+
+def test_weight_decay_auto_is_one_default_for_every_entry_point():
+    """`senn-automl fit`, the Tune trainable and the estimators build from one config: its
+    ``weight_decay="auto"`` is the official SENN value (1e-3) for the MLP and 0 for the CNN and the
+    EdgeMLP, a number is kept, and another string is refused with the fix."""
+    from senn_automl.training import config as cfgmod
+
+    assert cfgmod.resolve()["weight_decay"] == "auto"
+    assert cfgmod.build({}, 64, 10)[2].weight_decay == cfgmod.AUTO_WEIGHT_DECAY == 1e-3
+    assert cfgmod.build({"policy": "secnn"}, 64, 10, (1, 8, 8))[2].weight_decay == 0.0
+    assert cfgmod.build({"policy": "edges"}, 64, 10)[2].weight_decay == 0.0
+    assert cfgmod.build({"weight_decay": 0.0}, 64, 10)[2].weight_decay == 0.0
+    with pytest.raises(ValueError, match=r"weight_decay='big' is invalid: use 'auto' or a number >= 0"):
+        cfgmod.build({"weight_decay": "big"}, 64, 10)

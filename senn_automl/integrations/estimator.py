@@ -158,9 +158,6 @@ _PARAMETERS_DOC = """    Parameters
 
 __all__ = ["SENNClassifier", "SENNRegressor"]
 
-#: ``weight_decay="auto"`` for the MLP: the official SENN MNIST experiments' value (their configs
-#: ``experiment3`` and ``experiment4``, ``opt.weight_decay: 1.0e-3``); see the parameter's doc.
-AUTO_WEIGHT_DECAY = 1e-3
 #: Rows per forward pass at inference.
 _INFER_CHUNK = 8192
 #: Marks a ``model_`` that :meth:`SENNClassifier.__getstate__` replaced by spec + CPU weights.
@@ -338,12 +335,8 @@ class _SENNEstimator(BaseEstimator):
         for key in ("start_channels", "start_blocks", "block_capacity", "max_channels"):
             if not (is_whole(getattr(self, key)) and getattr(self, key) >= 1):
                 raise ValueError(f"{key}={getattr(self, key)!r} is invalid: use a whole number >= 1")
-        weight_decay = _plain(self.weight_decay)
-        if isinstance(weight_decay, str):
-            if weight_decay != "auto":
-                raise ValueError(f"weight_decay={weight_decay!r} is invalid: use 'auto' or a number >= 0, e.g. 1e-3")
-            kind = _config.model_kind({"model": self.model, "policy": self.policy})
-            weight_decay = AUTO_WEIGHT_DECAY if kind == "mlp" else 0.0
+        weight_decay = _config.weight_decay_for(_plain(self.weight_decay),
+                                                _config.model_kind({"model": self.model, "policy": self.policy}))
         config = TrainConfig(
             max_epochs=_plain(self.max_epochs),
             batch_size=_plain(self.batch_size),

@@ -16,8 +16,8 @@ from senn_automl.models.mlp import GrowingMLP
 from senn_automl.training.trainer import TrainConfig
 from senn_automl.validation import is_whole, require
 
-__all__ = ["DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model", "model_kind", "reconfigure",
-           "resolve"]
+__all__ = ["AUTO_WEIGHT_DECAY", "DEFAULTS", "POLICY_KEYS", "TRAIN_KEYS", "MODEL_KEYS", "MODELS", "build", "make_model",
+           "model_kind", "reconfigure", "resolve", "typed_default", "weight_decay_for"]
 
 MODEL_KEYS = (
     "model", "start_width", "start_depth", "max_width", "max_depth",
@@ -27,6 +27,10 @@ MODEL_KEYS = (
 #: "auto" picks the one the policy grows (edges → edge, secnn → cnn, otherwise mlp).
 MODELS = ("auto", "mlp", "cnn", "edge")
 _MODEL_FOR_POLICY = {"edges": "edge", "secnn": "cnn"}
+#: ``weight_decay="auto"`` for the MLP: the official SENN MNIST experiments' value (their configs
+#: ``experiment3`` and ``experiment4``, ``opt.weight_decay: 1.0e-3``); 0 for the CNN and the EdgeMLP
+#: (measured in BENCHMARKS.md, "Growth that pays", and ``SENNClassifier``'s ``weight_decay`` doc).
+AUTO_WEIGHT_DECAY = 1e-3
 
 
 def _policy_defaults() -> dict[str, Any]:
@@ -58,7 +62,24 @@ DEFAULTS: dict[str, Any] = {
     "max_channels": 128,
     **_POLICY_DEFAULTS,
     **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
+    "weight_decay": "auto",
 }
+
+
+def typed_default(key: str) -> Any:
+    """A value of the type ``key`` takes: its default, or for ``weight_decay`` (default ``"auto"``,
+    a number otherwise) :data:`AUTO_WEIGHT_DECAY`. Raises ``KeyError`` for an unknown key."""
+    return AUTO_WEIGHT_DECAY if key == "weight_decay" else DEFAULTS[key]
+
+
+def weight_decay_for(value: Any, kind: str) -> Any:
+    """``value`` with ``"auto"`` resolved for a model of ``kind``: :data:`AUTO_WEIGHT_DECAY` for
+    the MLP, 0 otherwise. Any other value is returned as given (``TrainConfig`` checks it).
+    Raises ``ValueError`` for any other string."""
+    if isinstance(value, str):
+        require(value == "auto", "weight_decay", value, "use 'auto' or a number >= 0, e.g. 1e-3")
+        return AUTO_WEIGHT_DECAY if kind == "mlp" else 0.0
+    return value
 
 
 def resolve(config: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -143,7 +164,7 @@ def build(
     for key, low in ints.items():
         require(is_whole(c[key]) and c[key] >= low, key, c[key], f"use a whole number >= {low}")
     policy = make_policy(c["policy"], **{k: c[k] for k in policy_params(c["policy"])})
-    train = TrainConfig(**{k: c[k] for k in TRAIN_KEYS})
+    train = TrainConfig(**{**{k: c[k] for k in TRAIN_KEYS}, "weight_decay": weight_decay_for(c["weight_decay"], kind)})
     # Weight init seeded without touching the process's RNGs: fork_rng restores the CPU generator,
     # and seeding only that one leaves every CUDA generator alone (torch.manual_seed reseeds them all).
     with torch.random.fork_rng(devices=[]):

@@ -309,7 +309,9 @@ class _Parser:
             if not _among(value, enums[name]):
                 self.fail(key, f"{value!r} is not a valid {name}; choose from: {', '.join(map(str, enums[name]))}")
             return
-        default = config.DEFAULTS[name]
+        if value == config.DEFAULTS[name]:
+            return  # a default is valid (weight_decay's "auto" too)
+        default = config.typed_default(name)
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "a boolean (true/false)"
         elif isinstance(default, int):
@@ -321,7 +323,7 @@ class _Parser:
         else:
             return
         if not ok:
-            self.fail(key, f"{value!r} is not valid for {name}: expected {kind} (default {default!r})")
+            self.fail(key, f"{value!r} is not valid for {name}: expected {kind} (default {config.DEFAULTS[name]!r})")
 
     def number(self, key: str, raw: dict, field: str, whole: bool) -> Any:
         if field not in raw or raw[field] is None:
@@ -347,7 +349,7 @@ class _Parser:
             if field not in _FIELDS[typ]:
                 hint = _suggest_names(str(field), _FIELDS[typ])
                 self.fail(f"{key}.{field}", f"not a field of a {typ} parameter ({hint})")
-        default = config.DEFAULTS[name]
+        default = config.typed_default(name)
         if typ != "categorical":
             if name in _enumerations() or isinstance(default, (str, bool)):
                 self.fail(f"{key}.type", f"{name} takes {'booleans' if isinstance(default, bool) else 'names'} "
