@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 pytest.importorskip("pandas")
 
@@ -128,3 +130,19 @@ def test_candidate_effort_repeats_searches_without_changing_the_run(tmp_path):
     assert run["hidden"] == list(plain.model.hidden)
     assert run["event_scores"] == pytest.approx([e.score for e in plain.growth_log], rel=1e-9) and plain.growth_log
     assert run["final_train_loss"] == pytest.approx(plain.history[-1]["train_loss"], rel=1e-9)
+
+
+def test_growth_vs_classes_counts_units_per_number_of_classes(tmp_path):
+    _run("growth_vs_classes.py", "--dataset", "digits", "--classes", "2", "10", "--seeds", "2", "--rows", "400",
+         "--max-epochs", "3", "--out", str(tmp_path))
+    rec = json.loads((tmp_path / "growth_vs_classes.json").read_text())
+    y = load_digits().target
+    assert [(r["K"], r["seed"]) for r in rec["rows"]] == [(2, 0), (2, 1), (10, 0), (10, 1)]
+    for r in rec["rows"]:
+        assert len(r["classes"].split()) == r["K"]
+        available = int(np.isin(y, [int(c) for c in r["classes"].split()]).sum())
+        assert r["rows"] == min(400, available)  # two digits classes hold about 360 images
+        assert 0 <= r["units_at_start"] <= r["events"]
+    assert [s["K"] for s in rec["summary"]] == [2, 10]
+    assert rec["summary"][1]["units_at_start_mean"] == sum(r["units_at_start"] for r in rec["rows"][2:]) / 2
+    assert (tmp_path / "growth_vs_classes.png").stat().st_size > 0
