@@ -10,7 +10,7 @@ fit: the units added at the check on the untrained network (events at epoch -1),
 events, and the hidden width of the returned (best-validation) model.
 
 Why K: with cross-entropy the output gradient ∂ℓ/∂y of a row sums to zero over the K outputs, so
-the error signal that a new unit's Δη' measures (SENN, Mitchell et al. 2023, Eq. 7-8: its
+the error signal that a new unit's Δη' measures (SENN, Mitchell et al. 2023, Theorem 3.2; docs/methods.md (M3)-(M4): its
 share of the natural gradient not already spanned by the consumer's inputs) has at most K - 1
 dimensions per row. If the first-order gain of width saturates once those directions are
 covered, the units added before training should scale with K, not with the data's need for
