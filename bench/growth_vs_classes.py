@@ -50,7 +50,8 @@ def main() -> None:
     ap.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
     ap.add_argument("--classes", type=int, nargs="+", default=[2, 3, 5, 10], help="numbers of classes K (2-10)")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=2000, help="rows per fit (all the rows of the K classes if fewer)")
+    ap.add_argument("--rows", type=int, default=1000,
+                    help="rows per fit, the same for every K (all the rows of the K classes if fewer; MNIST has about 500 per class)")
     ap.add_argument("--max-epochs", type=int, default=40)
     add_common_args(ap)
     args = ap.parse_args()

@@ -15,8 +15,8 @@ row             model   configuration
                         every 10 epochs, τ = 0.03, α = 2.5e-3, acceptance on the validation split
 ``natural_paper`` mlp   ``policy=natural`` with SENN's acceptance rule and MNIST width settings:
                         ``accept_on=scoring``, ``max_width=128``, ``max_depth=1``,
-                        ``weight_decay=1e-3``, and ``tau=0.01`` (the command README.md gives
-                        for MNIST)
+                        ``weight_decay=1e-3`` (the MLP's "auto" value), and ``tau=0.01`` (the
+                        command README.md gives for MNIST)
 ``edges``       edge    ``policy=edges`` from logistic regression: ``start_depth=0``,
                         ``weight_decay=1e-4``, ``max_events=3`` (the settings of
                         ``examples/edge_growth_mnist.py`` and BENCHMARKS.md; the rest are the

@@ -143,6 +143,11 @@ def test_growth_vs_classes_counts_units_per_number_of_classes(tmp_path):
         available = int(np.isin(y, [int(c) for c in r["classes"].split()]).sum())
         assert r["rows"] == min(400, available)  # two digits classes hold about 360 images
         assert 0 <= r["units_at_start"] <= r["events"]
+        # a 10-neuron start; no pruning by default, and the returned model may predate later events
+        assert 10 + r["units_at_start"] <= r["width_returned"] <= 10 + r["events"]
+    # on ten digits classes the check on the untrained network adds units (K - 1 = 9 directions to fill)
+    assert all(r["units_at_start"] >= 1 for r in rec["rows"] if r["K"] == 10)
     assert [s["K"] for s in rec["summary"]] == [2, 10]
     assert rec["summary"][1]["units_at_start_mean"] == sum(r["units_at_start"] for r in rec["rows"][2:]) / 2
+    assert rec["summary"][1]["events_mean"] == sum(r["events"] for r in rec["rows"][2:]) / 2
     assert (tmp_path / "growth_vs_classes.png").stat().st_size > 0

@@ -498,6 +498,7 @@ def test_mlproject_fit_entry_point_produces_a_complete_run(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("Default").experiment_id])
     assert run.data.tags["mlflow.project.entryPoint"] == "fit" and run.info.status == "FINISHED"
     assert run.data.params["max_epochs"] == "3" and run.data.params["seed"] == "1"
+    assert run.data.params["weight_decay"] == "0.001"  # the value trained with, not the config's "auto"
     assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
     assert 0 < run.data.metrics["test_accuracy"] <= 1
     assert {f.path for f in client.list_artifacts(run.info.run_id, "growth")} >= {"growth/growth.png"}

@@ -748,5 +748,6 @@ def test_weight_decay_auto_is_one_default_for_every_entry_point():
     assert cfgmod.build({"policy": "secnn"}, 64, 10, (1, 8, 8))[2].weight_decay == 0.0
     assert cfgmod.build({"policy": "edges"}, 64, 10)[2].weight_decay == 0.0
     assert cfgmod.build({"weight_decay": 0.0}, 64, 10)[2].weight_decay == 0.0
+    assert cfgmod.build({"policy": "secnn", "weight_decay": 1e-4}, 64, 10, (1, 8, 8))[2].weight_decay == 1e-4
     with pytest.raises(ValueError, match=r"weight_decay='big' is invalid: use 'auto' or a number >= 0"):
         cfgmod.build({"weight_decay": "big"}, 64, 10)

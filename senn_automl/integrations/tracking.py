@@ -615,6 +615,11 @@ class MLflowCallback(Callback):
         if not self._params_logged:
             self._params_logged = True
             params = self.params if self.params is not None else self._trainer_params(trainer)
+            if self.params is not None:
+                # the values training uses: a config may say "auto" (weight_decay) where the trainer
+                # holds what it resolved to
+                used = dataclasses.asdict(trainer.config)
+                params = {**params, **{k: used[k] for k in params if k in used}}
             if params:
                 mlflow.log_params(_flat_params(params))
 

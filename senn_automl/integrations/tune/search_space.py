@@ -309,15 +309,15 @@ class _Parser:
             if not _among(value, enums[name]):
                 self.fail(key, f"{value!r} is not a valid {name}; choose from: {', '.join(map(str, enums[name]))}")
             return
-        if value == config.DEFAULTS[name]:
-            return  # a default is valid (weight_decay's "auto" too)
+        if name == "weight_decay" and value == "auto":
+            return  # weight_decay's default name; any other value is a number
         default = config.typed_default(name)
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "a boolean (true/false)"
         elif isinstance(default, int):
             ok, kind = is_whole(value), "a whole number"
         elif isinstance(default, float):
-            ok, kind = is_real(value), "a number"
+            ok, kind = is_real(value), ("'auto' or a number" if name == "weight_decay" else "a number")
         elif isinstance(default, str):
             ok, kind = isinstance(value, str), "a string"
         else:
