@@ -323,7 +323,7 @@ _ALIASES = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}
 
 def _valid_names() -> str:
     return (f"{', '.join(DATASETS)} (classification), {', '.join(REGRESSION_DATASETS)} (regression); "
-            f"or, with root=PATH, one of: {', '.join(FOLDER_DATASETS)}")
+            f"or, with root=PATH (senn-automl: --data-root PATH), one of: {', '.join(FOLDER_DATASETS)}")
 
 
 def _canonical_name(name: str) -> str:
@@ -972,8 +972,9 @@ def load_dataset(
     if key in FOLDER_DATASETS:
         if root is None:
             raise ValueError(
-                f"dataset={name!r} is read from standard files in a local folder: pass root=PATH, the folder "
-                f"holding {', '.join(_FOLDER_SPECS[key].files)} (add download=True to fetch them with torchvision); "
+                f"dataset={name!r} is read from standard files in a local folder: pass root=PATH "
+                f"(senn-automl: --data-root PATH), the folder holding {', '.join(_FOLDER_SPECS[key].files)} "
+                f"(in Python, add download=True to fetch them with torchvision); "
                 f"the sets that need no files are: {', '.join(DATASETS)}"
             )
         return _load_folder(key, root, val_size=val_size, seed=seed, scale=scale, download=download, limit=limit)

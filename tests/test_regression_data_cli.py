@@ -132,3 +132,12 @@ def test_registering_a_model_needs_a_tracking_store(tmp_path):
                                  "--registered-model-name", "iris-net"], env={"MLFLOW_RUN_ID": ""})
     assert r.exit_code != 0 and "--registered-model-name needs --tracking-uri" in _text(r)
     assert not (tmp_path / "run").exists()
+
+
+def test_fit_cli_names_its_own_flag_for_folder_datasets(tmp_path):
+    """A folder dataset without a folder, or a misspelt name: the error gives the CLI's --data-root,
+    not only the Python API's root=PATH."""
+    for dataset in ("mnist_idx", "digitz"):
+        r = CliRunner().invoke(app, ["fit", "--dataset", dataset, "--quiet", "--out", str(tmp_path / "run")])
+        assert r.exit_code == 2, r.output
+        assert "--data-root PATH" in _text(r), r.output
