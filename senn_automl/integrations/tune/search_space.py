@@ -309,21 +309,24 @@ class _Parser:
             if not _among(value, enums[name]):
                 self.fail(key, f"{value!r} is not a valid {name}; choose from: {', '.join(map(str, enums[name]))}")
             return
-        if name == "weight_decay" and value == "auto":
-            return  # weight_decay's default name; any other value is a number
+        named = config.DEFAULTS[name]
+        if isinstance(named, str) and value == named:
+            return  # a default given by name (weight_decay's "auto"); other values take the key's type
         default = config.typed_default(name)
         if isinstance(default, bool):
             ok, kind = isinstance(value, bool), "a boolean (true/false)"
         elif isinstance(default, int):
             ok, kind = is_whole(value), "a whole number"
         elif isinstance(default, float):
-            ok, kind = is_real(value), ("'auto' or a number" if name == "weight_decay" else "a number")
+            ok, kind = is_real(value), "a number"
         elif isinstance(default, str):
             ok, kind = isinstance(value, str), "a string"
         else:
             return
         if not ok:
-            self.fail(key, f"{value!r} is not valid for {name}: expected {kind} (default {config.DEFAULTS[name]!r})")
+            if isinstance(named, str) and not isinstance(default, str):
+                kind = f"{named!r} or {kind}"
+            self.fail(key, f"{value!r} is not valid for {name}: expected {kind} (default {named!r})")
 
     def number(self, key: str, raw: dict, field: str, whole: bool) -> Any:
         if field not in raw or raw[field] is None:
