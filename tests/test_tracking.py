@@ -677,3 +677,65 @@ def test_close_ends_the_run_even_when_the_last_metrics_are_refused(tmp_path, dig
     assert mlflow.MlflowClient(uri).get_run(cb.run_id).info.status == "FAILED"
     assert mlflow.active_run() is None
     end_parent_run(parent, "FINISHED", tracking_uri=uri)
+
+
+def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fail(tmp_path, digits):
+    """MLflowCallback(defer_models=...) logs no model itself; flush_model_jobs logs each job found in a
+    (Tune-shaped) experiment folder into the run that made it, with the tags the synchronous path gives;
+    a second flush adds nothing (the ledger), and a job that cannot be logged stays in the spool with
+    a warning until a later flush logs it."""
+    import shutil
+
+    from senn_automl.integrations.tune.model_jobs import LEDGER, MODELS_DIR, flush_model_jobs
+
+    Xtr, ytr, Xva, yva, _, _ = digits
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id, parent = start_parent_run(uri, "senn-tests", "deferred", {})
+    conf = _growing_config()
+    model, policy, train = cfgmod.build(conf, 64, 10)
+    handed: list[Path] = []
+    cb = MLflowCallback(uri, exp_id, parent_run_id=parent, run_name="trial-d", params=conf, registered_model_name="deferred",
+                        feature_scale=16.0, input_example=Xtr[:3] * 16, defer_models=handed.append)
+    with cb:
+        trainer = Trainer(model, policy, train, [cb]).fit(Xtr, ytr, Xva, yva)
+    client = mlflow.MlflowClient(uri)
+    checks = _checks_with_growth(trainer)
+    assert checks and len(handed) == len(checks) + 1  # one per growth check, and the final model
+    assert client.search_model_versions("name='deferred'") == [] and cb.versions == []  # nothing logged yet
+
+    # the jobs as Tune stores them: <experiment>/<trial>/checkpoint_NNNNNN/mlflow_models/<job>
+    exp = tmp_path / "ray_results" / "study"
+    for i, folder in enumerate(handed):
+        dest = exp / "train_senn_0" / f"checkpoint_{i:06d}" / MODELS_DIR / folder.name
+        dest.parent.mkdir(parents=True)
+        shutil.move(str(folder), str(dest))
+    spool = tmp_path / "out" / "model_jobs"
+    # a damaged job first: its state.pt truncated
+    state = next((exp / "train_senn_0" / "checkpoint_000000" / MODELS_DIR).iterdir()) / "state.pt"
+    good = state.read_bytes()
+    state.write_bytes(good[:50])
+    with pytest.warns(RuntimeWarning, match=r"deferred model \w+ not logged to MLflow: .*it stays in .*model_jobs"):
+        counts = flush_model_jobs(uri, spool, exp)
+    assert counts == {"logged": len(handed) - 1, "failed": 1}
+    left = [p for p in spool.iterdir() if p.is_dir()]
+    assert len(left) == 1
+    (left[0] / "state.pt").write_bytes(good)  # repaired: the next flush logs it
+    assert flush_model_jobs(uri, spool, exp) == {"logged": 1, "failed": 0}
+    assert flush_model_jobs(uri, spool, exp) == {"logged": 0, "failed": 0}  # each job once
+    assert len((spool / LEDGER).read_text().split()) == len(handed)
+
+    versions = client.search_model_versions("name='deferred'")
+    assert len(versions) == len(checks) + 1
+    assert {v.run_id for v in versions} == {cb.run_id}
+    # in the run's experiment (a thread without an active run would put them in MLflow's default one)
+    logged = client.search_logged_models(experiment_ids=[exp_id], max_results=1000)
+    assert sorted(m.source_run_id for m in logged) == [cb.run_id] * len(handed)
+    finals = [v for v in versions if v.tags.get("final") == "true"]
+    assert len(finals) == 1 and int(finals[0].tags["n_params"]) == trainer.model.n_params()
+    growth = sorted((int(v.tags["epoch"]) for v in versions if v.tags.get("final") != "true"))
+    assert growth == checks
+    # a deferred model predicts raw features like a synchronously logged one
+    proba = mlflow.pyfunc.load_model(f"models:/deferred/{finals[0].version}").predict(Xva[:5] * 16)
+    with torch.no_grad():
+        expected = torch.softmax(trainer.model(torch.as_tensor(Xva[:5])), dim=1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-5)

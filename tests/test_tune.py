@@ -118,6 +118,12 @@ def test_search_mlflow_runs_versions_and_champion(search):
         for v in growth:
             assert {"trial", "policy", "epoch", "growth_step", "n_params", "val_acc"} <= set(v.tags)
         assert len(finals) == (1 if row["status"] == "complete" else 0), row["trial"]
+    # the trials hand their models to the driver (model_jobs), which logged each of them once, none left over
+    spool = Path(res.out) / "model_jobs"
+    assert not [p for p in spool.iterdir() if p.is_dir()]
+    logged = client.search_logged_models(experiment_ids=[res.experiment_id], max_results=1000)
+    ours = [m for m in logged if m.source_run_id in {r.info.run_id for r in runs}]
+    assert len(ours) == len(versions) == len((spool / "logged.txt").read_text().split())
 
     champ = client.get_model_version_by_alias(res.registered_model_name, "champion")
     assert str(champ.version) == res.champion_version

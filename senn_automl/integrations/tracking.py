@@ -45,8 +45,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import mlflow.pytorch
 import numpy as np
@@ -67,6 +68,8 @@ __all__ = [
     "LoadedModel",
     "load_model",
     "log_growth_model",
+    "log_model_job",
+    "MODEL_JOB_FILE",
     "MLflowCallback",
     "set_champion",
     "start_parent_run",
@@ -371,9 +374,10 @@ def log_growth_model(
     registered_model_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
     validate: bool = True,
+    run_id: str | None = None,
 ):
-    """Log a checkpoint written by :meth:`Trainer.save_checkpoint` as a LoggedModel of the active run
-    (MLflow's ``pytorch`` flavour, ``pt2`` format, with a ``pyfunc`` flavour), and register it as a new
+    """Log a checkpoint written by :meth:`Trainer.save_checkpoint` as a LoggedModel of run ``run_id``
+    (default: the active run; the run may have ended) (MLflow's ``pytorch`` flavour, ``pt2`` format, with a ``pyfunc`` flavour), and register it as a new
     version of ``registered_model_name`` if given.
 
     The logged module is :class:`RawInputModel` (raw features ``(n, n_features)`` in, class
@@ -388,7 +392,7 @@ def log_growth_model(
     ``validate=False`` skips MLflow's check that the logged model loads back and predicts the input
     example (see :func:`_log_pt2_model`); the module is still run on the example here, before logging.
 
-    Returns ``(model_info, model_version or None)``. Raises ``RuntimeError`` without an active run,
+    Returns ``(model_info, model_version or None)``. Raises ``RuntimeError`` without ``run_id`` or an active run,
     ``FileNotFoundError`` if the checkpoint is incomplete, ``ValueError`` for scaling or an example
     of the wrong width.
     """
@@ -396,8 +400,10 @@ def log_growth_model(
 
     from senn_automl.models.registry import model_from_spec
 
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_growth_model needs an active MLflow run: call mlflow.start_run() first")
+    if run_id is None:
+        if mlflow.active_run() is None:
+            raise RuntimeError("log_growth_model needs an MLflow run: pass run_id or call mlflow.start_run() first")
+        run_id = mlflow.active_run().info.run_id
     d = Path(checkpoint_dir)
     for f in CHECKPOINT_FILES[:2]:
         if not (d / f).is_file():
@@ -429,19 +435,30 @@ def log_growth_model(
             input_example=example,
             extra_files=[str(d / "state.pt"), str(d / "arch.json"), str(pre)],
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            params=_str_dict(params) or None,
-            tags=str_tags or None,
             step=int(step),
+            run_id=run_id,
+            model_id=_new_logged_model(run_id, name, str_tags, _str_dict(params)),
         )
     version = None
     if registered_model_name:
-        version = _register(info, registered_model_name, str_tags)
+        version = _register(info, registered_model_name, str_tags, run_id)
     return info, version
+
+
+def _new_logged_model(run_id: str, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+    """A new (PENDING) LoggedModel of run ``run_id``, in the run's experiment, with the run's params
+    added to ``params``; its id. (Left to ``log_model``, the model would go to the thread's active
+    experiment, MLflow's default one where no run is active: a driver logging a trial's model.)"""
+    run = MlflowClient().get_run(run_id)
+    model = mlflow.initialize_logged_model(name=name, source_run_id=run_id, experiment_id=run.info.experiment_id,
+                                           tags=tags or None, params={**params, **run.data.params} or None)
+    return model.model_id
 
 
 def _log_pt2_model(served: torch.nn.Module, *, validate: bool, **kwargs):
     """``mlflow.pytorch.log_model(served, serialization_format="pt2", **kwargs)``, with or without
     MLflow's serving-input check (it loads the saved program back and predicts the input example).
+    ``run_id`` (in ``kwargs``) reaches ``mlflow.models.Model.log``, whose documented parameter it is.
 
     The check is about a quarter of the time of logging one growth checkpoint (a profile of the
     trials of ``bench/search_overhead.py``; BENCHMARKS §5). A pt2 model must carry an input example, so
@@ -454,9 +471,9 @@ def _log_pt2_model(served: torch.nn.Module, *, validate: bool, **kwargs):
     return mlflow.pytorch.log_model(served, serialization_format="pt2", **kwargs)
 
 
-def _register(info, name: str, tags: dict[str, str]):
-    """A new version of registered model ``name`` from LoggedModel ``info`` (what ``mlflow.register_model``
-    does, without its two lines on stderr per version)."""
+def _register(info, name: str, tags: dict[str, str], run_id: str):
+    """A new version of registered model ``name`` from LoggedModel ``info`` of run ``run_id`` (what
+    ``mlflow.register_model`` does, without its two lines on stderr per version)."""
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     client = MlflowClient()
@@ -465,9 +482,36 @@ def _register(info, name: str, tags: dict[str, str]):
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    run_id = mlflow.active_run().info.run_id
     return client.create_model_version(name, f"models:/{info.model_id}", run_id=run_id, tags=tags or None,
                                        model_id=info.model_id)
+
+
+#: the file that makes a folder a deferred model: a :meth:`Trainer.save_checkpoint` checkpoint plus
+#: this JSON of :func:`log_growth_model`'s arguments (``MLflowCallback(defer_models=...)`` writes it)
+MODEL_JOB_FILE = "model_job.json"
+
+
+def _listed(value: Any) -> Any:
+    return None if value is None else np.asarray(value, dtype=np.float64).tolist()
+
+
+def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = None):
+    """Log the deferred model in ``directory`` (its checkpoint and :data:`MODEL_JOB_FILE`, written by
+    :class:`MLflowCallback` with ``defer_models``) with :func:`log_growth_model` into the run named in
+    the job, at ``tracking_uri`` (default: the current one). Returns ``(model_info, model_version or
+    None)``; raises ``FileNotFoundError`` when the folder holds no job, and what
+    :func:`log_growth_model` and MLflow raise."""
+    d = Path(directory)
+    if not (d / MODEL_JOB_FILE).is_file():
+        raise FileNotFoundError(f"{d / MODEL_JOB_FILE} not found: not a deferred model of MLflowCallback(defer_models=...)")
+    job = json.loads((d / MODEL_JOB_FILE).read_text())
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    return log_growth_model(
+        d, name=job["name"], step=job["step"], run_id=job["run_id"], registered_model_name=job["registered_model_name"],
+        tags=job["tags"], validate=job["validate"], feature_offset=job["feature_offset"], feature_scale=job["feature_scale"],
+        target_offset=job["target_offset"], target_scale=job["target_scale"], input_example=job["input_example"],
+    )
 
 
 def quiet_mlflow() -> None:
@@ -522,6 +566,13 @@ class MLflowCallback(Callback):
         check (``log_growth_model(validate=False)``), since they are exported the same way.
     plot : log the growth plot (``growth/growth.png``: parameters and validation accuracy or R² against
         epochs, events marked) when the run ends.
+    defer_models : ``None`` (log each model when it is made) or a callable that takes charge of a
+        deferred model: the callback writes the model's checkpoint and :data:`MODEL_JOB_FILE` (the
+        arguments of :func:`log_growth_model`, this run's id among them, and a ``job_id``) into a new
+        temporary folder and passes its path, and whoever receives it must run :func:`log_model_job` on
+        it. Ray Tune trials hand them to the search's driver, which logs them while the trials train
+        (:mod:`senn_automl.integrations.tune.model_jobs`). Deferred models are not in ``versions``,
+        ``final_version`` and ``logged_models``, and only models logged before a step's metrics carry them.
     metrics_every : the per-epoch metrics are sent in one ``log_batch`` every this many epochs, at
         each growth check that grew and when the run ends (``1``: every epoch). One batch costs about
         what one ``log_metrics`` call costs (a profile of bench/search_overhead.py's tracked loop on a
@@ -555,6 +606,7 @@ class MLflowCallback(Callback):
         input_example: Any = None,
         plot: bool = True,
         metrics_every: int = 10,
+        defer_models: Callable[[Path], None] | None = None,
     ):
         require_choice("register", register, REGISTER_CHOICES)
         require(is_whole(metrics_every) and metrics_every >= 1, "metrics_every", metrics_every, "use a whole number of epochs >= 1")
@@ -570,6 +622,7 @@ class MLflowCallback(Callback):
         self.target_offset, self.target_scale = target_offset, target_scale
         self.plot = bool(plot)
         self.metrics_every = int(metrics_every)
+        self.defer_models = defer_models
         self._unsent: list[Any] = []  # mlflow.entities.Metric of epochs not yet sent
         self._models_at: dict[int, list[str]] = {}  # step -> ids of the LoggedModels logged at it
         self.run_id: str | None = run_id
@@ -757,6 +810,18 @@ class MLflowCallback(Callback):
         }
         tags = _str_dict(tags)
         registered = self.registered_model_name if self.register == "all" or (self.register == "final" and name == "final") else None
+        if self.defer_models is not None:
+            folder = Path(tempfile.mkdtemp(prefix=f"senn-model-{name}-"))
+            trainer.save_checkpoint(folder)
+            (folder / MODEL_JOB_FILE).write_text(json.dumps({
+                "job_id": uuid.uuid4().hex, "run_id": self.run_id, "name": name, "step": int(step),
+                "registered_model_name": registered, "tags": tags, "validate": name == "final",
+                "feature_offset": _listed(self.feature_offset), "feature_scale": _listed(self.feature_scale),
+                "target_offset": _listed(self.target_offset), "target_scale": _listed(self.target_scale),
+                "input_example": _listed(self.input_example),
+            }))
+            self.defer_models(folder)
+            return None
         with tempfile.TemporaryDirectory(prefix="senn-ckpt-") as tmp:
             trainer.save_checkpoint(tmp)
             info, mv = log_growth_model(

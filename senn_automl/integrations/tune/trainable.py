@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,6 +41,11 @@ class TuneReportCallback(Callback):
     model, so the final checkpoint and metrics describe the model the run ends with; when
     ``val_data`` is given its validation metric and ``val_loss`` are re-measured on that model.
 
+    Deferred models (:meth:`hand_over`, the ``defer_models`` of the trial's MLflow callback) go with
+    the next report: it then carries a checkpoint, with the models' folders in its
+    :data:`~senn_automl.integrations.tune.model_jobs.MODELS_DIR`, and the driver logs them
+    (:class:`~senn_automl.integrations.tune.model_jobs.ModelJobLogger`).
+
     ``tune.report`` may raise ``SystemExit`` (Tune stops the trial: ASHA, ``max_t``); callers
     must let it propagate (see :func:`train_senn`). ``run_id`` (a callable, read at each report) adds
     the trial's MLflow run id to its results as ``mlflow_run_id``, which the searcher stores on the
@@ -52,6 +58,7 @@ class TuneReportCallback(Callback):
         self.run_id = run_id
         self.checkpoint_every = int(checkpoint_every or 0)
         self._pending: dict[str, Any] | None = None
+        self._models: list[Path] = []  # deferred models not yet sent
         #: metrics of the final model (set just before the last report), None until then
         self.final_metrics: dict[str, Any] | None = None
 
@@ -73,15 +80,31 @@ class TuneReportCallback(Callback):
     def _is_last(trainer) -> bool:
         return trainer.epoch >= trainer.config.max_epochs or trainer.stopped_early
 
+    def hand_over(self, folder: Path) -> None:
+        """Take a deferred model's folder (the MLflow callback's ``defer_models``); it is moved into
+        the next report's checkpoint."""
+        self._models.append(Path(folder))
+
+    def discard(self) -> None:
+        """Remove the deferred models not sent (a trial that fails before its next report)."""
+        models, self._models = self._models, []
+        for m in models:
+            shutil.rmtree(m, ignore_errors=True)
+
     def _report(self, trainer, metrics: dict[str, Any], checkpoint: bool) -> None:
+        from senn_automl.integrations.tune.model_jobs import MODELS_DIR
+
         run_id = self.run_id() if self.run_id is not None else None
         if run_id:
             metrics = {**metrics, "mlflow_run_id": run_id}
-        if not checkpoint:
+        if not checkpoint and not self._models:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="senn-ckpt-") as d:
             trainer.save_checkpoint(d)
+            models, self._models = self._models, []
+            for m in models:
+                shutil.move(str(m), str(Path(d) / MODELS_DIR / m.name))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     def on_epoch_end(self, trainer, record):
@@ -137,9 +160,11 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
 
     With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
     it with :func:`~senn_automl.training.trainer.load_checkpoint` and continues; otherwise it is built with
-    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so metrics and model
-    versions are logged before Tune may stop the trial inside ``report``), then
-    :class:`TuneReportCallback`. The MLflow run ends FINISHED when Tune stops the trial
+    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so metrics are logged
+    before Tune may stop the trial inside ``report``), then :class:`TuneReportCallback`. The MLflow
+    callback defers its models (growth checkpoints, the final model) to the report's checkpoints, and
+    the search's driver logs and registers them
+    (:class:`~senn_automl.integrations.tune.model_jobs.ModelJobLogger`). The MLflow run ends FINISHED when Tune stops the trial
     (``SystemExit``) or training ends, FAILED on any other exception.
     """
     import torch
@@ -167,6 +192,8 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     trial_name, trial_id = ctx.get_trial_name(), ctx.get_trial_id()
     callbacks: list[Callback] = []
     mlf = None
+    reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=lambda: None if mlf is None else mlf.run_id,
+                                  checkpoint_every=int(plumbing.get("checkpoint_every") or 0))
     if plumbing.get("mlflow_uri"):
         from senn_automl.integrations.tracking import MLflowCallback, quiet_mlflow
 
@@ -193,11 +220,11 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             # every epoch, not in batches: a trial Tune stops (ASHA, PBT pause, time budget) ends in a daemon
             # thread that the actor's exit can cut short before close() sends what is buffered
             metrics_every=1,
+            # the driver logs and registers the models, while this trial trains (model_jobs.ModelJobLogger)
+            defer_models=reporter.hand_over,
         )
         callbacks.append(mlf)
-    reporter = TuneReportCallback(val_data=(X_val, y_val), run_id=None if mlf is None else (lambda: mlf.run_id),
-                                  checkpoint_every=int(plumbing.get("checkpoint_every") or 0))
-    callbacks.append(reporter)
+    callbacks.append(reporter)  # after the MLflow callback: its on_fit_end hands over the final model first
 
     try:
         ckpt = tune.get_checkpoint()
@@ -214,6 +241,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             _log_final_metrics(mlf, reporter)
         raise
     except BaseException:
+        reporter.discard()
         if mlf is not None:
             mlf.close("FAILED")
         raise

@@ -1,0 +1,176 @@
+"""Models logged to MLflow off the trials' path.
+
+A trial (:func:`~senn_automl.integrations.tune.trainable.train_senn`) does not log its models itself:
+its :class:`~senn_automl.integrations.tracking.MLflowCallback` writes each model it would log (a growth
+checkpoint, the final model) as a deferred model job (a checkpoint plus
+:data:`~senn_automl.integrations.tracking.MODEL_JOB_FILE`), and the trial sends the jobs with its next
+Tune checkpoint, in the folder :data:`MODELS_DIR`. In the driver, :class:`ModelJobLogger` (a Tune
+callback) copies the jobs of every checkpoint Tune registers and logs them on a thread of its own
+while the trials train, so a trial waits for none of the export, logging and registration
+(``torch.export`` alone is half of a growth checkpoint's logging; BENCHMARKS §5).
+
+None is lost: a job leaves the driver's spool folder only once it is logged, and its id is then
+written to the spool's ledger (:data:`LEDGER`). :func:`flush_model_jobs`, which ``run_search`` calls
+after ``Tuner.fit``, waits for the loggers, then logs every job that it finds in the experiment's
+checkpoints or in the spool and that the ledger does not list: checkpoints of results the driver
+never processed (a trial killed mid-report, the search's time budget, Ctrl-C) and jobs of a driver
+killed before (``--resume``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import warnings
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.fs
+from ray import tune
+
+#: the folder of a Tune checkpoint that carries the trial's deferred models, one subfolder each
+MODELS_DIR = "mlflow_models"
+#: the spool's file of logged job ids, one per line
+LEDGER = "logged.txt"
+
+#: the loggers of this process (a restored Tuner unpickles its own), which :func:`flush_model_jobs` waits for
+_LIVE: "weakref.WeakSet[ModelJobLogger]" = weakref.WeakSet()
+
+
+class ModelJobLogger(tune.Callback):
+    """Tune callback: log the deferred models that trials send with their checkpoints to the MLflow
+    store at ``tracking_uri``, on one background thread, from a copy in the local folder ``spool``.
+
+    A job that fails to log is warned about (``RuntimeWarning``) and stays in the spool, where
+    :func:`flush_model_jobs` tries it again. Picklable (``Tuner.restore`` unpickles it): the thread
+    and its queue are made anew.
+    """
+
+    def __init__(self, tracking_uri: str, spool: str | Path):
+        self.tracking_uri = str(tracking_uri)
+        self.spool = Path(spool)
+        self._start()
+
+    def _start(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future] = []
+        _LIVE.add(self)
+
+    def __getstate__(self):
+        return {"tracking_uri": self.tracking_uri, "spool": self.spool}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._start()
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        try:
+            folders = _copy_jobs(checkpoint.filesystem, checkpoint.path, self.spool)
+        # Broad on purpose: Tune ends the whole search on an exception in a callback; the jobs stay in
+        # the checkpoint, where flush_model_jobs finds them
+        except Exception as exc:
+            warnings.warn(f"deferred models of {trial.trial_id} not copied from {checkpoint.path}: {exc}; "
+                          f"they are logged after the search", RuntimeWarning, stacklevel=2)
+            return
+        if folders and self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="senn-model-jobs")
+        for folder in folders:
+            self._futures.append(self._pool.submit(_log_job, folder, self.tracking_uri, self.spool))
+
+    def wait(self) -> None:
+        """Block until every job handed to the thread is logged or has failed; stop the thread."""
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()  # _log_job warns instead of raising
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+_ledger_lock = threading.Lock()
+
+
+def _logged(spool: Path) -> set[str]:
+    path = spool / LEDGER
+    return set(path.read_text().split()) if path.is_file() else set()
+
+
+def _job_id(folder: Path) -> str:
+    from senn_automl.integrations.tracking import MODEL_JOB_FILE
+
+    return str(json.loads((folder / MODEL_JOB_FILE).read_text())["job_id"])
+
+
+def _log_job(folder: Path, tracking_uri: str, spool: Path) -> bool:
+    """Log one spooled job unless the ledger lists it; on success add it to the ledger and remove the
+    folder. Returns whether it is logged now; warns on failure and keeps the folder."""
+    from senn_automl.integrations.tracking import log_model_job
+
+    try:
+        job_id = _job_id(folder)
+        if job_id not in _logged(spool):
+            log_model_job(folder, tracking_uri=tracking_uri)
+            with _ledger_lock, open(spool / LEDGER, "a") as f:
+                f.write(job_id + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    # Broad on purpose: MLflow, the store, torch.export or a damaged folder; the job stays for a retry
+    except Exception as exc:
+        warnings.warn(f"deferred model {folder.name} not logged to MLflow: {type(exc).__name__}: {exc}; "
+                      f"it stays in {folder.parent} for the next flush", RuntimeWarning, stacklevel=2)
+        return False
+
+
+def _copy_jobs(fs: pyarrow.fs.FileSystem, checkpoint_path: str, spool: Path, done: set[str] = frozenset()) -> list[Path]:
+    """Copy the job folders of one checkpoint (``<checkpoint>/MODELS_DIR/*``) whose ids are not in
+    ``done`` into ``spool`` (as ``<spool>/<job id>``); the new local folders. Tune may delete the
+    checkpoint after this (``num_to_keep``), so the copy is made at once."""
+    from senn_automl.integrations.tracking import MODEL_JOB_FILE
+
+    src = f"{checkpoint_path.rstrip('/')}/{MODELS_DIR}"
+    if fs.get_file_info(src).type != pyarrow.fs.FileType.Directory:
+        return []
+    out = []
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(src)):
+        if entry.type != pyarrow.fs.FileType.Directory:
+            continue
+        with fs.open_input_stream(f"{entry.path}/{MODEL_JOB_FILE}") as f:
+            job_id = str(json.loads(f.read())["job_id"])
+        if job_id in done:
+            continue
+        dest = spool / job_id
+        if not dest.exists():
+            dest.mkdir(parents=True)
+            pyarrow.fs.copy_files(entry.path, str(dest), source_filesystem=fs,
+                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+        out.append(dest)
+    return out
+
+
+def flush_model_jobs(tracking_uri: str, spool: str | Path, experiment_path: str | Path | None = None) -> dict[str, int]:
+    """Wait for this process's :class:`ModelJobLogger` threads, then log (in this thread) every job the
+    ledger of ``spool`` does not list: those in the checkpoints below ``experiment_path`` (a local
+    folder or a URI Ray Tune's storage takes, e.g. ``s3://...``), and those left in ``spool``.
+    Returns ``{"logged": n, "failed": m}`` of this sweep (failed jobs are warned about and stay in
+    ``spool``)."""
+    for logger in list(_LIVE):
+        logger.wait()
+    spool = Path(spool)
+    done = _logged(spool)
+    if experiment_path is not None:
+        path = str(experiment_path)
+        if "://" in path:
+            fs, root = pyarrow.fs.FileSystem.from_uri(path)
+        else:
+            fs, root = pyarrow.fs.LocalFileSystem(), str(Path(path).resolve())
+        if fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
+            for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+                if entry.type == pyarrow.fs.FileType.Directory and entry.base_name == MODELS_DIR:
+                    _copy_jobs(fs, entry.path.rstrip("/")[: -len(MODELS_DIR) - 1], spool, done)
+    counts = {"logged": 0, "failed": 0}
+    if spool.is_dir():
+        for folder in sorted(p for p in spool.iterdir() if p.is_dir()):
+            counts["logged" if _log_job(folder, tracking_uri, spool) else "failed"] += 1
+    return counts
