@@ -118,7 +118,12 @@ def test_search_mlflow_runs_versions_and_champion(search):
         for v in growth:
             assert {"trial", "policy", "epoch", "growth_step", "n_params", "val_acc"} <= set(v.tags)
         assert len(finals) == (1 if row["status"] == "complete" else 0), row["trial"]
-    # the trials hand their models to the driver (model_jobs), which logged each of them once, none left over
+        # the driver logged each reported epoch's metrics once (relayed with the reports), and each growth check's
+        steps = sorted(m.step for m in client.get_metric_history(row["mlflow_run_id"], "val_acc"))
+        assert steps == list(range(int(row["epochs"]))), (row["trial"], steps)
+        checks = sorted(m.step for m in client.get_metric_history(row["mlflow_run_id"], "growth_events_in_check"))
+        assert checks == sorted(int(v.tags["epoch"]) for v in growth), row["trial"]
+    # the trials hand their models to the driver (relay), which logged each of them once, none left over
     spool = Path(res.out) / "model_jobs"
     assert not [p for p in spool.iterdir() if p.is_dir()]
     logged = client.search_logged_models(experiment_ids=[res.experiment_id], max_results=1000)

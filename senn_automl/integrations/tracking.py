@@ -571,8 +571,11 @@ class MLflowCallback(Callback):
         arguments of :func:`log_growth_model`, this run's id among them, and a ``job_id``) into a new
         temporary folder and passes its path, and whoever receives it must run :func:`log_model_job` on
         it. Ray Tune trials hand them to the search's driver, which logs them while the trials train
-        (:mod:`senn_automl.integrations.tune.model_jobs`). Deferred models are not in ``versions``,
+        (:mod:`senn_automl.integrations.tune.relay`). Deferred models are not in ``versions``,
         ``final_version`` and ``logged_models``, and only models logged before a step's metrics carry them.
+    defer_metrics : ``None`` (send metrics to the run) or a callable that takes each batch of metrics
+        instead, as ``[key, value, timestamp_ms, step]`` rows, and must log them to this run
+        (Ray Tune trials send them with their next report, and the driver logs them).
     metrics_every : the per-epoch metrics are sent in one ``log_batch`` every this many epochs, at
         each growth check that grew and when the run ends (``1``: every epoch). One batch costs about
         what one ``log_metrics`` call costs (a profile of bench/search_overhead.py's tracked loop on a
@@ -607,6 +610,7 @@ class MLflowCallback(Callback):
         plot: bool = True,
         metrics_every: int = 10,
         defer_models: Callable[[Path], None] | None = None,
+        defer_metrics: Callable[[list[list]], None] | None = None,
     ):
         require_choice("register", register, REGISTER_CHOICES)
         require(is_whole(metrics_every) and metrics_every >= 1, "metrics_every", metrics_every, "use a whole number of epochs >= 1")
@@ -623,6 +627,7 @@ class MLflowCallback(Callback):
         self.plot = bool(plot)
         self.metrics_every = int(metrics_every)
         self.defer_models = defer_models
+        self.defer_metrics = defer_metrics
         self._unsent: list[Any] = []  # mlflow.entities.Metric of epochs not yet sent
         self._models_at: dict[int, list[str]] = {}  # step -> ids of the LoggedModels logged at it
         self.run_id: str | None = run_id
@@ -735,21 +740,27 @@ class MLflowCallback(Callback):
             self._flush_metrics()
 
     def _flush_metrics(self) -> None:
-        """Send the buffered epoch metrics to the run (``MlflowClient.log_batch`` splits them into
-        requests of MLflow's 1,000-metric limit)."""
+        """Send the buffered metrics to the run (``MlflowClient.log_batch`` splits them into
+        requests of MLflow's 1,000-metric limit), or hand them to ``defer_metrics``."""
         if self._unsent:
             metrics, self._unsent = self._unsent, []
-            MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=metrics)
+            if self.defer_metrics is not None:
+                self.defer_metrics([[m.key, m.value, m.timestamp, m.step] for m in metrics])
+            else:
+                MlflowClient(self.tracking_uri).log_batch(self.run_id, metrics=metrics)
+
+    def _add_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = _now_ms()
+        self._unsent.extend(mlflow.entities.Metric(k, float(v), now, int(step)) for k, v in metrics.items())
 
     def on_growth(self, trainer, events) -> None:
         self._ensure_active()
         if not events:
             return
-        self._flush_metrics()  # a process killed after this check keeps the metrics up to its checkpoint
         self.events.extend(e.to_dict() for e in events)
         mlflow.log_dict(self.events, "growth/events.json")
         epoch = int(events[-1].epoch)  # -1 for the check before the first epoch (check_at_start)
-        mlflow.log_metrics(
+        self._add_metrics(
             {
                 "growth_events_in_check": float(len(events)),
                 "growth_params_added": float(events[-1].params_after - events[0].params_before),
@@ -760,6 +771,8 @@ class MLflowCallback(Callback):
             },
             step=epoch,
         )
+        self._flush_metrics()  # before the model (MLflow links it to its step's metrics); a process killed
+        # after this check keeps the metrics up to its checkpoint
         step = int(events[-1].step)
         tags = {
             "growth_step": step,
@@ -787,7 +800,8 @@ class MLflowCallback(Callback):
             }
             version = self._log_model(trainer, name="final", step=epoch, extra_tags=tags, record=record)
             self.final_version = version
-            mlflow.log_metrics({"final_n_params": float(trainer.model.n_params())}, step=epoch)
+            self._add_metrics({"final_n_params": float(trainer.model.n_params())}, step=epoch)
+            self._flush_metrics()
             if self.plot and trainer.history:
                 self._log_plot(trainer)
         except BaseException:

@@ -22,7 +22,7 @@ import optuna
 import ray
 from ray import tune
 
-from senn_automl.integrations.tune.model_jobs import ModelJobLogger, flush_model_jobs
+from senn_automl.integrations.tune.relay import MLflowRelay, flush_relay
 from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
 from senn_automl.integrations.tune.searcher import (
     INTERRUPTED_ATTR,
@@ -56,7 +56,7 @@ SCHEDULERS = ("asha", "fifo", "pbt")
 PBT_MUTABLE = ("tau", "alpha", "expansion_interval", "lr")
 #: Optuna study user attribute: the trials the search's Tune run samples in all (checked by ``--resume``)
 NUM_SAMPLES_ATTR = "num_samples"
-#: the folder below ``out`` where the driver keeps the trials' models until they are logged (model_jobs)
+#: the folder below ``out`` where the driver keeps the trials' models until they are logged (relay)
 MODEL_SPOOL = "model_jobs"
 DEFAULT_RAY_TMPDIR = "/tmp/senn-ray"  # short: Ray's AF_UNIX socket paths must stay < 107 bytes
 
@@ -682,8 +682,8 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         t_fit = time.time()
         grid = tuner.fit()
         timings["fit_s"] = time.time() - t_fit
-        t_flush = time.time()  # the trials' models that the driver has not logged yet (model_jobs)
-        flush_model_jobs(opts.tracking_uri, opts.out / MODEL_SPOOL, opts.experiment_path)
+        t_flush = time.time()  # the trials' models that the driver has not logged yet (relay)
+        flush_relay(opts.tracking_uri, opts.out / MODEL_SPOOL, opts.experiment_path)
         timings["model_flush_s"] = time.time() - t_flush
         # Tune catches the first SIGINT (Ctrl-C), saves its state, stops the running trials and returns:
         # their Optuna trials are still RUNNING (no one told them), or, between two trials, fewer
@@ -745,7 +745,7 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
     if opts.resume:  # no restorable Tune experiment: a new Tuner continues the Optuna study
         fail_running_trials(rdb, opts.study_name)  # left RUNNING by a killed driver: no one will tell them
         num_samples -= finished_trials(rdb, opts.study_name)  # < num_samples: checked by _check_resume
-    callbacks = [*opts.callbacks, ModelJobLogger(opts.tracking_uri, opts.out / MODEL_SPOOL)]
+    callbacks = [*opts.callbacks, MLflowRelay(opts.tracking_uri, opts.out / MODEL_SPOOL)]
     if opts.progress is not False:
         callbacks.append(ProgressView(num_samples, opts.writer))
     run_config = tune.RunConfig(

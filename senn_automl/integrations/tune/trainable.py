@@ -41,10 +41,12 @@ class TuneReportCallback(Callback):
     model, so the final checkpoint and metrics describe the model the run ends with; when
     ``val_data`` is given its validation metric and ``val_loss`` are re-measured on that model.
 
-    Deferred models (:meth:`hand_over`, the ``defer_models`` of the trial's MLflow callback) go with
-    the next report: it then carries a checkpoint, with the models' folders in its
-    :data:`~senn_automl.integrations.tune.model_jobs.MODELS_DIR`, and the driver logs them
-    (:class:`~senn_automl.integrations.tune.model_jobs.ModelJobLogger`).
+    Deferred MLflow metrics and models (:meth:`hand_metrics` and :meth:`hand_over`, the
+    ``defer_metrics`` and ``defer_models`` of the trial's MLflow callback) go with the next report: the
+    metrics under :data:`~senn_automl.integrations.tune.relay.METRICS_KEY`, the models' folders in
+    the report's checkpoint (one is then attached), in its
+    :data:`~senn_automl.integrations.tune.relay.MODELS_DIR`; the driver logs them
+    (:class:`~senn_automl.integrations.tune.relay.MLflowRelay`).
 
     ``tune.report`` may raise ``SystemExit`` (Tune stops the trial: ASHA, ``max_t``); callers
     must let it propagate (see :func:`train_senn`). ``run_id`` (a callable, read at each report) adds
@@ -59,6 +61,7 @@ class TuneReportCallback(Callback):
         self.checkpoint_every = int(checkpoint_every or 0)
         self._pending: dict[str, Any] | None = None
         self._models: list[Path] = []  # deferred models not yet sent
+        self._metrics: list[list] = []  # deferred metric rows not yet sent
         #: metrics of the final model (set just before the last report), None until then
         self.final_metrics: dict[str, Any] | None = None
 
@@ -85,6 +88,11 @@ class TuneReportCallback(Callback):
         the next report's checkpoint."""
         self._models.append(Path(folder))
 
+    def hand_metrics(self, rows: list[list]) -> None:
+        """Take deferred MLflow metric rows (the MLflow callback's ``defer_metrics``); they go with the
+        next report."""
+        self._metrics.extend(rows)
+
     def discard(self) -> None:
         """Remove the deferred models not sent (a trial that fails before its next report)."""
         models, self._models = self._models, []
@@ -92,11 +100,14 @@ class TuneReportCallback(Callback):
             shutil.rmtree(m, ignore_errors=True)
 
     def _report(self, trainer, metrics: dict[str, Any], checkpoint: bool) -> None:
-        from senn_automl.integrations.tune.model_jobs import MODELS_DIR
+        from senn_automl.integrations.tune.relay import METRICS_KEY, MODELS_DIR
 
+        metrics = dict(metrics)
         run_id = self.run_id() if self.run_id is not None else None
         if run_id:
-            metrics = {**metrics, "mlflow_run_id": run_id}
+            metrics["mlflow_run_id"] = run_id
+        if self._metrics:
+            metrics[METRICS_KEY], self._metrics = self._metrics, []
         if not checkpoint and not self._models:
             tune.report(metrics)
             return
@@ -164,7 +175,7 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
     before Tune may stop the trial inside ``report``), then :class:`TuneReportCallback`. The MLflow
     callback defers its models (growth checkpoints, the final model) to the report's checkpoints, and
     the search's driver logs and registers them
-    (:class:`~senn_automl.integrations.tune.model_jobs.ModelJobLogger`). The MLflow run ends FINISHED when Tune stops the trial
+    (:class:`~senn_automl.integrations.tune.relay.MLflowRelay`). The MLflow run ends FINISHED when Tune stops the trial
     (``SystemExit``) or training ends, FAILED on any other exception.
     """
     import torch
@@ -217,11 +228,12 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
             input_example=data.raw("train", 2),
             target_offset=data.target_offset,
             target_scale=data.target_scale,
-            # every epoch, not in batches: a trial Tune stops (ASHA, PBT pause, time budget) ends in a daemon
-            # thread that the actor's exit can cut short before close() sends what is buffered
+            # every epoch, with that epoch's report: a trial Tune stops (ASHA, PBT pause, time budget) ends in a
+            # daemon thread that the actor's exit can cut short, so nothing may wait for its close()
             metrics_every=1,
-            # the driver logs and registers the models, while this trial trains (model_jobs.ModelJobLogger)
+            # the driver logs and registers the models, while this trial trains (relay.MLflowRelay)
             defer_models=reporter.hand_over,
+            defer_metrics=reporter.hand_metrics,
         )
         callbacks.append(mlf)
     callbacks.append(reporter)  # after the MLflow callback: its on_fit_end hands over the final model first

@@ -1,16 +1,26 @@
-"""Models logged to MLflow off the trials' path.
+"""The trials' MLflow metrics and models, logged by the search's driver off the trials' path.
 
-A trial (:func:`~senn_automl.integrations.tune.trainable.train_senn`) does not log its models itself:
-its :class:`~senn_automl.integrations.tracking.MLflowCallback` writes each model it would log (a growth
-checkpoint, the final model) as a deferred model job (a checkpoint plus
-:data:`~senn_automl.integrations.tracking.MODEL_JOB_FILE`), and the trial sends the jobs with its next
-Tune checkpoint, in the folder :data:`MODELS_DIR`. In the driver, :class:`ModelJobLogger` (a Tune
-callback) copies the jobs of every checkpoint Tune registers and logs them on a thread of its own
-while the trials train, so a trial waits for none of the export, logging and registration
-(``torch.export`` alone is half of a growth checkpoint's logging; BENCHMARKS §5).
+A trial (:func:`~senn_automl.integrations.tune.trainable.train_senn`) creates its MLflow run, logs its
+params, growth log and plot, and hands the rest to the driver through Ray Tune:
+
+* its metrics (per epoch, per growth check): :class:`~senn_automl.integrations.tracking.MLflowCallback`
+  passes them to ``defer_metrics``, and the trial sends them with its next report, under
+  :data:`METRICS_KEY`;
+* its models (growth checkpoints, the final model): the callback writes each as a deferred model job (a
+  checkpoint plus :data:`~senn_automl.integrations.tracking.MODEL_JOB_FILE`), and the trial sends the
+  jobs with its next Tune checkpoint, in the folder :data:`MODELS_DIR`.
+
+In the driver, :class:`MLflowRelay` (a Tune callback) logs them on a thread of its own while the trials
+train: the metrics in one ``log_batch`` per trial every :attr:`MLflowRelay.batch_results` results (and
+before the trial's models, so MLflow links each model to its step's metrics), the models from a copy of
+their folders. A trial thus waits for none of the export, logging and registration (``torch.export``
+alone is half of a growth checkpoint's logging) nor for a database write per epoch (BENCHMARKS §5).
+Every result a trial reports reaches the driver, so a trial that Tune stops or that crashes loses no
+reported epoch; a driver killed outright loses the metrics it had not sent yet (at most
+``batch_results`` results per trial).
 
 None is lost: a job leaves the driver's spool folder only once it is logged, and its id is then
-written to the spool's ledger (:data:`LEDGER`). :func:`flush_model_jobs`, which ``run_search`` calls
+written to the spool's ledger (:data:`LEDGER`). :func:`flush_relay`, which ``run_search`` calls
 after ``Tuner.fit``, waits for the loggers, then logs every job that it finds in the experiment's
 checkpoints or in the spool and that the ledger does not list: checkpoints of results the driver
 never processed (a trial killed mid-report, the search's time budget, Ctrl-C) and jobs of a driver
@@ -32,21 +42,27 @@ from ray import tune
 
 #: the folder of a Tune checkpoint that carries the trial's deferred models, one subfolder each
 MODELS_DIR = "mlflow_models"
+#: the key of a Tune result that carries the trial's metrics for MLflow, ``[key, value, timestamp_ms, step]`` rows
+METRICS_KEY = "mlflow_metrics"
 #: the spool's file of logged job ids, one per line
 LEDGER = "logged.txt"
 
-#: the loggers of this process (a restored Tuner unpickles its own), which :func:`flush_model_jobs` waits for
-_LIVE: "weakref.WeakSet[ModelJobLogger]" = weakref.WeakSet()
+#: the loggers of this process (a restored Tuner unpickles its own), which :func:`flush_relay` waits for
+_LIVE: "weakref.WeakSet[MLflowRelay]" = weakref.WeakSet()
 
 
-class ModelJobLogger(tune.Callback):
-    """Tune callback: log the deferred models that trials send with their checkpoints to the MLflow
-    store at ``tracking_uri``, on one background thread, from a copy in the local folder ``spool``.
+class MLflowRelay(tune.Callback):
+    """Tune callback: log the metrics and deferred models that trials send with their results and
+    checkpoints to the MLflow store at ``tracking_uri``, on one background thread (in order), the models
+    from a copy in the local folder ``spool``.
 
-    A job that fails to log is warned about (``RuntimeWarning``) and stays in the spool, where
-    :func:`flush_model_jobs` tries it again. Picklable (``Tuner.restore`` unpickles it): the thread
-    and its queue are made anew.
+    A model job that fails to log is warned about (``RuntimeWarning``) and stays in the spool, where
+    :func:`flush_relay` tries it again; metrics that fail are warned about. Picklable
+    (``Tuner.restore`` unpickles it): the thread, its queue and the unsent metrics are made anew.
     """
+
+    #: results of a trial whose metrics go in one ``log_batch``
+    batch_results = 10
 
     def __init__(self, tracking_uri: str, spool: str | Path):
         self.tracking_uri = str(tracking_uri)
@@ -56,6 +72,8 @@ class ModelJobLogger(tune.Callback):
     def _start(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future] = []
+        self._unsent: dict[str, list[list]] = {}  # run id -> metric rows not yet sent
+        self._results: dict[str, int] = {}  # run id -> results whose rows are unsent
         _LIVE.add(self)
 
     def __getstate__(self):
@@ -65,28 +83,69 @@ class ModelJobLogger(tune.Callback):
         self.__dict__.update(state)
         self._start()
 
+    def _submit(self, fn, *args) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="senn-mlflow-relay")
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(self._pool.submit(fn, *args))
+
+    def _send(self, run_id: str | None) -> None:
+        rows = self._unsent.pop(run_id, None)
+        self._results.pop(run_id, None)
+        if rows:
+            self._submit(_log_metrics, run_id, rows, self.tracking_uri)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rows, run_id = result.get(METRICS_KEY), result.get("mlflow_run_id")
+        if not rows or not run_id:
+            return
+        self._unsent.setdefault(run_id, []).extend(rows)
+        self._results[run_id] = self._results.get(run_id, 0) + 1
+        if self._results[run_id] >= self.batch_results:
+            self._send(run_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._send((trial.last_result or {}).get("mlflow_run_id"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._send((trial.last_result or {}).get("mlflow_run_id"))
+
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        self._send((trial.last_result or {}).get("mlflow_run_id"))  # first: MLflow links a model to its step's metrics
         try:
             folders = _copy_jobs(checkpoint.filesystem, checkpoint.path, self.spool)
         # Broad on purpose: Tune ends the whole search on an exception in a callback; the jobs stay in
-        # the checkpoint, where flush_model_jobs finds them
+        # the checkpoint, where flush_relay finds them
         except Exception as exc:
             warnings.warn(f"deferred models of {trial.trial_id} not copied from {checkpoint.path}: {exc}; "
                           f"they are logged after the search", RuntimeWarning, stacklevel=2)
             return
-        if folders and self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="senn-model-jobs")
         for folder in folders:
-            self._futures.append(self._pool.submit(_log_job, folder, self.tracking_uri, self.spool))
+            self._submit(_log_job, folder, self.tracking_uri, self.spool)
 
     def wait(self) -> None:
-        """Block until every job handed to the thread is logged or has failed; stop the thread."""
+        """Send the unsent metrics, block until everything handed to the thread is logged or has
+        failed, and stop the thread."""
+        for run_id in list(self._unsent):
+            self._send(run_id)
         futures, self._futures = self._futures, []
         for f in futures:
-            f.result()  # _log_job warns instead of raising
+            f.result()  # the jobs warn instead of raising
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _log_metrics(run_id: str, rows: list[list], tracking_uri: str) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), int(t), int(s)) for k, v, t, s in rows])
+    # Broad on purpose: MLflow wraps store errors, but a server may also be unreachable; training goes on
+    except Exception as exc:
+        warnings.warn(f"{len(rows)} metric values not logged to MLflow run {run_id}: {type(exc).__name__}: {exc}",
+                      RuntimeWarning, stacklevel=2)
 
 
 _ledger_lock = threading.Lock()
@@ -149,8 +208,9 @@ def _copy_jobs(fs: pyarrow.fs.FileSystem, checkpoint_path: str, spool: Path, don
     return out
 
 
-def flush_model_jobs(tracking_uri: str, spool: str | Path, experiment_path: str | Path | None = None) -> dict[str, int]:
-    """Wait for this process's :class:`ModelJobLogger` threads, then log (in this thread) every job the
+def flush_relay(tracking_uri: str, spool: str | Path, experiment_path: str | Path | None = None) -> dict[str, int]:
+    """Let this process's :class:`MLflowRelay` objects send what they hold and wait for their threads,
+    then log (in this thread) every job the
     ledger of ``spool`` does not list: those in the checkpoints below ``experiment_path`` (a local
     folder or a URI Ray Tune's storage takes, e.g. ``s3://...``), and those left in ``spool``.
     Returns ``{"logged": n, "failed": m}`` of this sweep (failed jobs are warned about and stay in
