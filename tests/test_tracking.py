@@ -703,6 +703,7 @@ def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fa
     checks = _checks_with_growth(trainer)
     assert checks and len(handed) == len(checks) + 1  # one per growth check, and the final model
     assert client.search_model_versions("name='deferred'") == [] and cb.versions == []  # nothing logged yet
+    assert {f.path for f in client.list_artifacts(cb.run_id, "growth")} == {"growth/events.json"}  # the plot comes with the final job
 
     # the jobs as Tune stores them: <experiment>/<trial>/checkpoint_NNNNNN/mlflow_models/<job>
     exp = tmp_path / "ray_results" / "study"
@@ -725,6 +726,7 @@ def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fa
     assert flush_relay(uri, spool, exp) == {"logged": 0, "failed": 0}  # each job once
     assert len((spool / LEDGER).read_text().split()) == len(handed)
 
+    assert {f.path for f in client.list_artifacts(cb.run_id, "growth")} == {"growth/events.json", "growth/growth.png"}
     versions = client.search_model_versions("name='deferred'")
     assert len(versions) == len(checks) + 1
     assert {v.run_id for v in versions} == {cb.run_id}

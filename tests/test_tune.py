@@ -123,6 +123,8 @@ def test_search_mlflow_runs_versions_and_champion(search):
         assert steps == list(range(int(row["epochs"]))), (row["trial"], steps)
         checks = sorted(m.step for m in client.get_metric_history(row["mlflow_run_id"], "growth_events_in_check"))
         assert checks == sorted(int(v.tags["epoch"]) for v in growth), row["trial"]
+        if row["status"] == "complete":  # the growth plot, drawn by the driver with the final model's job
+            assert "growth/growth.png" in {f.path for f in client.list_artifacts(row["mlflow_run_id"], "growth")}
     # the trials hand their models to the driver (relay), which logged each of them once, none left over
     spool = Path(res.out) / "model_jobs"
     assert not [p for p in spool.iterdir() if p.is_dir()]

@@ -69,6 +69,7 @@ __all__ = [
     "load_model",
     "log_growth_model",
     "log_model_job",
+    "log_growth_plot",
     "MODEL_JOB_FILE",
     "MLflowCallback",
     "set_champion",
@@ -498,7 +499,8 @@ def _listed(value: Any) -> Any:
 def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = None):
     """Log the deferred model in ``directory`` (its checkpoint and :data:`MODEL_JOB_FILE`, written by
     :class:`MLflowCallback` with ``defer_models``) with :func:`log_growth_model` into the run named in
-    the job, at ``tracking_uri`` (default: the current one). Returns ``(model_info, model_version or
+    the job, at ``tracking_uri`` (default: the current one); the final model's job also logs the run's
+    growth plot (:func:`log_growth_plot`). Returns ``(model_info, model_version or
     None)``; raises ``FileNotFoundError`` when the folder holds no job, and what
     :func:`log_growth_model` and MLflow raise."""
     d = Path(directory)
@@ -507,11 +509,15 @@ def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = No
     job = json.loads((d / MODEL_JOB_FILE).read_text())
     if tracking_uri is not None:
         mlflow.set_tracking_uri(tracking_uri)
-    return log_growth_model(
+    logged = log_growth_model(
         d, name=job["name"], step=job["step"], run_id=job["run_id"], registered_model_name=job["registered_model_name"],
         tags=job["tags"], validate=job["validate"], feature_offset=job["feature_offset"], feature_scale=job["feature_scale"],
         target_offset=job["target_offset"], target_scale=job["target_scale"], input_example=job["input_example"],
     )
+    if job.get("plot_title"):  # the run's growth plot, from the final checkpoint's history and growth log
+        meta = json.loads((d / "arch.json").read_text())
+        log_growth_plot(job["run_id"], meta["history"], meta["growth_log"], job["plot_title"])
+    return logged
 
 
 def quiet_mlflow() -> None:
@@ -565,7 +571,7 @@ class MLflowCallback(Callback):
         MLflow checks that the final model loads back and predicts them; growth checkpoints skip that
         check (``log_growth_model(validate=False)``), since they are exported the same way.
     plot : log the growth plot (``growth/growth.png``: parameters and validation accuracy or R² against
-        epochs, events marked) when the run ends.
+        epochs, events marked) when the run ends (with ``defer_models``: when the final model's job is logged).
     defer_models : ``None`` (log each model when it is made) or a callable that takes charge of a
         deferred model: the callback writes the model's checkpoint and :data:`MODEL_JOB_FILE` (the
         arguments of :func:`log_growth_model`, this run's id among them, and a ``job_id``) into a new
@@ -802,8 +808,8 @@ class MLflowCallback(Callback):
             self.final_version = version
             self._add_metrics({"final_n_params": float(trainer.model.n_params())}, step=epoch)
             self._flush_metrics()
-            if self.plot and trainer.history:
-                self._log_plot(trainer)
+            if self.plot and trainer.history and self.defer_models is None:  # deferred: drawn with the final model's job
+                log_growth_plot(self.run_id, trainer.history, [e.to_dict() for e in trainer.growth_log], self._plot_title())
         except BaseException:
             self.close("FAILED")
             raise
@@ -833,6 +839,7 @@ class MLflowCallback(Callback):
                 "feature_offset": _listed(self.feature_offset), "feature_scale": _listed(self.feature_scale),
                 "target_offset": _listed(self.target_offset), "target_scale": _listed(self.target_scale),
                 "input_example": _listed(self.input_example),
+                "plot_title": self._plot_title() if name == "final" and self.plot and trainer.history else None,
             }))
             self.defer_models(folder)
             return None
@@ -852,13 +859,18 @@ class MLflowCallback(Callback):
         return str(mv.version)
 
 
-    def _log_plot(self, trainer) -> None:
-        from senn_automl.integrations.plotting import plot_growth
+    def _plot_title(self) -> str:
+        return f"{self.run_name or self.run_id}: growth during training"
 
-        with tempfile.TemporaryDirectory(prefix="senn-plot-") as tmp:
-            png = plot_growth(trainer.history, [e.to_dict() for e in trainer.growth_log], Path(tmp) / "growth.png",
-                              title=f"{self.run_name or self.run_id}: growth during training")
-            mlflow.log_artifact(str(png), "growth")
+
+def log_growth_plot(run_id: str, history: list[dict[str, Any]], growth_log: list[dict[str, Any]], title: str) -> None:
+    """Log the growth plot (:func:`~senn_automl.integrations.plotting.plot_growth`: parameters and the
+    validation score against epochs, events marked) as ``growth/growth.png`` of run ``run_id``."""
+    from senn_automl.integrations.plotting import plot_growth
+
+    with tempfile.TemporaryDirectory(prefix="senn-plot-") as tmp:
+        png = plot_growth(history, growth_log, Path(tmp) / "growth.png", title=title)
+        MlflowClient().log_artifact(run_id, str(png), "growth")
 
 
 def _returned_record(trainer) -> dict[str, Any] | None:
