@@ -7,8 +7,8 @@ Samples N configurations of the ``quick`` search space once (seeded), then times
 1. a plain loop: ``config.build`` + ``Trainer.fit`` for each, in this process, one torch thread
    (as a trial of one CPU), no tracking;
 2. ``run_search`` with exactly those configs (Optuna ``points_to_evaluate``), FIFO scheduler (so
-   every trial trains the same epochs as in the loop), MLflow sqlite tracking with a registered
-   version per growth check, ``max_concurrent=1``;
+   every trial trains the same epochs as in the loop), one CPU (one torch thread) per trial as in the
+   loop, MLflow sqlite tracking with a registered version per growth check, ``max_concurrent=1``;
 3. the same with ``max_concurrent=2``;
 4. where the tracking part of a trial's time goes: the plain loop with the trainable's MLflow
    callback (sqlite store, a registered version per growth check and per final model, the growth
@@ -116,7 +116,7 @@ def through_search(configs, dataset: str, seed: int, max_concurrent: int, work: 
     try:
         res = run_search(
             dataset, "quick", max_concurrent=max_concurrent, tracking_uri=f"sqlite:///{out / 'mlflow.db'}", out=out,
-            study_name=f"bench-mc{max_concurrent}", seed=seed, progress=False, scheduler="fifo",
+            study_name=f"bench-mc{max_concurrent}", seed=seed, progress=False, scheduler="fifo", cpus_per_trial=1,
             fixed_configs=[p for p, _ in configs], ray_temp_dir=ray_tmp,
         )
         wall = time.perf_counter() - t0
