@@ -141,7 +141,9 @@ def plot(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     parts = (("validate_s", "search-space checks", "tab:gray"), ("ray_start_s", "Ray start", "tab:orange"),
-             ("tuner_fit_s", "Tuner.fit (trials, tracking)", "tab:blue"), ("summary_s", "summary", "tab:purple"))
+             ("tuner_fit_s", "Tuner.fit (trials, tracking)", "tab:blue"),
+             ("model_flush_s", "driver's MLflow backlog after Tuner.fit", "tab:red"), ("summary_s", "summary", "tab:purple"),
+             ("ray_stop_s", "Ray stop", "tab:olive"))
     fig, ax = plt.subplots(figsize=(10, 2.6))
     for y, row in enumerate(rows):
         if "validate_s" not in row:  # a loop in this process, plain or with tracking
@@ -153,7 +155,7 @@ def plot(rows: list[dict], path: Path) -> Path:
         for key, label, colour in parts:
             ax.barh(y, row[key], left=left, color=colour, label=label if y == 1 else None)
             left += row[key]
-        ax.barh(y, row["wall_s"] - left, left=left, color="tab:olive", label="other (Ray stop)" if y == 1 else None)
+        ax.barh(y, row["wall_s"] - left, left=left, color="tab:brown", label="other" if y == 1 else None)
     ax.set_yticks(range(len(rows)), [f"{r['how']}\n{r['wall_s']:.1f} s" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"wall-clock seconds for {rows[0]['trials']} trainings of the 'quick' space")
@@ -191,7 +193,8 @@ def main(argv=None) -> dict:
         rows.append({
             "how": f"run_search, {mc} concurrent", "trials": args.trials, "wall_s": round(r["wall_s"], 2),
             "validate_s": round(t["validate_s"], 2), "ray_start_s": round(t["ray_init_s"], 2),
-            "tuner_fit_s": round(t["fit_s"], 2), "summary_s": round(t["summary_s"], 2),
+            "tuner_fit_s": round(t["fit_s"], 2), "model_flush_s": round(t.get("model_flush_s", 0), 2),
+            "summary_s": round(t["summary_s"], 2), "ray_stop_s": round(t.get("ray_stop_s", 0), 2),
             "overhead_s": round(r["wall_s"] - loop_s, 2), "overhead_per_trial_s": round((r["wall_s"] - loop_s) / args.trials, 2),
             "trial_seconds_sum": round(r["trial_seconds_sum"], 2), "driver_cpu_s": round(r["driver_cpu_s"], 2),
             "registered_versions": r["registered_versions"],

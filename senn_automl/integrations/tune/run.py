@@ -5,6 +5,7 @@ summarises it (:mod:`senn_automl.integrations.tune.summary`) into a :class:`Sear
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -12,11 +13,12 @@ import pickle
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import optuna
 import ray
@@ -124,7 +126,9 @@ class SearchResult:
     pareto: Any = None
     optuna_states: dict = dataclasses.field(default_factory=dict)
     versions: list = dataclasses.field(default_factory=list)
-    #: seconds spent validating inputs, starting/joining Ray, in ``Tuner.fit`` and summarising
+    #: seconds spent validating inputs (``validate_s``), starting or joining Ray (``ray_init_s``), in
+    #: ``Tuner.fit`` (``fit_s``), logging what the driver's MLflow relay still held (``model_flush_s``),
+    #: summarising (``summary_s``) and stopping Ray (``ray_stop_s``)
     timings: dict = dataclasses.field(default_factory=dict)
     metric: str = "val_acc"
     champion_test_acc: float | None = None
@@ -320,12 +324,15 @@ def _run_with_ray(opts: SearchOptions, *, rdb, ds, space, t_start: float) -> Sea
     started_ray, ray_dir = _start_ray(opts)
     timings["ray_init_s"] = time.time() - t_ray
     try:
-        return _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
+        result = _run_started(opts, rdb=rdb, ds=ds, space=space, t_start=t_start, timings=timings)
     finally:
+        t_stop = time.time()
         if started_ray:
             ray.shutdown()
         if ray_dir is not None:  # this search's Ray session folder (logs, sockets): ~1 MB per run otherwise
             shutil.rmtree(ray_dir, ignore_errors=True)
+    result.timings = {**(result.timings or {}), "ray_stop_s": time.time() - t_stop}
+    return result
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -718,7 +725,8 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
 
         tuner, resumed, num_samples = _tuner(opts, trainable, param_space, rdb, space)
         t_fit = time.time()
-        grid = tuner.fit()
+        with _short_gil_slices():
+            grid = tuner.fit()
         timings["fit_s"] = time.time() - t_fit
         t_flush = time.time()  # the trials' models that the driver has not logged yet (relay)
         flush_relay(opts.tracking_uri, opts.out / MODEL_SPOOL, opts.experiment_path)
@@ -765,6 +773,25 @@ def _run_started(opts: SearchOptions, *, rdb, ds, space, t_start: float, timings
         raise
     finally:
         end_parent_run(parent_run_id, status, tracking_uri=opts.tracking_uri)
+
+
+#: the driver's thread switch interval during ``Tuner.fit`` (CPython's default: 5 ms)
+DRIVER_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextlib.contextmanager
+def _short_gil_slices() -> Iterator[None]:
+    """Shorter GIL time slices in the driver while trials run: Tune's loop answers every trial's
+    report, and while the relay's thread (:class:`MLflowRelay`) exports a model, each of the loop's
+    many GIL re-acquisitions per result would wait up to a full slice; with two concurrent trials on
+    two cores that made a search 15-20 % slower than logging in the trials
+    (``python bench/search_overhead.py --trials 8``, BENCHMARKS §5). Restored afterwards."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(DRIVER_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
 
 
 def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, space) -> tuple[tune.Tuner, bool, int]:
