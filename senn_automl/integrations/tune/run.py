@@ -75,8 +75,8 @@ def ray_env_defaults(*, local: bool = True) -> None:
     anyway), frequent experiment-state snapshots so an interrupted search can be restored, and the
     new console output off so our own progress view is the only one. Tune's automatic result loggers
     off: the search adds the JSON and CSV ones itself (``result.json``, ``progress.csv`` per trial),
-    without the TensorBoard one, whose event file per result is a third of Tune's own processing of
-    a result (a profile of bench/search_overhead.py's driver) while the trial waits for the driver.
+    without the TensorBoard one, whose event file per result was a fifth of the driver's processing
+    of a result (a profile of bench/search_overhead.py's driver), which the trial waits for.
     ``RAY_AUTH_MODE`` is left to the caller: it must be the same on every ``ray start``, ``ray.init``
     and CLI call of a cluster (see the error raised when a connection fails).
     """
