@@ -113,7 +113,8 @@ class MLflowRelay(tune.Callback):
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         self._send((trial.last_result or {}).get("mlflow_run_id"))  # first: MLflow links a model to its step's metrics
         try:
-            folders = _copy_jobs(checkpoint.filesystem, checkpoint.path, self.spool)
+            # not those logged already: Tune hands a checkpoint over again when it pauses a trial (PBT)
+            folders = _copy_jobs(checkpoint.filesystem, checkpoint.path, self.spool, _logged(self.spool))
         # Broad on purpose: Tune ends the whole search on an exception in a callback; the jobs stay in
         # the checkpoint, where flush_relay finds them
         except Exception as exc:
@@ -167,6 +168,8 @@ def _log_job(folder: Path, tracking_uri: str, spool: Path) -> bool:
     folder. Returns whether it is logged now; warns on failure and keeps the folder."""
     from senn_automl.integrations.tracking import log_model_job
 
+    if not folder.is_dir():  # handed over twice (a trial's checkpoint again at a pause) and logged the first time
+        return True
     try:
         job_id = _job_id(folder)
         if job_id not in _logged(spool):
