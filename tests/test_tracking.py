@@ -716,9 +716,15 @@ def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fa
     state = next((exp / "train_senn_0" / "checkpoint_000000" / MODELS_DIR).iterdir()) / "state.pt"
     good = state.read_bytes()
     state.write_bytes(good[:50])
+    # and a checkpoint whose job folder was cut off before its model_job.json: warned about, the others go on
+    broken = exp / "train_senn_0" / "checkpoint_000099" / MODELS_DIR / "senn-model-cut"
+    broken.mkdir(parents=True)
+    (broken / "state.pt").write_bytes(b"")
     with pytest.warns(RuntimeWarning, match=r"deferred model \w+ not logged to MLflow: .*it stays in .*model_jobs"):
-        counts = flush_relay(uri, spool, exp)
+        with pytest.warns(RuntimeWarning, match=r"deferred models in .*checkpoint_000099 not copied: FileNotFoundError"):
+            counts = flush_relay(uri, spool, exp)
     assert counts == {"logged": len(handed) - 1, "failed": 1}
+    shutil.rmtree(broken.parent.parent)
     left = [p for p in spool.iterdir() if p.is_dir()]
     assert len(left) == 1
     (left[0] / "state.pt").write_bytes(good)  # repaired: the next flush logs it

@@ -499,8 +499,9 @@ def _listed(value: Any) -> Any:
 def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = None):
     """Log the deferred model in ``directory`` (its checkpoint and :data:`MODEL_JOB_FILE`, written by
     :class:`MLflowCallback` with ``defer_models``) with :func:`log_growth_model` into the run named in
-    the job, at ``tracking_uri`` (default: the current one); the final model's job also logs the run's
-    growth plot (:func:`log_growth_plot`). Returns ``(model_info, model_version or
+    the job, at ``tracking_uri`` (default: the current one; when given, it becomes the process's
+    tracking URI, ``mlflow.set_tracking_uri``); the final model's job also logs the run's growth
+    plot (:func:`log_growth_plot`). Returns ``(model_info, model_version or
     None)``; raises ``FileNotFoundError`` when the folder holds no job, and what
     :func:`log_growth_model` and MLflow raise."""
     d = Path(directory)

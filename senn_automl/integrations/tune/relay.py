@@ -1,23 +1,26 @@
 """The trials' MLflow metrics and models, logged by the search's driver off the trials' path.
 
 A trial (:func:`~senn_automl.integrations.tune.trainable.train_senn`) creates its MLflow run, logs its
-params, growth log and plot, and hands the rest to the driver through Ray Tune:
+params and growth log, and hands the rest to the driver through Ray Tune:
 
 * its metrics (per epoch, per growth check): :class:`~senn_automl.integrations.tracking.MLflowCallback`
   passes them to ``defer_metrics``, and the trial sends them with its next report, under
   :data:`METRICS_KEY`;
-* its models (growth checkpoints, the final model): the callback writes each as a deferred model job (a
-  checkpoint plus :data:`~senn_automl.integrations.tracking.MODEL_JOB_FILE`), and the trial sends the
-  jobs with its next Tune checkpoint, in the folder :data:`MODELS_DIR`.
+* its models (growth checkpoints, the final model, whose job also draws the run's growth plot): the
+  callback writes each as a deferred model job (a checkpoint plus
+  :data:`~senn_automl.integrations.tracking.MODEL_JOB_FILE`), and the trial sends the jobs with its
+  next Tune checkpoint, in the folder :data:`MODELS_DIR`.
 
 In the driver, :class:`MLflowRelay` (a Tune callback) logs them on a thread of its own while the trials
 train: the metrics in one ``log_batch`` per trial every :attr:`MLflowRelay.batch_results` results (and
 before the trial's models, so MLflow links each model to its step's metrics), the models from a copy of
 their folders. A trial thus waits for none of the export, logging and registration (``torch.export``
 alone is half of a growth checkpoint's logging) nor for a database write per epoch (BENCHMARKS §5).
-Every result a trial reports reaches the driver, so a trial that Tune stops or that crashes loses no
-reported epoch; a driver killed outright loses the metrics it had not sent yet (at most
-``batch_results`` results per trial).
+The driver processes every result a trial reports while the search runs, so a trial that Tune stops
+(ASHA, PBT) or that crashes after a report loses no reported epoch; the metrics of a report the
+driver never processed (a trial killed mid-report, the time budget, Ctrl-C) and of batches not yet
+sent by a driver killed outright (at most ``batch_results`` results per trial) are lost, while the
+models of such reports are found in their checkpoints by :func:`flush_relay`.
 
 None is lost: a job leaves the driver's spool folder only once it is logged, and its id is then
 written to the spool's ledger (:data:`LEDGER`). :func:`flush_relay`, which ``run_search`` calls
@@ -96,7 +99,8 @@ class MLflowRelay(tune.Callback):
             self._submit(_log_metrics, run_id, rows, self.tracking_uri)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        rows, run_id = result.get(METRICS_KEY), result.get("mlflow_run_id")
+        # taken out of the result: Tune's JSON and CSV loggers (called after this callback) need not store them
+        rows, run_id = result.pop(METRICS_KEY, None), result.get("mlflow_run_id")
         if not rows or not run_id:
             return
         self._unsent.setdefault(run_id, []).extend(rows)
@@ -147,6 +151,11 @@ def _log_metrics(run_id: str, rows: list[list], tracking_uri: str) -> None:
     except Exception as exc:
         warnings.warn(f"{len(rows)} metric values not logged to MLflow run {run_id}: {type(exc).__name__}: {exc}",
                       RuntimeWarning, stacklevel=2)
+
+
+def live_relays() -> list[MLflowRelay]:
+    """The :class:`MLflowRelay` objects of this process (those a restored Tuner unpickled included)."""
+    return list(_LIVE)
 
 
 _ledger_lock = threading.Lock()
@@ -203,10 +212,16 @@ def _copy_jobs(fs: pyarrow.fs.FileSystem, checkpoint_path: str, spool: Path, don
         if job_id in done:
             continue
         dest = spool / job_id
-        if not dest.exists():
-            dest.mkdir(parents=True)
-            pyarrow.fs.copy_files(entry.path, str(dest), source_filesystem=fs,
-                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
+        if not dest.exists():  # copied whole or not at all: a partial copy would block the job for good
+            tmp = spool / f".partial-{job_id}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            try:
+                pyarrow.fs.copy_files(entry.path, str(tmp), source_filesystem=fs,
+                                      destination_filesystem=pyarrow.fs.LocalFileSystem())
+                tmp.rename(dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         out.append(dest)
     return out
 
@@ -231,9 +246,16 @@ def flush_relay(tracking_uri: str, spool: str | Path, experiment_path: str | Pat
         if fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
             for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
                 if entry.type == pyarrow.fs.FileType.Directory and entry.base_name == MODELS_DIR:
-                    _copy_jobs(fs, entry.path.rstrip("/")[: -len(MODELS_DIR) - 1], spool, done)
+                    checkpoint = entry.path.rstrip("/")[: -len(MODELS_DIR) - 1]
+                    try:
+                        _copy_jobs(fs, checkpoint, spool, done)
+                    # Broad on purpose: one damaged checkpoint (cut off mid-copy, a full disk) must not end
+                    # the search's summary; its jobs are named in the warning
+                    except Exception as exc:
+                        warnings.warn(f"deferred models in {checkpoint} not copied: {type(exc).__name__}: {exc}",
+                                      RuntimeWarning, stacklevel=2)
     counts = {"logged": 0, "failed": 0}
     if spool.is_dir():
-        for folder in sorted(p for p in spool.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in spool.iterdir() if p.is_dir() and not p.name.startswith(".")):
             counts["logged" if _log_job(folder, tracking_uri, spool) else "failed"] += 1
     return counts

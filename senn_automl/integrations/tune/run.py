@@ -24,7 +24,7 @@ import optuna
 import ray
 from ray import tune
 
-from senn_automl.integrations.tune.relay import MLflowRelay, flush_relay
+from senn_automl.integrations.tune.relay import MLflowRelay, flush_relay, live_relays
 from senn_automl.integrations.tune.progress import ProgressView, restored_views_write_to
 from senn_automl.integrations.tune.searcher import (
     INTERRUPTED_ATTR,
@@ -799,11 +799,14 @@ def _tuner(opts: SearchOptions, trainable, param_space: dict[str, Any], rdb, spa
     experiment, ``Tuner.restore`` (unfinished and errored trials continue from their checkpoints);
     otherwise a new Tuner, which with ``resume`` continues the Optuna study up to ``num_samples``."""
     if opts.resume and tune.Tuner.can_restore(str(opts.experiment_path)):
+        before = set(live_relays())
         with restored_views_write_to(opts.writer):  # the restored ProgressView writes where this call's would
             tuner = tune.Tuner.restore(
                 str(opts.experiment_path), trainable=trainable, resume_unfinished=True, resume_errored=True,
                 param_space=param_space,
             )
+        for relay in set(live_relays()) - before:  # the restored run config's relay: this call's store and spool
+            relay.tracking_uri, relay.spool = str(opts.tracking_uri), opts.out / MODEL_SPOOL
         return tuner, True, opts.num_samples
 
     num_samples = opts.num_samples

@@ -171,10 +171,11 @@ def train_senn(config: dict[str, Any], data: Dataset | None = None) -> None:
 
     With a Tune checkpoint (retry after a failure, ``Tuner.restore``) the trainer is rebuilt from
     it with :func:`~senn_automl.training.trainer.load_checkpoint` and continues; otherwise it is built with
-    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so metrics are logged
-    before Tune may stop the trial inside ``report``), then :class:`TuneReportCallback`. The MLflow
-    callback defers its models (growth checkpoints, the final model) to the report's checkpoints, and
-    the search's driver logs and registers them
+    :func:`senn_automl.training.config.build`. Callbacks: the MLflow callback first (so an epoch's metrics
+    and models are handed over before that epoch's report, inside which Tune may stop the trial),
+    then :class:`TuneReportCallback`. The MLflow callback defers its metrics to the reports and its
+    models (growth checkpoints, the final model with the growth plot) to the reports' checkpoints,
+    and the search's driver logs and registers them
     (:class:`~senn_automl.integrations.tune.relay.MLflowRelay`). The MLflow run ends FINISHED when Tune stops the trial
     (``SystemExit``) or training ends, FAILED on any other exception.
     """
