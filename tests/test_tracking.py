@@ -716,6 +716,10 @@ def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fa
     state = next((exp / "train_senn_0" / "checkpoint_000000" / MODELS_DIR).iterdir()) / "state.pt"
     good = state.read_bytes()
     state.write_bytes(good[:50])
+    # a job whose registration fails after its LoggedModel is made (a name MLflow refuses): retried without a second model
+    last = next((exp / "train_senn_0" / f"checkpoint_{len(handed) - 1:06d}" / MODELS_DIR).iterdir()) / "model_job.json"
+    job = json.loads(last.read_text())
+    last.write_text(json.dumps({**job, "registered_model_name": "bad/name"}))
     # and a checkpoint whose job folder was cut off before its model_job.json: warned about, the others go on
     broken = exp / "train_senn_0" / "checkpoint_000099" / MODELS_DIR / "senn-model-cut"
     broken.mkdir(parents=True)
@@ -723,12 +727,14 @@ def test_deferred_models_are_logged_by_the_flush_once_each_and_kept_when_they_fa
     with pytest.warns(RuntimeWarning, match=r"deferred model \w+ not logged to MLflow: .*it stays in .*model_jobs"):
         with pytest.warns(RuntimeWarning, match=r"deferred models in .*checkpoint_000099 not copied: FileNotFoundError"):
             counts = flush_relay(uri, spool, exp)
-    assert counts == {"logged": len(handed) - 1, "failed": 1}
+    assert counts == {"logged": len(handed) - 2, "failed": 2}
     shutil.rmtree(broken.parent.parent)
-    left = [p for p in spool.iterdir() if p.is_dir()]
-    assert len(left) == 1
-    (left[0] / "state.pt").write_bytes(good)  # repaired: the next flush logs it
-    assert flush_relay(uri, spool, exp) == {"logged": 1, "failed": 0}
+    left = sorted((p for p in spool.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: (p / "logged.json").is_file())
+    assert len(left) == 2 and json.loads((left[1] / "logged.json").read_text()).keys() == {"model_id"}
+    (left[0] / "state.pt").write_bytes(good)  # repaired: the next flush logs them
+    (left[1] / "model_job.json").write_text(json.dumps(job))
+    assert flush_relay(uri, spool, exp) == {"logged": 2, "failed": 0}
     assert flush_relay(uri, spool, exp) == {"logged": 0, "failed": 0}  # each job once
     assert len((spool / LEDGER).read_text().split()) == len(handed)
 

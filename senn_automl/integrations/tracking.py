@@ -46,6 +46,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -442,7 +443,7 @@ def log_growth_model(
         )
     version = None
     if registered_model_name:
-        version = _register(info, registered_model_name, str_tags, run_id)
+        version = _register(info.model_id, registered_model_name, str_tags, run_id)
     return info, version
 
 
@@ -472,8 +473,8 @@ def _log_pt2_model(served: torch.nn.Module, *, validate: bool, **kwargs):
     return mlflow.pytorch.log_model(served, serialization_format="pt2", **kwargs)
 
 
-def _register(info, name: str, tags: dict[str, str], run_id: str):
-    """A new version of registered model ``name`` from LoggedModel ``info`` of run ``run_id`` (what
+def _register(model_id: str, name: str, tags: dict[str, str], run_id: str):
+    """A new version of registered model ``name`` from LoggedModel ``model_id`` of run ``run_id`` (what
     ``mlflow.register_model`` does, without its two lines on stderr per version)."""
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
@@ -483,8 +484,8 @@ def _register(info, name: str, tags: dict[str, str], run_id: str):
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    return client.create_model_version(name, f"models:/{info.model_id}", run_id=run_id, tags=tags or None,
-                                       model_id=info.model_id)
+    return client.create_model_version(name, f"models:/{model_id}", run_id=run_id, tags=tags or None,
+                                       model_id=model_id)
 
 
 #: the file that makes a folder a deferred model: a :meth:`Trainer.save_checkpoint` checkpoint plus
@@ -501,7 +502,11 @@ def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = No
     :class:`MLflowCallback` with ``defer_models``) with :func:`log_growth_model` into the run named in
     the job, at ``tracking_uri`` (default: the current one; when given, it becomes the process's
     tracking URI, ``mlflow.set_tracking_uri``); the final model's job also logs the run's growth
-    plot (:func:`log_growth_plot`). Returns ``(model_info, model_version or
+    plot (:func:`log_growth_plot`; a plot that fails is warned about, ``RuntimeWarning``).
+
+    Resumable: each step done (the LoggedModel, its registered version, the plot) is recorded in the
+    folder's ``logged.json``, so a call after a failure (a store that was locked, a killed process)
+    does only the steps left and makes no second model or version. Returns ``(model_id, version or
     None)``; raises ``FileNotFoundError`` when the folder holds no job, and what
     :func:`log_growth_model` and MLflow raise."""
     d = Path(directory)
@@ -510,15 +515,33 @@ def log_model_job(directory: str | os.PathLike, *, tracking_uri: str | None = No
     job = json.loads((d / MODEL_JOB_FILE).read_text())
     if tracking_uri is not None:
         mlflow.set_tracking_uri(tracking_uri)
-    logged = log_growth_model(
-        d, name=job["name"], step=job["step"], run_id=job["run_id"], registered_model_name=job["registered_model_name"],
-        tags=job["tags"], validate=job["validate"], feature_offset=job["feature_offset"], feature_scale=job["feature_scale"],
-        target_offset=job["target_offset"], target_scale=job["target_scale"], input_example=job["input_example"],
-    )
-    if job.get("plot_title"):  # the run's growth plot, from the final checkpoint's history and growth log
+    progress = d / "logged.json"
+    done = json.loads(progress.read_text()) if progress.is_file() else {}
+
+    def record(**steps):
+        done.update(steps)
+        progress.write_text(json.dumps(done))
+
+    if "model_id" not in done:
+        info, _ = log_growth_model(
+            d, name=job["name"], step=job["step"], run_id=job["run_id"], tags=job["tags"], validate=job["validate"],
+            feature_offset=job["feature_offset"], feature_scale=job["feature_scale"], target_offset=job["target_offset"],
+            target_scale=job["target_scale"], input_example=job["input_example"],
+        )
+        record(model_id=info.model_id)
+    if job["registered_model_name"] and "version" not in done:
+        mv = _register(done["model_id"], job["registered_model_name"], _str_dict(job["tags"]), job["run_id"])
+        record(version=str(mv.version))
+    if job.get("plot_title") and not done.get("plot"):  # the run's growth plot, from the final checkpoint
         meta = json.loads((d / "arch.json").read_text())
-        log_growth_plot(job["run_id"], meta["history"], meta["growth_log"], job["plot_title"])
-    return logged
+        try:
+            log_growth_plot(job["run_id"], meta["history"], meta["growth_log"], job["plot_title"])
+            record(plot=True)
+        # Broad on purpose: matplotlib or the artifact store; the model is logged, the plot is a picture of it
+        except Exception as exc:
+            warnings.warn(f"growth plot of MLflow run {job['run_id']} not logged: {type(exc).__name__}: {exc}",
+                          RuntimeWarning, stacklevel=2)
+    return done["model_id"], done.get("version")
 
 
 def quiet_mlflow() -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +48,8 @@ from ray import tune
 MODELS_DIR = "mlflow_models"
 #: the key of a Tune result that carries the trial's metrics for MLflow, ``[key, value, timestamp_ms, step]`` rows
 METRICS_KEY = "mlflow_metrics"
+#: attempts at one batch of metrics (1 s, then 2 s apart) before it is given up with a warning
+METRIC_ATTEMPTS = 3
 #: the spool's file of logged job ids, one per line
 LEDGER = "logged.txt"
 
@@ -145,12 +148,18 @@ def _log_metrics(run_id: str, rows: list[list], tracking_uri: str) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    try:
-        MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), int(t), int(s)) for k, v, t, s in rows])
-    # Broad on purpose: MLflow wraps store errors, but a server may also be unreachable; training goes on
-    except Exception as exc:
-        warnings.warn(f"{len(rows)} metric values not logged to MLflow run {run_id}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=2)
+    metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in rows]
+    for attempt in range(METRIC_ATTEMPTS):
+        try:
+            MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics)
+            return
+        # Broad on purpose: MLflow wraps store errors, but a server may also be unreachable; training goes on
+        except Exception as exc:
+            if attempt + 1 == METRIC_ATTEMPTS:
+                warnings.warn(f"{len(rows)} metric values not logged to MLflow run {run_id} ({METRIC_ATTEMPTS} attempts): "
+                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+            else:  # a locked sqlite store or a busy server: wait a little, then again
+                time.sleep(2.0 ** attempt)
 
 
 def live_relays() -> list[MLflowRelay]:
