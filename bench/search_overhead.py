@@ -193,8 +193,8 @@ def main(argv=None) -> dict:
         rows.append({
             "how": f"run_search, {mc} concurrent", "trials": args.trials, "wall_s": round(r["wall_s"], 2),
             "validate_s": round(t["validate_s"], 2), "ray_start_s": round(t["ray_init_s"], 2),
-            "tuner_fit_s": round(t["fit_s"], 2), "model_flush_s": round(t.get("model_flush_s", 0), 2),
-            "summary_s": round(t["summary_s"], 2), "ray_stop_s": round(t.get("ray_stop_s", 0), 2),
+            "tuner_fit_s": round(t["fit_s"], 2), "model_flush_s": round(t["model_flush_s"], 2),
+            "summary_s": round(t["summary_s"], 2), "ray_stop_s": round(t["ray_stop_s"], 2),
             "overhead_s": round(r["wall_s"] - loop_s, 2), "overhead_per_trial_s": round((r["wall_s"] - loop_s) / args.trials, 2),
             "trial_seconds_sum": round(r["trial_seconds_sum"], 2), "driver_cpu_s": round(r["driver_cpu_s"], 2),
             "registered_versions": r["registered_versions"],

@@ -17,17 +17,13 @@ before the trial's models, so MLflow links each model to its step's metrics), th
 their folders. A trial thus waits for none of the export, logging and registration (``torch.export``
 alone is half of a growth checkpoint's logging) nor for a database write per epoch (BENCHMARKS §5).
 The driver processes every result a trial reports while the search runs, so a trial that Tune stops
-(ASHA, PBT) or that crashes after a report loses no reported epoch; the metrics of a report the
+(ASHA, PBT) or that crashes after a report loses no reported epoch. The metrics of a report the
 driver never processed (a trial killed mid-report, the time budget, Ctrl-C) and of batches not yet
-sent by a driver killed outright (at most ``batch_results`` results per trial) are lost, while the
-models of such reports are found in their checkpoints by :func:`flush_relay`.
-
-None is lost: a job leaves the driver's spool folder only once it is logged, and its id is then
-written to the spool's ledger (:data:`LEDGER`). :func:`flush_relay`, which ``run_search`` calls
-after ``Tuner.fit``, waits for the loggers, then logs every job that it finds in the experiment's
-checkpoints or in the spool and that the ledger does not list: checkpoints of results the driver
-never processed (a trial killed mid-report, the search's time budget, Ctrl-C) and jobs of a driver
-killed before (``--resume``).
+sent by a driver killed outright (at most ``batch_results`` results per trial) are lost; no model
+is: a job leaves the driver's spool folder only once it is logged, its id then goes to the spool's
+ledger (:data:`LEDGER`), and :func:`flush_relay`, which ``run_search`` calls after ``Tuner.fit``,
+logs every job it finds in the experiment's checkpoints (those of unprocessed reports included) or
+in the spool (those of a driver killed before a ``--resume``) that the ledger does not list.
 """
 
 from __future__ import annotations
@@ -175,21 +171,16 @@ def _logged(spool: Path) -> set[str]:
     return set(path.read_text().split()) if path.is_file() else set()
 
 
-def _job_id(folder: Path) -> str:
-    from senn_automl.integrations.tracking import MODEL_JOB_FILE
-
-    return str(json.loads((folder / MODEL_JOB_FILE).read_text())["job_id"])
-
-
 def _log_job(folder: Path, tracking_uri: str, spool: Path) -> bool:
-    """Log one spooled job unless the ledger lists it; on success add it to the ledger and remove the
-    folder. Returns whether it is logged now; warns on failure and keeps the folder."""
+    """Log one spooled job (a folder named by its job id, see :func:`_copy_jobs`) unless the ledger
+    lists it; on success add it to the ledger and remove the folder. Returns whether it is logged now;
+    warns on failure and keeps the folder."""
     from senn_automl.integrations.tracking import log_model_job
 
     if not folder.is_dir():  # handed over twice (a trial's checkpoint again at a pause) and logged the first time
         return True
+    job_id = folder.name
     try:
-        job_id = _job_id(folder)
         if job_id not in _logged(spool):
             log_model_job(folder, tracking_uri=tracking_uri)
             with _ledger_lock, open(spool / LEDGER, "a") as f:
