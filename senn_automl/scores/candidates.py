@@ -19,7 +19,7 @@ from senn_automl.models.mlp import DEFAULT_ACTIVATION, NORM_EPS, rational
 from senn_automl.scores.curvature import DampedFactor, LayerStats, delta_eta_heldout, delta_eta_lower_bound, residual
 from senn_automl.validation import TINY
 
-__all__ = ["CANDIDATE_STARTS", "Candidate", "CandidatePool", "best_neuron_candidate", "layer_candidate", "heldout_score", "starts_from"]
+__all__ = ["CANDIDATE_STARTS", "Candidate", "CandidatePool", "best_neuron_candidate", "random_pool", "layer_candidate", "heldout_score", "starts_from"]
 
 
 @dataclass
@@ -80,6 +80,15 @@ def _init(k, d_in, generator, dtype, device, identity_weight: bool) -> torch.Ten
     b = 0.1 * torch.randn(k, generator=g, dtype=dtype)
     theta = torch.tensor(DEFAULT_ACTIVATION, dtype=dtype).repeat(k, 1) + 0.1 * torch.randn(k, 3, generator=g, dtype=dtype)
     return torch.cat([W, b[:, None], theta], 1).to(device)
+
+
+def random_pool(n_candidates: int, h_in: torch.Tensor, generator: torch.Generator | None = None) -> CandidatePool:
+    """``n_candidates`` random neuron candidates for inputs like ``h_in`` (B, d_in), drawn as the
+    ascent of :func:`best_neuron_candidate` starts them (``start="origin"``): weights
+    ``N(0, 1/d_in)``, bias ``0.1·N(0, 1)``, activation parameters near the default."""
+    params = _init(n_candidates, h_in.shape[1], generator, torch.float32, h_in.device, identity_weight=False)
+    W, b, theta = _split(params)
+    return CandidatePool(W.clone(), b.clone(), theta.clone())
 
 
 def starts_from(init: "Candidate | CandidatePool | None", h_in: torch.Tensor) -> bool:
