@@ -51,7 +51,7 @@ def fit(
     data_root: Optional[Path] = typer.Option(None, help="Folder with the standard files of a folder dataset."),
     target: Optional[List[str]] = typer.Option(None, help=_TARGET_HELP),
     model: Optional[str] = typer.Option(None, help="Network: mlp, cnn (images) or edge; default: the one the policy grows."),
-    policy: Optional[str] = typer.Option(None, help="Growth policy: natural, secnn, edges or fixed (default natural; secnn with --model cnn)."),
+    policy: Optional[str] = typer.Option(None, help="Growth policy: natural, north, secnn, edges or fixed (default natural; secnn with --model cnn)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (default 100)."),
     seed: int = typer.Option(0, help="Seed of the split, weights, shuffling and candidate search."),
     out: Path = typer.Option(Path("runs/fit"), help="Output folder (checkpoint, history, plot)."),

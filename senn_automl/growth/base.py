@@ -64,18 +64,19 @@ class GrowthContext:
         return self.X_val is not None and len(self.X_val) >= 2
 
 
-#: event kinds: SENN neuron / layer, SECNN conv layer / channels, edge expansion, pruning
-EVENT_KINDS = ("neuron", "layer", "conv_layer", "channels", "edges", "prune")
+#: event kinds: SENN neuron / layer, units added by the effective-rank rule (NORTH*), SECNN conv layer / channels, edge expansion, pruning
+EVENT_KINDS = ("neuron", "layer", "units", "conv_layer", "channels", "edges", "prune")
 
 
 @dataclass(frozen=True)
 class GrowthEvent:
     """One accepted structural change.
 
-    kind : one of :data:`EVENT_KINDS`; where : hidden layer index (neuron), insertion position
+    kind : one of :data:`EVENT_KINDS`; where : hidden layer index (neuron, units), insertion position
     (layer), block index (conv_layer, channels), expandable layer index (edges) or the layer
     / block pruned; score : the accepted candidate's score (Δη' for SENN, held-out and debiased
-    when a validation split is given, divided by the layer cost multiplier for layers; the
+    when a validation split is given, divided by the layer cost multiplier for layers; the effective-rank
+    fraction r/m of the layer before the addition for units (ratio too; tau is γ); the
     regularised natural expansion score for SECNN; the mean normalised edge metric for edges;
     the removed η-share or metric for pruning); eta, lam : the network's total η (debiased on
     held-out data) and λ = E‖∂ℓ/∂y‖² on the data the thresholds were measured on (``nan`` where
@@ -118,6 +119,7 @@ class GrowthEvent:
         what = {
             "neuron": f"added a neuron at hidden layer {self.where}" if self.n == 1 else f"added {self.n} neurons at hidden layer {self.where}",
             "layer": f"inserted a layer at position {self.where}",
+            "units": f"added {self.n} unit(s) at hidden layer {self.where}",
             "conv_layer": f"added a conv layer to block {self.where}",
             "channels": f"widened block {self.where} by {self.n} channels",
             "edges": f"expanded {self.n} edges of layer {self.where}",
@@ -125,8 +127,10 @@ class GrowthEvent:
         }.get(self.kind, f"{self.kind} at {self.where}")
         senn = self.kind in ("neuron", "layer")  # SENN's score is Δη' (a layer's divided by its cost)
         score_name, ratio_name = ("Δη'", "Δη'/η") if senn else ("score", "ratio")
+        if self.kind == "units":  # NORTH*: the rank fraction r/m (its threshold γ is in the detail)
+            score_name = "rank r/m"
         parts = [f"epoch {self.epoch + 1:>4}: {what}", f"{score_name}={self.score:.4g}"]
-        if math.isfinite(self.ratio):
+        if math.isfinite(self.ratio) and self.kind != "units":
             parts.append(f"{ratio_name}={self.ratio:.3f}")
         if senn and math.isfinite(self.lam):
             parts.append(f"Δη'/λ={self.score / max(self.lam, TINY):.4f}")

@@ -41,8 +41,10 @@ _PARAMETERS_DOC = """    Parameters
         ``max(hidden_layer_sizes)``.
     max_depth : int, default=3
         Capacity in hidden layers. Must be at least ``len(hidden_layer_sizes)``.
-    policy : {"natural", "secnn", "edges", "fixed"}, default="natural"
-        ``"natural"``: SENN's natural expansion policy (MLP). ``"secnn"``: SECNN block growth of
+    policy : {"natural", "north", "secnn", "edges", "fixed"}, default="natural"
+        ``"natural"``: SENN's natural expansion policy (MLP). ``"north"``: units while a hidden
+        layer's activations are full rank (NORTH*'s effective rank, MLP; give it room, e.g.
+        ``max_width=128``). ``"secnn"``: SECNN block growth of
         a CNN (images). ``"edges"``: edge-based expansion with pruning (EdgeMLP). ``"fixed"``:
         no growth (baseline). The natural-policy parameters below (``tau`` ... ``damping``) are
         validated whatever the policy, so switching policy never reveals a latent error; the

@@ -27,6 +27,7 @@ def plot_growth(history: Sequence[dict[str, Any]], growth_log: Sequence[dict[str
     ax_a.set_xlabel("epoch")
     styles = {
         "neuron": ("tab:orange", ":", "neuron added"), "layer": ("tab:red", "--", "layer inserted"),
+        "units": ("tab:orange", ":", "units added (effective rank)"),
         "conv_layer": ("tab:red", "--", "conv layer added"), "channels": ("tab:orange", ":", "block widened"),
         "edges": ("tab:purple", "--", "edges expanded"), "prune": ("tab:gray", ":", "pruned"),
     }

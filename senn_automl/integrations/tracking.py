@@ -794,7 +794,7 @@ class MLflowCallback(Callback):
             {
                 "growth_events_in_check": float(len(events)),
                 "growth_params_added": float(events[-1].params_after - events[0].params_before),
-                "growth_neurons": float(sum(e.kind == "neuron" for e in events)),
+                "growth_neurons": float(sum(e.n for e in events if e.kind in ("neuron", "units"))),
                 "growth_layers": float(sum(e.kind == "layer" for e in events)),
                 # before the first epoch no epoch record logs the size (nor any validation score)
                 **({"n_params": float(trainer.model.n_params())} if epoch < 0 else {}),
