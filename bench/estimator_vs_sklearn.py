@@ -21,7 +21,8 @@ Data and preprocessing
 Estimators
     ``SENNClassifier(random_state=0)``, every other parameter at its default (natural expansion
     policy, MLP starting at (10,), 15 % of the training fold held out for early stopping and growth
-    scoring); ``MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=0)``, other
+    scoring); ``SENNClassifier(policy="north", max_width=128, random_state=0)`` (width by effective
+    rank, ``NORTH`` below); ``MLPClassifier(hidden_layer_sizes=(100,), max_iter=500, random_state=0)``, other
     parameters at their defaults (Adam, alpha=1e-4, batch 200, no early stopping); the same
     MLPClassifier with SENNClassifier's protocol (``early_stopping=True, validation_fraction=0.15,
     n_iter_no_change=30``: 15 % of the fold held out, the best-validation weights kept), so the
@@ -94,9 +95,12 @@ DATASETS = ("digits", "breast_cancer", "wine", "mnist")
 ALL_DATASETS = (*DATASETS, "iris")
 #: image shape (C, H, W) and maximum grey level of the image sets (as in senn_automl.data)
 IMAGES = {"digits": ((1, 8, 8), 16.0), "mnist": ((1, 28, 28), 255.0)}
-ESTIMATORS = ("senn", "mlp", "mlp_holdout", "hgb", "senn_tuned")
+ESTIMATORS = ("senn", "senn_north", "mlp", "mlp_holdout", "hgb", "senn_tuned")
+#: the north row: width by effective rank (NORTH*), room to grow to 128 units
+NORTH = {"policy": "north", "max_width": 128}
 LABELS = {
     "senn": "SENNClassifier (defaults)",
+    "senn_north": "SENNClassifier (north, max_width 128)",
     "mlp": "MLPClassifier (100,)",
     "mlp_holdout": "MLPClassifier (100,), 15 % held out",
     "hgb": "HistGradientBoosting",
@@ -165,7 +169,7 @@ def preprocessing_label(name: str, raw: bool = False) -> str:
 
 
 def make_estimator(key: str, name: str, *, device: str, seed: int = 0, settings: dict | None = None):
-    """The estimator ``key`` (senn, mlp, hgb, senn_tuned) for data set ``name``; None if not applicable."""
+    """The estimator ``key`` (senn, senn_north, mlp, mlp_holdout, hgb, senn_tuned) for data set ``name``; None if not applicable."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.neural_network import MLPClassifier
 
@@ -180,6 +184,8 @@ def make_estimator(key: str, name: str, *, device: str, seed: int = 0, settings:
         return HistGradientBoostingClassifier(random_state=seed)
     if key == "senn":
         return SENNClassifier(random_state=seed, device=device, **(settings or {}))
+    if key == "senn_north":
+        return SENNClassifier(random_state=seed, device=device, **NORTH)
     if key == "senn_tuned":
         if name not in IMAGES:
             return None  # the defaults met the target in the tuning protocol: no tuned row
@@ -315,6 +321,7 @@ def table_view(r: dict[str, Any]) -> dict[str, Any]:
 
 STYLE = {  # key -> (colour, marker, filled)
     "senn": ("tab:blue", "o", True),
+    "senn_north": ("tab:red", "v", True),
     "senn_tuned": ("tab:purple", "D", True),
     "mlp": ("tab:orange", "s", True),
     "mlp_holdout": ("tab:orange", "s", False),

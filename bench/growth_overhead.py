@@ -25,7 +25,8 @@ Writes ``growth_overhead.{csv,json,png}`` to ``--out``.
 
 Cases (``--cases``): ``mlp-digits`` (natural policy, defaults, 60 epochs), ``mlp-digits-fast``
 (plus stochastic candidate ascent, ``FAST`` below), ``mlp-mnist`` (natural policy with the README's
-MNIST settings, 40 epochs), ``cnn-mnist`` (SECNN policy on 1×28×28 images, 20 epochs).
+MNIST settings, 40 epochs), ``mlp-mnist-north`` (the north policy, width cap 128: its checks are
+an SVD of the scoring rows' activations per hidden layer and step of the rank loop), ``cnn-mnist`` (SECNN policy on 1×28×28 images, 20 epochs).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ CASES: dict[str, tuple[str, int, dict]] = {
     "mlp-digits": ("digits", 60, {}),
     "mlp-digits-fast": ("digits", 60, FAST),
     "mlp-mnist": ("mnist", 40, _MNIST),
+    "mlp-mnist-north": ("mnist", 40, {"policy": "north", "max_width": 128}),
     "cnn-mnist": ("mnist", 20, {"policy": "secnn"}),
 }
 
