@@ -43,8 +43,8 @@ def test_estimator_vs_sklearn_smoke(tmp_path, keep_torch_threads):
     assert record["machine"]["torch_threads"] >= 1
 
     # wine is tabular: no tuned row; one row per estimator, each with 2 folds
-    assert [r["key"] for r in rows] == ["senn", "mlp", "mlp_holdout", "hgb"]
-    assert [r["key"] for r in record["rows"]] == ["senn", "mlp", "mlp_holdout", "hgb"]
+    assert [r["key"] for r in rows] == ["senn", "senn_north", "mlp", "mlp_holdout", "hgb"]
+    assert [r["key"] for r in record["rows"]] == ["senn", "senn_north", "mlp", "mlp_holdout", "hgb"]
     for r in rows:
         assert r["folds"] == 2 and len(r["acc_folds"]) == 2
         assert 0.8 < r["acc_mean"] <= 1.0, r
