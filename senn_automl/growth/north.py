@@ -36,7 +36,7 @@ FAN_INS = ("natural", "random", "select")
 @dataclass
 class EffectiveRankPolicy(GrowthPolicy):
     """Grow each hidden layer of a :class:`~senn_automl.models.mlp.GrowingMLP` while its
-    activations are full rank (NORTH*, Maile, Rachelson, Luga & Wilson, AutoML-Conf 2022, §3.2).
+    activations are full rank (NORTH*, Maile, Rachelson, Luga & Wilson, AutoML-Conf 2022, §3; docs/methods.md §4, R1–R3).
 
     At a check, for hidden layer ``i`` with ``m`` units and activations ``H`` (n, m) on the
     scoring batch: ``r`` = effective rank of ``H`` (singular values of ``H/√n`` above
@@ -61,7 +61,7 @@ class EffectiveRankPolicy(GrowthPolicy):
         largest share outside the span of the layer's activations,
         :func:`~senn_automl.scores.rank.independence`), "random" (NORTH-Random: random draws) or
         "natural" (SENN's candidates, ``n_candidates`` ascended ``candidate_steps`` steps on Δη',
-        best Δη' first). BENCHMARKS.md, "NORTH*", compares the three.
+        best Δη' first).
     n_candidates, candidate_steps : candidates per pool (≥ 1) and their Δη' ascent steps (≥ 0,
         ``fan_in="natural"`` only); a pool holds ``max(n_candidates, k)`` when ``k`` units are due.
     damping, fisher : K-FAC damping and output factor of the Δη' candidates (see
@@ -120,7 +120,11 @@ class EffectiveRankPolicy(GrowthPolicy):
     def saturated(self, rank: int, width: int) -> int:
         """Units the rule adds to a layer of ``width`` units whose activations have effective
         rank ``rank``: ``rank − ⌊gamma · width⌋`` when positive, else 0."""
-        return max(0, rank - math.floor(self.gamma * width + 1e-9))
+        return max(0, rank - self._level(width))
+
+    def _level(self, width: int) -> int:
+        """⌊gamma · width⌋, the rank above which a layer of ``width`` units is saturated (R2)."""
+        return math.floor(self.gamma * width + 1e-9)
 
     def _patience_left(self, history) -> bool:
         """Update the held-out stopping rule at a check; ``False`` once growth has ended."""
@@ -177,7 +181,7 @@ class EffectiveRankPolicy(GrowthPolicy):
             step=0, epoch=ctx.epoch, kind="units", where=layer, score=rank0 / width0, eta=math.nan, lam=math.nan,
             ratio=rank0 / width0, tau=self.gamma, alpha=math.nan, params_before=before, params_after=model.n_params(),
             hidden_after=tuple(model.hidden), max_abs_diff=diff, n=added,
-            detail=f"effective rank {rank0} of {width0} units > ⌊γ·m⌋ = {math.floor(self.gamma * width0 + 1e-9)}: "
+            detail=f"effective rank {rank0} of {width0} units > ⌊γ·m⌋ = {self._level(width0)}: "
                    f"{added} units (fan-in {self.fan_in}), rank now {rank} of {model.hidden[layer]}",
         )
 

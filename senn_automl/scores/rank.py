@@ -1,7 +1,7 @@
 """Effective rank of a layer's activations: NORTH*'s growth trigger (torch only).
 
 Maile, Rachelson, Luga & Wilson, "When, where, and how to add new neurons to ANNs" (AutoML-Conf
-2022), §3.2 ("Neural orthogonality", the ``countsvd`` metric of their code): the effective
+2022), §3 (the orthogonality-based metrics; ``countsvd`` in their code): the effective
 dimension of a layer with ``m`` units is the number of singular values of ``H/√n`` above a
 threshold, ``H`` the (n, m) activations on ``n`` rows. A layer whose units are (nearly) all
 independent directions is saturated and may take more units; a layer with redundant units
@@ -32,7 +32,7 @@ def effective_rank(H: torch.Tensor, threshold: float = 0.01) -> int:
     """Effective rank of activations ``H`` (n, m): ``#{j : s_j > threshold · s_max}``, ``s`` the
     singular values of ``H/√n`` (:func:`singular_values`); 0 for an all-zero ``H``.
 
-    NORTH*'s ``countsvd`` (Maile et al. 2022, §3.2) counts ``s_j > 0.01`` in absolute terms; the
+    NORTH*'s ``countsvd`` (Maile et al. 2022, §3; docs/methods.md R1) counts ``s_j > 0.01`` in absolute terms; the
     threshold here is relative to the largest singular value, so the count does not change when a
     layer's activations are scaled (a deviation, docs/methods.md). ``threshold`` in (0, 1).
     """
@@ -57,7 +57,7 @@ def independence(H: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
     """For candidate activations ``F`` (n, P) against a layer's activations ``H`` (n, m): the
     share of each candidate's norm outside the column span of ``H``, ``‖(I − Π_H) f_p‖ / ‖f_p‖``
     (P,) in [0, 1], float64 (projection on the left singular vectors of ``H``, undamped). NORTH-Select keeps the
-    candidates that add the most new directions (Maile et al. 2022, §3.3); 1 for ``m = 0``."""
+    candidates that add the most new directions (Maile et al. 2022, §3; docs/methods.md R3); 1 for ``m = 0``."""
     F = F.detach().double()
     norms = F.norm(dim=0).clamp_min(1e-300)
     if H.shape[1] == 0:
