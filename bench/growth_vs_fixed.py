@@ -21,11 +21,30 @@ table gives the smallest width whose mean accuracy is within 0.3 points of the b
 pixels / max grey level for the image sets, ``StandardScaler`` for tables, fitted per fold.
 Writes ``growth_vs_fixed.{csv,json,png}`` under ``--out`` (default ``bench/results``); the PNG
 draws test accuracy against parameters per fold, grown (filled) and fixed (hollow) joined.
+
+Peer row: ``--peers gromo`` also grows a GroMo (https://github.com/growingnet/gromo) ``GrowingMLP``
+on every fold: the same ``X[train]``, ``y[train]`` / ``X[test]``, ``y[test]``, the same
+preprocessing (fitted on the training fold), its own 15 % held-out part of the training fold,
+seeded with the fold number, widths capped at ``--set max_width`` (128 when not set; the SENN rows
+keep the estimator's default, 64, unless it is set). It starts from one hidden layer of 2 units and
+grows with GroMo's tutorial loop (``compute_statistics``, ``compute_optimal_updates``, the layer
+of the best first-order improvement, a line search over the scaling factors 0/0.1/0.5/1 on the
+held-out part, ``apply_change``; 3 epochs of SGD(lr=0.01) between growth steps, batch 64, at most
+100 epochs, best held-out loss kept, patience 30); the settings and why are in ``bench/_gromo.py``.
+``--gromo-set key=value`` changes one (e.g. ``optimizer=adam``, ``lr=3e-3``). The row gains
+``gromo`` (mean test accuracy), ``gromo_std``, ``gromo_width`` (mean hidden width of the kept
+model), ``gromo_params``, ``gromo_steps`` (growth steps per fold) and ``fit_s_gromo``; per-fold
+entries the same with a ``gromo_`` prefix; the JSON records GroMo's version
+(``importlib.metadata``) and settings under ``peers``; the PNG draws the GroMo folds as green
+triangles. GroMo is imported only when the row is asked for (``pip install gromo``).
+
+    python bench/growth_vs_fixed.py --datasets digits mnist --peers gromo --set policy=north --set max_width=128
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +54,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _gromo
 from _common import add_common_args, code_version, report, setup
 from estimator_vs_sklearn import ALL_DATASETS, load_raw, preprocessing
 
@@ -42,6 +62,27 @@ NAME = "growth_vs_fixed"
 DATASETS = ("digits", "mnist")
 #: target: grown accuracy at least fixed accuracy minus this (fraction)
 TARGET_GAP = 0.003
+PEERS = ("gromo",)
+#: the GroMo row's width cap when ``--set max_width`` is not given
+GROMO_MAX_WIDTH = 128
+
+
+def read_value(text: str) -> Any:
+    """A ``--set`` value read as YAML, and ``1e-3``-style numbers (strings to YAML 1.1) as floats."""
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", text.strip()):
+        return float(text)
+    return yaml.safe_load(text)
+
+
+def parse_pairs(pairs: list[str], flag: str = "--set", example: str = "expansion_interval=3") -> dict[str, Any]:
+    """``key=value`` strings -> {key: value read by :func:`read_value`}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} {pair!r}: use key=value, e.g. {flag} {example}")
+        out[key] = read_value(value)
+    return out
 
 
 def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -50,11 +91,8 @@ def parse_settings(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 
     names = set(SENNClassifier().get_params())
     est, pol = {}, {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: use key=value, e.g. --set expansion_interval=3")
-        (est if key in names else pol)[key] = yaml.safe_load(value)
+    for key, value in parse_pairs(pairs).items():
+        (est if key in names else pol)[key] = value
     return est, pol
 
 
@@ -70,7 +108,15 @@ def fit_score(settings: dict[str, Any], X_tr, y_tr, X_te, y_te, name: str):
     return pipe[-1], float(pipe.score(X_te, y_te)), seconds
 
 
-def run(name: str, folds: int, est: dict, pol: dict, widths: list[int], device: str) -> tuple[dict, list[dict]]:
+def fit_peer(gromo: dict[str, Any], X_tr, y_tr, X_te, y_te, name: str, *, seed: int, device: str) -> dict[str, Any]:
+    """The GroMo row on one fold: ``preprocessing(name)`` fitted on the training fold, then
+    :func:`_gromo.fit_gromo` with ``gromo`` (its settings)."""
+    pre = preprocessing(name).fit(X_tr)
+    return _gromo.fit_gromo(pre.transform(X_tr), y_tr, pre.transform(X_te), y_te, seed=seed, device=device, **gromo)
+
+
+def run(name: str, folds: int, est: dict, pol: dict, widths: list[int], device: str,
+        gromo: dict[str, Any] | None = None) -> tuple[dict, list[dict]]:
     from sklearn.model_selection import StratifiedKFold
 
     X, y = load_raw(name)
@@ -87,6 +133,15 @@ def run(name: str, folds: int, est: dict, pol: dict, widths: list[int], device: 
             "epochs_grown": grown.n_iter_, "epochs_fixed": fixed.n_iter_, "fit_s_grown": t_g, "fit_s_fixed": t_f,
         })
         print(f"{name} fold {fold}: grown {acc_g:.4f} {list(arch)} ({per_fold[-1]['events']} events) fixed {acc_f:.4f}", flush=True)
+        if gromo is not None:
+            r = fit_peer(gromo, X[tr], y[tr], X[te], y[te], name, seed=fold, device=device)
+            per_fold[-1].update({
+                "gromo_acc": r["acc"], "gromo_width": r["width"], "gromo_widths": r["widths"], "gromo_params": r["params"],
+                "gromo_steps": r["growth_steps"], "gromo_amplitudes": r["amplitudes"], "gromo_stop": r["stop"],
+                "gromo_epochs": r["epochs"], "gromo_best_epoch": r["best_epoch"], "fit_s_gromo": r["fit_s"],
+            })
+            print(f"{name} fold {fold}: gromo {r['acc']:.4f} {r['widths']} ({r['growth_steps']} growth steps, "
+                  f"growth ended: {r['stop']})", flush=True)
         for w in widths:
             cap_w = {"max_width": max(w, int(base.get("max_width", 64)))}
             m, acc, _ = fit_score({**base, **cap_w, "policy": "fixed", "hidden_layer_sizes": (w,)}, X[tr], y[tr], X[te], y[te], name)
@@ -104,6 +159,15 @@ def run(name: str, folds: int, est: dict, pol: dict, widths: list[int], device: 
         "fit_s_grown": round(float(np.mean([r["fit_s_grown"] for r in per_fold])), 2),
         "fit_s_fixed": round(float(np.mean([r["fit_s_fixed"] for r in per_fold])), 2),
     }
+    if gromo is not None:
+        p = [r for r in per_fold if "gromo_acc" in r]
+        a = np.array([r["gromo_acc"] for r in p])
+        row.update({
+            "gromo": round(float(a.mean()), 4), "gromo_std": round(float(a.std()), 4),
+            "gromo_width": round(float(np.mean([r["gromo_width"] for r in p])), 1),
+            "gromo_params": int(np.mean([r["gromo_params"] for r in p])), "gromo_steps": [r["gromo_steps"] for r in p],
+            "fit_s_gromo": round(float(np.mean([r["fit_s_gromo"] for r in p])), 2),
+        })
     if widths:
         means = {w: float(np.mean([a for a, _ in grid[w]])) for w in widths}
         best = max(means.values())
@@ -131,6 +195,10 @@ def plot(per_fold: list[dict], path: Path) -> None:
         ax.scatter([r["params"] for r in rows], [r["grown_acc"] for r in rows], color="C0", label="grown", zorder=2)
         ax.scatter([r["params"] for r in rows], [r["fixed_acc"] for r in rows], facecolors="none", edgecolors="C1",
                    label="same architecture, trained fixed", zorder=2)
+        peer = [r for r in rows if "gromo_acc" in r]
+        if peer:
+            ax.scatter([r["gromo_params"] for r in peer], [r["gromo_acc"] for r in peer], color="C2", marker="^",
+                       label="GroMo GrowingMLP (grown)", zorder=2)
         grid = sorted((r for r in per_fold if r["dataset"] == name and r["fold"] < 0), key=lambda r: r["params"])
         if grid:
             ax.plot([r["params"] for r in grid], [r["fixed_acc"] for r in grid], "k--", marker=".", lw=1,
@@ -151,18 +219,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="estimator or policy parameter")
     ap.add_argument("--widths", nargs="*", type=int, default=[], help="also train fixed (w,) nets of these widths")
+    ap.add_argument("--peers", nargs="*", default=[], choices=PEERS, help="also grow a peer library's network on the same folds")
+    ap.add_argument("--gromo-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of bench/_gromo.py's fit_gromo for the gromo row")
     add_common_args(ap)
     args = ap.parse_args(argv)
     device = setup(args)
     est, pol = parse_settings(args.set)
+    gromo, peers = None, {}
+    if "gromo" in args.peers:
+        _gromo.require()  # before any fold: fail at once without GroMo
+        gromo = _gromo.settings(max_width=int(est.get("max_width", GROMO_MAX_WIDTH)), **parse_pairs(args.gromo_set, "--gromo-set", "lr=3e-3"))
+        peers["gromo"] = {"version": _gromo.gromo_version(), "settings": gromo}
     rows, per_fold = [], []
     t0 = time.perf_counter()
     for name in args.datasets:
-        row, folds = run(name, args.folds, est, pol, args.widths, str(device))
+        row, folds = run(name, args.folds, est, pol, args.widths, str(device), gromo)
         rows.append(row)
         per_fold.extend(folds)
     out = Path(args.out)
-    report(NAME, rows, out, device=device, extra={"settings": {"estimator": est, "policy": pol}, "per_fold": per_fold,
+    report(NAME, rows, out, device=device, extra={"settings": {"estimator": est, "policy": pol}, **({"peers": peers} if peers else {}),
+                                                    "per_fold": per_fold,
                                                     "seconds": round(time.perf_counter() - t0, 1), "code": code_version()})
     plot(per_fold, out / f"{NAME}.png")
     print(f"wrote {out / (NAME + '.png')}")
