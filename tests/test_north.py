@@ -10,6 +10,7 @@ import torch
 
 from senn_automl.growth import EffectiveRankPolicy, make_policy
 from senn_automl.growth.base import GrowthContext
+from senn_automl.models.cnn import GrowingCNN
 from senn_automl.models.mlp import GrowingMLP
 from senn_automl.scores.rank import channel_rows, effective_rank, independence, singular_values
 from senn_automl.training.surgery import apply_edit
@@ -181,3 +182,44 @@ def test_a_2000_image_mnist_subset_grows_past_40_units():
     assert clf.model_.hidden[0] > 40
     assert any(e["kind"] == "units" for e in clf.growth_history_)
     assert clf.score(X, y) > 0.9  # training accuracy after 6 epochs
+
+
+# ---------------------------------------------------------------------- channels: secnn's width_rule="rank"
+def _cnn(channels=(8, 8)):
+    torch.manual_seed(0)
+    return GrowingCNN((1, 8, 8), 10, channels, max_channels=32)
+
+
+def test_full_rank_cnn_blocks_widen_and_the_grown_cnn_computes_the_same_function():
+    X, y = _digits()
+    X = X[:256].reshape(-1, 1, 8, 8)
+    model = _cnn().eval()
+    ref = copy.deepcopy(model)
+    policy = make_policy("secnn", width_rule="rank", grow_layers=False)
+    assert policy.block_ranks(model, X) == [8, 8]  # eight random filters of real images: eight directions
+    events, before = _grow(model, policy, X, y[:256])
+    assert [e.kind for e in events] == ["channels", "channels"] and [e.where for e in events] == [0, 1]
+    assert all(w > 8 for w in model.widths) and [8 + e.n for e in events] == model.widths
+    assert "effective rank 8 of 8 channels > ⌊γ·C⌋ = 7" in events[0].detail
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(X), ref(X), rtol=0, atol=1e-4)
+
+
+def test_cnn_blocks_with_copied_channels_do_not_widen():
+    X, y = _digits()
+    X = X[:256].reshape(-1, 1, 8, 8)
+    model = _cnn().eval()
+    with torch.no_grad():  # channels 4..7 of each block copy channels 0..3: rank 4 of 8
+        for block in model.blocks:
+            block[0].conv.weight[4:] = block[0].conv.weight[:4]
+    policy = make_policy("secnn", width_rule="rank", grow_layers=False)
+    assert policy.block_ranks(model, X) == [4, 4]
+    events, before = _grow(model, policy, X, y[:256])
+    assert events == [] and before == [] and model.widths == [8, 8]
+
+
+def test_secnn_rank_settings_are_named():
+    with pytest.raises(ValueError, match=r"width_rule='north' is invalid: use one of: 'score', 'rank'"):
+        make_policy("secnn", width_rule="north")
+    with pytest.raises(ValueError, match=r"gamma.*rank fraction in \(0, 1\]"):
+        make_policy("secnn", width_rule="rank", gamma=0)

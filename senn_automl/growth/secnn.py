@@ -43,14 +43,18 @@ from senn_automl.scores.conv import (
     collect_cnn_stats,
     new_columns_score,
 )
+from senn_automl.scores.rank import channel_rows, effective_rank
 from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_bool, require_choice
 
-__all__ = ["Proposal", "propose_layer", "propose_widen", "SECNNPolicy", "THRESHOLD_RULES"]
+__all__ = ["Proposal", "propose_layer", "propose_widen", "SECNNPolicy", "THRESHOLD_RULES", "WIDTH_RULES"]
 
 #: "ratio": SECNN's η_candidate / η > τ; "natural": SENN's Δη/η > τ and Δη/λ > α
 THRESHOLD_RULES = ("ratio", "natural")
 _DEFAULT_TAU = {"ratio": 1.01, "natural": 0.01}
+#: what widens a block: "score" (SECNN: a widening candidate scored against the layer candidates)
+#: or "rank" (NORTH*'s rule on channels: widen while the block's feature maps are full rank)
+WIDTH_RULES = ("score", "rank")
 
 
 @dataclass
@@ -160,6 +164,17 @@ class SECNNPolicy(GrowthPolicy):
     η in the denominators is the plain (not cross-fitted) total η of the current model: it carries
     a positive noise floor, which makes the relative tests conservative.
 
+    ``width_rule="rank"`` takes the width decision away from the score (docs/methods.md §4, the
+    channel version of R1–R2): at a check, block ``b`` with ``C`` channels and feature maps
+    ``Z_b`` (B, C, H, W) on the scoring rows (train mode, on a copy) is saturated when the effective rank
+    ``r`` of ``Z_b`` unfolded per position (:func:`~senn_automl.scores.rank.channel_rows`,
+    singular values above ``rank_threshold · s_max``) exceeds ``⌊gamma · C⌋``; it is then widened
+    by ``k = r − ⌊gamma · C⌋`` channels (every conv of the block, up to ``max_channels``; new
+    channels' readers get zero input columns, so the edit is function-preserving), its rank is
+    measured again with the new channels, and it widens again while the rule holds. Every
+    saturated block widens at the same check, one ``channels`` event each; the layer candidates are then
+    scored and accepted as above (widening candidates are not scored).
+
     Parameters
     ----------
     threshold_rule : "ratio" or "natural".
@@ -172,6 +187,9 @@ class SECNNPolicy(GrowthPolicy):
     fisher : "gauss_newton" (default) or "empirical": the output-side factor G (module docstring).
     debias : cross-fit candidate scores over two halves of the scoring rows (see module docstring).
     score_samples : rows of the scoring batch used (≥ 4); the trainer passes ~1024.
+    width_rule : "score" (default, SECNN) or "rank" (see above).
+    rank_threshold, gamma : ε in (0, 1) and γ in (0, 1] of ``width_rule="rank"`` (as the MLP's
+        ``north`` policy: 0.03 and 0.97).
     expansion_interval, min_gap, when, ... : see :class:`~senn_automl.growth.base.GrowthPolicy`.
 
     Raises ``ValueError`` (from :meth:`validate`) for out-of-range values, naming the argument.
@@ -192,6 +210,9 @@ class SECNNPolicy(GrowthPolicy):
     fisher: str = "gauss_newton"
     debias: bool = True
     score_samples: int = 256
+    width_rule: str = "score"
+    rank_threshold: float = 0.03
+    gamma: float = 0.97
 
     def validate(self) -> None:
         super().validate()
@@ -209,6 +230,10 @@ class SECNNPolicy(GrowthPolicy):
         require(is_real(self.damping) and self.damping > 0, "damping", self.damping, "the K-FAC damping must be > 0, e.g. 0.1")
         require_choice("fisher", self.fisher, CONV_FISHERS)
         require(is_whole(self.score_samples) and self.score_samples >= 4, "score_samples", self.score_samples, "use a whole number of rows >= 4, e.g. 256")
+        require_choice("width_rule", self.width_rule, WIDTH_RULES)
+        require(is_real(self.rank_threshold) and 0 < self.rank_threshold < 1, "rank_threshold", self.rank_threshold,
+                "use a fraction of the largest singular value in (0, 1), e.g. 0.03")
+        require(is_real(self.gamma) and 0 < self.gamma <= 1, "gamma", self.gamma, "use a rank fraction in (0, 1], e.g. 0.97")
 
     @property
     def effective_tau(self) -> float:
@@ -241,7 +266,7 @@ class SECNNPolicy(GrowthPolicy):
                 proposals.append(Proposal("conv_layer", b, 1, bn.eta_cross if debias else bn.eta,
                                           weights[b].numel() + 2 * model.widths[b],
                                           lambda m, b=b, w=weights[b]: m.add_conv_layer(b, w)))
-            if self.grow_width and model.can_widen(b, self.widen_step):
+            if self.grow_width and self.width_rule == "score" and model.can_widen(b, self.widen_step):
                 proposals.append(propose_widen(model, b, self.widen_step, Xs, ys, generator=gen, **kw))
         return stats, proposals
 
@@ -262,26 +287,57 @@ class SECNNPolicy(GrowthPolicy):
         X, y, epoch, apply = ctx.X, ctx.y, ctx.epoch, ctx.apply
         generator = ctx.generator
         self.check_model(model)
+        widened = self.widen_saturated(model, ctx) if self.grow_width and self.width_rule == "rank" else []
         stats, proposals = self.propose(model, X, y, generator, ctx.task)
         eta, lam = stats.eta, stats.lam
         self.last_eta = eta
         rated = [(self.rate(p, eta), p) for p in proposals]
         rated = [r for r in rated if math.isfinite(r[0][1])]
         if not rated:
-            return []
+            return widened
         (score, ratio), best = max(rated, key=lambda t: t[0][1])
         tau = self.effective_tau
         natural = self.threshold_rule == "natural"
         if not (ratio > tau and (not natural or score / max(lam, TINY) > self.alpha)):
-            return []
+            return widened
         before = model.n_params()
         _, diff = apply(best.edit)
         others = ", ".join(f"{p.kind}@{p.block}:{p.delta_eta:.3g}" for _, p in rated)
         return [
+            *widened,
             GrowthEvent(
-                step=0, epoch=epoch, kind=best.kind, where=best.block, score=score, eta=eta,
+                step=len(widened), epoch=epoch, kind=best.kind, where=best.block, score=score, eta=eta,
                 lam=lam if natural else math.nan, ratio=ratio, tau=tau, alpha=self.alpha if natural else math.nan,
                 params_before=before, params_after=model.n_params(), hidden_after=as_tuple(model.hidden), max_abs_diff=diff,
                 n=best.n, detail=f"Δη={best.delta_eta:.4g} Δp={best.delta_params} candidates Δη: {others}",
             )
         ]
+
+    def block_ranks(self, model: GrowingCNN, X: torch.Tensor) -> list[int]:
+        """Effective rank of every block's feature maps on ``X[:score_samples]``, as
+        :func:`~senn_automl.scores.rank.effective_rank` of :func:`~senn_automl.scores.rank.channel_rows`,
+        measured in train mode (BatchNorm on the batch's statistics, as the network trains) on a
+        copy, so the model's running statistics stay as they are."""
+        return [effective_rank(channel_rows(z), self.rank_threshold) for z in _scoring_copy(model).block_outputs(X[: self.score_samples])]
+
+    def widen_saturated(self, model: GrowingCNN, ctx: GrowthContext) -> list[GrowthEvent]:
+        """``width_rule="rank"``: widen every saturated block (class docstring) through ``ctx.apply``,
+        measuring its rank again with the new channels and widening again while the rule holds (as
+        the ``north`` policy does for units); one ``channels`` event per widened block."""
+        events = []
+        for b, rank0 in enumerate(self.block_ranks(model, ctx.X)):
+            c0, before, rank, diff = model.widths[b], model.n_params(), rank0, 0.0
+            while (k := min(rank - math.floor(self.gamma * model.widths[b] + 1e-9), model.max_channels - model.widths[b])) >= 1:
+                _, d = ctx.apply(lambda m, b=b, k=k: m.widen_block(b, k, ctx.generator))
+                diff = max(diff, d)
+                rank = self.block_ranks(model, ctx.X)[b]
+            if model.widths[b] == c0:
+                continue
+            events.append(GrowthEvent(
+                step=len(events), epoch=ctx.epoch, kind="channels", where=b, score=rank0 / c0, eta=math.nan, lam=math.nan,
+                ratio=rank0 / c0, tau=self.gamma, alpha=math.nan, params_before=before, params_after=model.n_params(),
+                hidden_after=as_tuple(model.hidden), max_abs_diff=diff, n=model.widths[b] - c0,
+                detail=f"effective rank {rank0} of {c0} channels > ⌊γ·C⌋ = {math.floor(self.gamma * c0 + 1e-9)}: "
+                       f"{model.widths[b] - c0} channels, rank now {rank} of {model.widths[b]}",
+            ))
+        return events

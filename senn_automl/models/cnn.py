@@ -268,6 +268,22 @@ class GrowingCNN(nn.Module):
         h = F.leaky_relu(self.head_bn(self.head_conv(torch.cat([x, skip], dim=1))), self.negative_slope)
         return self.fc(h.mean(dim=(2, 3)))
 
+    @torch.no_grad()
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's output feature maps on ``x``: a list of (B, C_b, H_b, W_b) tensors, block 0
+        first, computed in the module's current mode (in train mode BatchNorm uses, and updates,
+        the batch statistics: call it in eval mode to measure without side effects)."""
+        if x.dim() == 2 and x.shape[1] == math.prod(self.in_shape):
+            x = x.reshape(-1, *self.in_shape)
+        outs = []
+        for b, block in enumerate(self.blocks):
+            if b > 0:
+                x = F.max_pool2d(x, 2)
+            for layer in block:
+                x = layer(x)
+            outs.append(x)
+        return outs
+
     # ------------------------------------------------------------------ spec
     def spec(self) -> dict[str, Any]:
         """JSON-able architecture spec; :meth:`from_spec` rebuilds an identically shaped model."""
