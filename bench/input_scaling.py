@@ -1,8 +1,8 @@
 """Which input scaling inside ``SENNClassifier``? Min-max, standardise every column, or per column.
 
-``SENNClassifier(scale_features=True)`` standardises every column except sparse unit-scale ones
-(values in [0, 1], at least half of them 0: pixels / max, one-hot), which it leaves as they are
-("per column"). This bench puts that rule next to the two it replaced or could be replaced by, on
+``SENNClassifier(scale_features=True)`` leaves data with every value in [0, 1] as it is (images /
+max), and otherwise standardises every column except sparse unit-scale ones (values in [0, 1], at
+least half of them 0: one-hot), which it leaves as they are ("per column"). This bench puts that rule next to the two it replaced or could be replaced by, on
 the same folds (``StratifiedKFold(--folds, shuffle=True, random_state=0)``, seed = fold):
 
 - ``minmax``: ``MinMaxScaler`` in front, ``scale_features=False`` (every column to [0, 1]);

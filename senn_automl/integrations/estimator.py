@@ -134,18 +134,19 @@ _PARAMETERS_DOC = """    Parameters
         Torch device for training: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``,
         ``"cuda"``, ``"cuda:1"``, ... The fitted model is always moved back to the CPU.
     scale_features : bool, default=True
-        Standardise, on the training split, every feature column except sparse unit-scale ones
-        before training an MLP: a column whose training values all lie in [0, 1] with at least
-        half of them 0 (pixels divided by their maximum, one-hot or rare 0/1 indicators) is left
-        as it is; every other column gets zero mean and unit variance (scikit-learn's
-        ``StandardScaler``, weighted by ``sample_weight``; a constant column is only centred).
-        The map is then folded into the first linear layer (``W·scale``, ``b + W·shift``), so
-        ``model_`` itself reads raw features: predictions, pickles and exported MLflow models
-        need no scaler, and a ``StandardScaler`` in front changes the fit only by float rounding.
-        Why, measured (``bench/input_scaling.py``, docs/design.md "Features are rescaled inside
-        the estimator"): min-max scaling squashes the bulk of a column with outliers, while
-        standardising rare pixels or rare categories turns them into outliers of tens of
-        standard deviations. Raw 0–255 images: divide by 255 first, or pass 4-D ``X`` /
+        Rescale the features on the training split before training an MLP, then fold the map
+        into the first linear layer (``W·scale``, ``b + W·shift``), so ``model_`` itself reads raw
+        features: predictions, pickles and exported MLflow models need no scaler. When every
+        value lies in [0, 1] (images divided by their maximum, indicator matrices: one unit for
+        all columns) nothing is changed. Otherwise every column is standardised (scikit-learn's
+        ``StandardScaler``, weighted by ``sample_weight``; a constant column is only centred)
+        except sparse unit-scale columns (values in [0, 1], at least half of them 0: one-hot,
+        rare indicators), which are left as they are; a ``StandardScaler`` in front then changes
+        the fit only by float rounding. Why, measured (``bench/input_scaling.py``; docs/design.md,
+        "Features are rescaled inside the estimator"): min-max scaling squashes the bulk of a
+        column with outliers, standardising rare pixels or rare categories turns them into
+        outliers of tens of standard deviations, and rescaling some pixels but not others breaks
+        the unit they share. Raw 0–255 images: divide by 255 first, or pass 4-D ``X`` /
         ``image_shape``. Not applied to image inputs (4-D ``X`` or ``image_shape``, whatever the
         model) or to the edge-expansion model.
     warm_start : bool, default=False
@@ -872,20 +873,29 @@ def _fold_output_scaling(model, scale: np.ndarray, shift: np.ndarray, inverse: b
 class _FeatureScaling:
     """The input scaling of ``scale_features=True``: ``x ↦ x·scale_ + shift_`` per feature, fitted
     on ``X`` (n_samples, n_features) with optional ``sample_weight`` (n_samples,): a row of weight k
-    counts as k copies, a row of weight 0 as removed. Sparse unit-scale columns (every value in
-    [0, 1], at least half of them 0: pixels / max, one-hot, rare indicators) keep ``scale_ = 1``,
-    ``shift_ = 0``; the others are standardised (``StandardScaler``'s ``1/scale_`` and
-    ``−mean_/scale_``; a constant column has ``scale_`` 1). Both arrays are float64, scales positive."""
+    counts as k copies, a row of weight 0 as removed.
+
+    - Every value of ``X`` in [0, 1] (images divided by their maximum, indicator matrices): one
+      unit shared by all columns, left as it is (``scale_ = 1``, ``shift_ = 0``).
+    - Otherwise the columns are in different units: sparse unit-scale columns (values in [0, 1],
+      at least half of them 0: one-hot, rare indicators) are left as they are, every other column
+      is standardised (``StandardScaler``'s ``1/scale_`` and ``−mean_/scale_``; a constant
+      column has ``scale_`` 1).
+
+    Both arrays are float64 (n_features,), scales positive."""
 
     def __init__(self, X: np.ndarray, sample_weight: np.ndarray | None = None):
         X = np.asarray(X, dtype=np.float64)
         w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        std = StandardScaler().fit(X, sample_weight=w)
         kept = X[w > 0]
-        zeros = (w[:, None] * (X == 0)).sum(axis=0) / w.sum()
-        sparse_unit = (kept.min(axis=0) >= 0) & (kept.max(axis=0) <= 1) & (zeros >= 0.5)
-        self.scale_ = np.where(sparse_unit, 1.0, 1.0 / std.scale_)
-        self.shift_ = np.where(sparse_unit, 0.0, -std.mean_ / std.scale_)
+        unit = (kept.min(axis=0) >= 0) & (kept.max(axis=0) <= 1)
+        if unit.all():
+            self.scale_, self.shift_ = np.ones(X.shape[1]), np.zeros(X.shape[1])
+            return
+        std = StandardScaler().fit(X, sample_weight=w)
+        keep = unit & ((w[:, None] * (X == 0)).sum(axis=0) / w.sum() >= 0.5)
+        self.scale_ = np.where(keep, 1.0, 1.0 / std.scale_)
+        self.shift_ = np.where(keep, 0.0, -std.mean_ / std.scale_)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return X * self.scale_ + self.shift_
