@@ -190,7 +190,8 @@ def eval_outputs(model, X):
 #: a bench/ command; `pytest -m "not slow"` leaves them out
 SLOW_MODULES = {
     "test_tune", "test_cluster", "test_tracking", "test_packaging", "test_bench_commands", "test_bench_estimator",
-    "test_bench_growth_vs_fixed", "test_bench_policies", "test_bench_growth_timing", "test_bench_regressor",
+    "test_bench_growth_vs_fixed", "test_bench_growth_vs_rows", "test_bench_policies", "test_bench_growth_timing",
+    "test_bench_regressor",
 }
 
 
