@@ -22,7 +22,7 @@ from senn_automl.growth.base import GrowthContext, GrowthEvent, GrowthPolicy, re
 from senn_automl.models.mlp import GrowingMLP
 from senn_automl.scores.candidates import best_neuron_candidate, random_pool
 from senn_automl.scores.curvature import FISHERS, collect_kfac
-from senn_automl.scores.rank import effective_rank, independence
+from senn_automl.scores.rank import effective_rank, independence, saturation_level
 from senn_automl.validation import is_real, is_whole, require, require_choice
 
 __all__ = ["FAN_INS", "EffectiveRankPolicy"]
@@ -124,7 +124,7 @@ class EffectiveRankPolicy(GrowthPolicy):
 
     def _level(self, width: int) -> int:
         """⌊gamma · width⌋, the rank above which a layer of ``width`` units is saturated (R2)."""
-        return math.floor(self.gamma * width + 1e-9)
+        return saturation_level(self.gamma, width)
 
     def _patience_left(self, history) -> bool:
         """Update the held-out stopping rule at a check; ``False`` once growth has ended."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
@@ -43,7 +43,7 @@ from senn_automl.scores.conv import (
     collect_cnn_stats,
     new_columns_score,
 )
-from senn_automl.scores.rank import channel_rows, effective_rank
+from senn_automl.scores.rank import channel_rows, effective_rank, saturation_level
 from senn_automl.scores.tasks import CLASSIFICATION, Task
 from senn_automl.validation import TINY, as_tuple, is_real, is_whole, require, require_bool, require_choice
 
@@ -313,12 +313,14 @@ class SECNNPolicy(GrowthPolicy):
             )
         ]
 
-    def block_ranks(self, model: GrowingCNN, X: torch.Tensor) -> list[int]:
-        """Effective rank of every block's feature maps on ``X[:score_samples]``, as
-        :func:`~senn_automl.scores.rank.effective_rank` of :func:`~senn_automl.scores.rank.channel_rows`,
-        measured in train mode (BatchNorm on the batch's statistics, as the network trains) on a
-        copy, so the model's running statistics stay as they are."""
-        return [effective_rank(channel_rows(z), self.rank_threshold) for z in _scoring_copy(model).block_outputs(X[: self.score_samples])]
+    def block_ranks(self, model: GrowingCNN, X: torch.Tensor, blocks: Sequence[int] | None = None) -> list[int]:
+        """Effective rank of the feature maps of each block in ``blocks`` (default: all) on
+        ``X[:score_samples]``, as :func:`~senn_automl.scores.rank.effective_rank` of
+        :func:`~senn_automl.scores.rank.channel_rows`, measured in train mode (BatchNorm on the
+        batch's statistics, as the network trains) on a copy, so the model's running statistics
+        stay as they are."""
+        maps = _scoring_copy(model).block_outputs(X[: self.score_samples])
+        return [effective_rank(channel_rows(maps[b]), self.rank_threshold) for b in (range(len(maps)) if blocks is None else blocks)]
 
     def widen_saturated(self, model: GrowingCNN, ctx: GrowthContext) -> list[GrowthEvent]:
         """``width_rule="rank"``: widen every saturated block (class docstring) through ``ctx.apply``,
@@ -327,17 +329,17 @@ class SECNNPolicy(GrowthPolicy):
         events = []
         for b, rank0 in enumerate(self.block_ranks(model, ctx.X)):
             c0, before, rank, diff = model.widths[b], model.n_params(), rank0, 0.0
-            while (k := min(rank - math.floor(self.gamma * model.widths[b] + 1e-9), model.max_channels - model.widths[b])) >= 1:
+            while (k := min(rank - saturation_level(self.gamma, model.widths[b]), model.max_channels - model.widths[b])) >= 1:
                 _, d = ctx.apply(lambda m, b=b, k=k: m.widen_block(b, k, ctx.generator))
                 diff = max(diff, d)
-                rank = self.block_ranks(model, ctx.X)[b]
+                (rank,) = self.block_ranks(model, ctx.X, [b])
             if model.widths[b] == c0:
                 continue
             events.append(GrowthEvent(
                 step=len(events), epoch=ctx.epoch, kind="channels", where=b, score=rank0 / c0, eta=math.nan, lam=math.nan,
                 ratio=rank0 / c0, tau=self.gamma, alpha=math.nan, params_before=before, params_after=model.n_params(),
                 hidden_after=as_tuple(model.hidden), max_abs_diff=diff, n=model.widths[b] - c0,
-                detail=f"effective rank {rank0} of {c0} channels > ⌊γ·C⌋ = {math.floor(self.gamma * c0 + 1e-9)}: "
+                detail=f"effective rank {rank0} of {c0} channels > ⌊γ·C⌋ = {saturation_level(self.gamma, c0)}: "
                        f"{model.widths[b] - c0} channels, rank now {rank} of {model.widths[b]}",
             ))
         return events

@@ -29,7 +29,7 @@ Every edit returns :class:`~senn_automl.models.mlp.ParamChange` records for
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -251,38 +251,36 @@ class GrowingCNN(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _block_maps(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each block's output feature maps (B, C_b, H_b, W_b) on ``x``, block 0 first, one at a time.
+        ``x`` is (B, C, H, W) or flat (B, C·H·W); raises ``ValueError`` for another shape."""
         if x.dim() == 2 and x.shape[1] == math.prod(self.in_shape):
             x = x.reshape(-1, *self.in_shape)
         if tuple(x.shape[1:]) != self.in_shape:
             raise ValueError(f"input of shape {tuple(x.shape)} does not match (B, *in_shape) = (B, {', '.join(map(str, self.in_shape))})")
-        skip = None
         for b, block in enumerate(self.blocks):
             if b > 0:
                 x = F.max_pool2d(x, 2)
             for layer in block:
                 x = layer(x)
-            if b == 0:
-                skip = x
-        skip = F.adaptive_avg_pool2d(skip, x.shape[-2:])
-        h = F.leaky_relu(self.head_bn(self.head_conv(torch.cat([x, skip], dim=1))), self.negative_slope)
+            yield x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = last = None
+        for z in self._block_maps(x):  # the head reads the last block and, through the skip, the first
+            first = z if first is None else first
+            last = z
+        skip = F.adaptive_avg_pool2d(first, last.shape[-2:])
+        h = F.leaky_relu(self.head_bn(self.head_conv(torch.cat([last, skip], dim=1))), self.negative_slope)
         return self.fc(h.mean(dim=(2, 3)))
 
     @torch.no_grad()
     def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every block's output feature maps on ``x``: a list of (B, C_b, H_b, W_b) tensors, block 0
         first, computed in the module's current mode (in train mode BatchNorm uses, and updates,
-        the batch statistics: call it in eval mode to measure without side effects)."""
-        if x.dim() == 2 and x.shape[1] == math.prod(self.in_shape):
-            x = x.reshape(-1, *self.in_shape)
-        outs = []
-        for b, block in enumerate(self.blocks):
-            if b > 0:
-                x = F.max_pool2d(x, 2)
-            for layer in block:
-                x = layer(x)
-            outs.append(x)
-        return outs
+        the batch statistics: call it in eval mode, or on a copy, to measure without side effects).
+        Raises ``ValueError`` for an input that does not match ``in_shape``."""
+        return list(self._block_maps(x))
 
     # ------------------------------------------------------------------ spec
     def spec(self) -> dict[str, Any]:

@@ -12,9 +12,11 @@ singular value).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["channel_rows", "effective_rank", "independence", "singular_values"]
+__all__ = ["channel_rows", "effective_rank", "independence", "saturation_level", "singular_values"]
 
 
 def singular_values(H: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,13 @@ def effective_rank(H: torch.Tensor, threshold: float = 0.01) -> int:
     if len(s) == 0 or float(s[0]) <= 0:
         return 0
     return int((s > threshold * s[0]).sum())
+
+
+def saturation_level(gamma: float, width: int) -> int:
+    """``⌊gamma · width⌋``: a layer of ``width`` units (or a block of ``width`` channels) is saturated
+    when the effective rank of its activations exceeds this (NORTH*, Maile et al. 2022, §3;
+    docs/methods.md R2). The floor carries a 1e-9 slack so that, e.g., 0.97 · 100 counts as 97."""
+    return math.floor(gamma * width + 1e-9)
 
 
 def channel_rows(maps: torch.Tensor) -> torch.Tensor:
